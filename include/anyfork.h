@@ -1,0 +1,363 @@
+/*
+ * anyfork: create processes without forking the caller.
+ *
+ * Generated from the Rust sources by cbindgen (build.rs); do not edit.
+ *
+ * Conventions: calls returning int give >= 0 on success and a negative
+ * errno on failure; calls returning a pointer give NULL on failure. Either
+ * way fork_last_error() then describes the failure on the calling thread.
+ * NULL or invalid arguments are errors, never crashes. Callbacks run only
+ * from fork_loop_dispatch() or fork_wait(); a call that returns an error
+ * never calls its callback. Any thread may call any function; one
+ * fork_proc is used by one thread at a time.
+ */
+
+#ifndef ANYFORK_H
+#define ANYFORK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/*
+ What one `fork_arg` holds.
+
+ The variant names are the C enumerators' names.
+ */
+typedef enum fork_arg_kind {
+  /*
+   A byte string: `data` and `len` are set, `fd` is -1.
+   */
+  FORK_ARG_STRING = 0,
+  /*
+   A file descriptor: `fd` is set, `data` is NULL and `len` 0.
+   */
+  FORK_ARG_FD = 1,
+} fork_arg_kind;
+
+/*
+ Which call a dispatcher is asked to perform.
+ */
+typedef enum fork_call_kind {
+  /*
+   An eval: `fd` is -1, `args` are the eval's own strings; a non-zero
+   return makes the process exit with that status.
+   */
+  FORK_CALL_EVAL = 0,
+  /*
+   A run: `fd` is the comm socket, `args` everything received; the
+   return value is the process's exit status.
+   */
+  FORK_CALL_RUN = 1,
+} fork_call_kind;
+
+/*
+ A process that has not entered its run function yet (opaque).
+
+ Created by `fork_new`, `fork_new_exec` or `fork_fork`; ended by
+ `fork_run` (which consumes it) or `fork_free`. One thread at a time may
+ use a given `fork_proc`; different ones may be used by different threads.
+ */
+typedef struct fork_proc fork_proc;
+
+/*
+ One argument as the child's functions see it.
+
+ A string's bytes are followed by a NUL that `len` does not count, so
+ text arguments can be used as C strings. Everything stays valid until
+ the process exits.
+ */
+typedef struct fork_arg {
+  /*
+   `FORK_ARG_STRING` or `FORK_ARG_FD`.
+   */
+  enum fork_arg_kind kind;
+  /*
+   The file descriptor, or -1 for a string.
+   */
+  int fd;
+  /*
+   The bytes of a string (NUL-terminated), or NULL for an fd.
+   */
+  const uint8_t *data;
+  /*
+   The number of bytes of a string, or 0 for an fd.
+   */
+  size_t len;
+} fork_arg;
+
+/*
+ A dispatcher: performs eval and run calls itself instead of looking
+ `name` up with `dlsym`, so an interpreter can run its own code. `kind`
+ says which call, `fd` is the comm socket (-1 for eval), `args` as for
+ the eval or run function. Its return value is what that function's
+ would be.
+ */
+typedef int (*fork_dispatch_fn)(enum fork_call_kind kind,
+                                const char *name,
+                                int fd,
+                                const struct fork_arg *args,
+                                size_t nargs,
+                                void *userdata);
+
+/*
+ Called once a run's commands are all delivered: `fd` is the caller's
+ end of the comm socket, which the callback now owns (close it when
+ done; its EOF tells that the process ended). A negative `fd` is `-errno`
+ when the process can no longer be reached (e.g. `-EPIPE`, the template
+ died); `fork_last_error()` on the dispatching thread then describes why.
+ */
+typedef void (*fork_run_cb)(int fd, void *userdata);
+
+/*
+ Called once a process has exited: its pid and its wait status (decode
+ with `WIFEXITED`/`WEXITSTATUS`/`WIFSIGNALED`/`WTERMSIG`). A negative
+ `wait_status` is `-errno` when the status cannot be known (`-ECHILD`:
+ the template went away first, or a host loop reaped a direct child),
+ with `fork_last_error()` describing why.
+ */
+typedef void (*fork_exit_cb)(pid_t pid, int wait_status, void *userdata);
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+/*
+ Inside an eval or run function: the fds and strings this process has
+ received so far, in order; `*nargs` gets their number. The array stays
+ valid until the process exits. Elsewhere returns NULL and sets `*nargs`
+ to 0. `nargs` may be NULL.
+
+ # Safety
+ `nargs` is NULL or points to a writable `size_t`.
+ */
+const struct fork_arg *fork_child_args(size_t *nargs);
+
+/*
+ Sets the dispatcher of the calling process (NULL restores `dlsym`
+ lookup). Used by a custom server before `fork_serve`, or by a program
+ before `fork_template`; forked children inherit it. Builtins
+ (`anyfork_*`) are still found first.
+
+ # Safety
+ `fn` must stay callable, and `userdata` valid, in every process that
+ inherits them.
+ */
+void fork_set_dispatch(fork_dispatch_fn f, void *userdata);
+
+/*
+ The one fd a program's event loop watches for the whole library: it is
+ readable exactly while `fork_loop_dispatch` has work (bytes a socket
+ now takes, reports to read, a direct child to reap, callbacks due).
+
+ Watch it level-triggered (`ev_io`, `uv_poll_t`, `EPOLLIN` without
+ `EPOLLET`) and call `fork_loop_dispatch` whenever it is readable.
+ Edge-triggered watchers work only if each wake-up dispatches until
+ `fork_loop_dispatch` returns 0 and the fd is no longer readable. The fd
+ belongs to the library: do not read it or close it.
+
+ Returns the fd (the same for the life of the process), or `-errno`
+ with `fork_last_error()` set. Any thread may call.
+ */
+int fork_loop_fd(void);
+
+/*
+ Does all the work that can be done now without blocking, then runs the
+ run and exit callbacks that were due when it started, on this thread
+ and with no library lock held. Callbacks may call any anyfork function,
+ including creating and running processes and dispatching again; what
+ they make due runs in a later dispatch.
+
+ Returns the number of callbacks run, or `-errno` with
+ `fork_last_error()` set. Any thread may call; callbacks run on the
+ thread that dispatches.
+ */
+int fork_loop_dispatch(void);
+
+/*
+ For programs without an event loop: dispatches and waits on the loop fd
+ until at least one callback ran, `timeout_ms` passed (-1: no limit), or
+ no run or exit callback is waiting at all.
+
+ Returns the number of callbacks run (0: timeout, or nothing waits), or
+ `-errno` with `fork_last_error()` set. `while (fork_wait(-1) > 0) ;`
+ waits for everything. Any thread may call.
+ */
+int fork_wait(int timeout_ms);
+
+/*
+ The number of run and exit callbacks registered and not run yet.
+ Any thread may call.
+ */
+size_t fork_pending(void);
+
+/*
+ Creates a process by forking the default template, which is spawned on
+ first use (see `fork_new_exec`) and spawned again if it died.
+
+ Returns a new handle, or NULL with `fork_last_error()` set. The caller
+ owns the handle: end it with `fork_run` or `fork_free`. Any thread may
+ call; the default template is shared and locked.
+ */
+struct fork_proc *fork_new(void);
+
+/*
+ Spawns a fresh template server (`anyfork-serve`, found through
+ `$ANYFORK_SERVE`, beside the shared library, `../libexec/`, or the build
+ directory) with `posix_spawn`: a direct child of the caller, whose pid
+ `fork_pid` gives and which the library reaps.
+
+ Returns a new handle owned by the caller, or NULL with
+ `fork_last_error()` set (naming every place searched when the server is
+ not found). Any thread may call.
+ */
+struct fork_proc *fork_new_exec(void);
+
+/*
+ Forks the process `p`: the child starts with every fd, string and
+ library sent to `p` so far, and takes its own commands from then on.
+ `p` stays usable (it is a template) and is not consumed.
+
+ Returns a new handle owned by the caller, or NULL with
+ `fork_last_error()` set (NULL `p`, a dead process, no fds left).
+
+ # Safety
+ `p` is NULL or a live handle not used by another thread meanwhile.
+ */
+struct fork_proc *fork_fork(struct fork_proc *p);
+
+/*
+ Sends a file descriptor; it becomes the next argument of the run
+ function (`FORK_ARG_FD`). The library duplicates `fd` at once
+ (`F_DUPFD_CLOEXEC`): the caller keeps its own and may close it right
+ away; the library closes its duplicate once it is passed.
+
+ Returns 0, or `-EINVAL` (NULL `p`), `-EBADF` (negative or closed `fd`),
+ `-EMFILE` (no fd left for the duplicate), `-EPIPE` (the process is
+ gone), with `fork_last_error()` set. Nothing is sent on failure.
+
+ # Safety
+ `p` is NULL or a live handle not used by another thread meanwhile.
+ */
+int fork_send_fd(struct fork_proc *p, int fd);
+
+/*
+ Sends a byte string of `len` bytes (`data` may be NULL when `len` is
+ 0); it becomes the next argument of the run function
+ (`FORK_ARG_STRING`). The bytes are copied if they cannot be written at
+ once: the caller keeps ownership of `data`.
+
+ Returns 0, or `-EINVAL` (NULL `p`, NULL `data` with a length),
+ `-E2BIG` (4 GiB or more), `-EPIPE` (the process is gone), with
+ `fork_last_error()` set.
+
+ # Safety
+ `p` as for `fork_send_fd`; `data` is NULL or points to `len` bytes.
+ */
+int fork_send_arg(struct fork_proc *p, const void *data, size_t len);
+
+/*
+ Loads the shared library `library` into the process (`dlopen` with
+ `RTLD_NOW | RTLD_GLOBAL`), so later eval and run functions can be found
+ in it. If it cannot be loaded, the process writes why to its stderr and
+ exits with status 127 (the caller sees EOF).
+
+ Returns 0 once queued, or `-EINVAL` (NULL `p` or `library`, an empty
+ name) with `fork_last_error()` set. The string is copied.
+
+ # Safety
+ `p` as for `fork_send_fd`; `library` is NULL or a C string.
+ */
+int fork_require(struct fork_proc *p, const char *library);
+
+/*
+ Calls `int function(const fork_arg *args, size_t nargs)` in the process
+ now, with the `nargs` strings `args` (as `FORK_ARG_STRING`). Inside it,
+ `fork_child_args` gives every fd and string received so far. A missing
+ function (status 127) or a non-zero return (that status) makes the
+ process write why to its stderr and exit.
+
+ Returns 0 once queued, or `-EINVAL` (NULL `p` or `function`, an empty
+ name, NULL `args` with `nargs` > 0, a NULL string) with
+ `fork_last_error()` set. Everything is copied.
+
+ # Safety
+ `p` as for `fork_send_fd`; `function` is NULL or a C string; `args` is
+ NULL or points to `nargs` C string pointers.
+ */
+int fork_eval(struct fork_proc *p, const char *function, const char *const *args, size_t nargs);
+
+/*
+ Makes the process enter `int function(int fd, const fork_arg *args,
+ size_t nargs)`: `fd` is its end of the comm socket, `args` every fd and
+ string sent to it and to the templates it was forked from, in the order
+ sent. When `function` returns, the process exits with its return value.
+ If the function does not exist, the process writes why to its stderr
+ and exits with status 127.
+
+ This consumes `p`, even when it fails: the library keeps the process
+ alive until everything is delivered. Then `cb` runs (from
+ `fork_loop_dispatch` or `fork_wait`, never from inside `fork_run`) with
+ the caller's end of the comm socket, which it then owns, or with
+ `-errno` if delivery failed. With a NULL `cb` the library closes its end
+ itself once everything is delivered.
+
+ Returns 0, or `-EINVAL` (NULL `p` or `function`, an empty name),
+ `-EPIPE` (the process is gone) with `fork_last_error()` set; after an
+ error `cb` is never called.
+
+ # Safety
+ `p` is NULL or a live handle, which must not be used again; `function`
+ is NULL or a C string; `cb` may run on any thread that dispatches.
+ */
+int fork_run(struct fork_proc *p, const char *function, fork_run_cb cb, void *userdata);
+
+/*
+ Registers `cb` to run once the process has exited, with its pid and
+ wait status. Works for every process: forked ones hear it from their
+ template, direct children through a pidfd. Call it before `fork_run`;
+ a second call replaces the first callback. `cb` runs from
+ `fork_loop_dispatch` or `fork_wait`. No SIGCHLD handler is involved.
+
+ Returns 0, or `-EINVAL` (NULL `p` or `cb`) with `fork_last_error()` set.
+
+ # Safety
+ `p` as for `fork_send_fd`; `cb` may run on any thread that dispatches.
+ */
+int fork_on_exit(struct fork_proc *p, fork_exit_cb cb, void *userdata);
+
+/*
+ The process's pid. Direct children (`fork_new_exec`) know it at once;
+ a forked process learns it from its template, so this call may wait
+ (up to 10 s) for the template's report.
+
+ Returns the pid, or -1 with `fork_last_error()` set (NULL `p`, the fork
+ failed, the template died, the report timed out).
+
+ # Safety
+ `p` is NULL or a live handle not used by another thread meanwhile.
+ */
+pid_t fork_pid(const struct fork_proc *p);
+
+/*
+ Frees a handle that has not run: what was queued is still delivered,
+ then the process sees EOF and exits. `fork_free(NULL)` does nothing.
+
+ # Safety
+ `p` is NULL or a live handle, which must not be used again.
+ */
+void fork_free(struct fork_proc *p);
+
+/*
+ A message describing the last error on the calling thread: what was
+ called, on what, and why. The string belongs to the library and stays
+ valid until the next failing call on this thread; it is "" before any.
+ */
+const char *fork_last_error(void);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+#endif  /* ANYFORK_H */

@@ -1,0 +1,93 @@
+//! Arguments as a process receives them: owned in the server, shown to C
+//! code as an array of `fork_arg`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+/// What one `fork_arg` holds.
+///
+/// The variant names are the C enumerators' names.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForkArgKind {
+    /// A byte string: `data` and `len` are set, `fd` is -1.
+    FORK_ARG_STRING = 0,
+    /// A file descriptor: `fd` is set, `data` is NULL and `len` 0.
+    FORK_ARG_FD = 1,
+}
+
+/// One argument as the child's functions see it.
+///
+/// A string's bytes are followed by a NUL that `len` does not count, so
+/// text arguments can be used as C strings. Everything stays valid until
+/// the process exits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkArg {
+    /// `FORK_ARG_STRING` or `FORK_ARG_FD`.
+    pub kind: ForkArgKind,
+    /// The file descriptor, or -1 for a string.
+    pub fd: libc::c_int,
+    /// The bytes of a string (NUL-terminated), or NULL for an fd.
+    pub data: *const u8,
+    /// The number of bytes of a string, or 0 for an fd.
+    pub len: usize,
+}
+
+/// A received argument, owned by the server.
+pub enum Arg {
+    /// Bytes with one extra trailing NUL.
+    Str(Vec<u8>),
+    Fd(OwnedFd),
+}
+
+impl Arg {
+    /// A string argument from received bytes.
+    pub fn string(mut bytes: Vec<u8>) -> Arg {
+        bytes.push(0);
+        Arg::Str(bytes)
+    }
+
+    /// The C view of this argument.
+    pub fn view(&self) -> ForkArg {
+        match self {
+            Arg::Str(b) => ForkArg {
+                kind: ForkArgKind::FORK_ARG_STRING,
+                fd: -1,
+                data: b.as_ptr(),
+                len: b.len() - 1,
+            },
+            Arg::Fd(fd) => ForkArg {
+                kind: ForkArgKind::FORK_ARG_FD,
+                fd: fd.as_raw_fd(),
+                data: std::ptr::null(),
+                len: 0,
+            },
+        }
+    }
+}
+
+/// The C view of a list of arguments.
+pub fn views(args: &[Arg]) -> Vec<ForkArg> {
+    args.iter().map(Arg::view).collect()
+}
+
+static CURRENT: AtomicPtr<ForkArg> = AtomicPtr::new(std::ptr::null_mut());
+static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Publishes the arguments received so far for [`current`]; the array must
+/// stay alive (it does: the process exits before the server frees it).
+pub fn publish(v: &[ForkArg]) {
+    CURRENT.store(v.as_ptr() as *mut ForkArg, Ordering::Release);
+    CURRENT_LEN.store(v.len(), Ordering::Release);
+}
+
+/// The fds and strings this process received so far, in order (inside an
+/// eval or run function); NULL and 0 elsewhere.
+pub fn current() -> (*const ForkArg, usize) {
+    (
+        CURRENT.load(Ordering::Acquire),
+        CURRENT_LEN.load(Ordering::Acquire),
+    )
+}

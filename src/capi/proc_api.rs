@@ -1,0 +1,341 @@
+//! Process objects: create, feed, run, free.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::os::fd::{BorrowedFd, IntoRawFd};
+
+use super::ffi::{UserData, bytes, handle, int_call, last_error, ptr_call, text};
+use crate::error::{Errno, Error, Result};
+use crate::process::Process;
+
+/// A process that has not entered its run function yet (opaque).
+///
+/// Created by `fork_new`, `fork_new_exec` or `fork_fork`; ended by
+/// `fork_run` (which consumes it) or `fork_free`. One thread at a time may
+/// use a given `fork_proc`; different ones may be used by different threads.
+pub struct fork_proc {
+    p: Process,
+}
+
+/// Called once a run's commands are all delivered: `fd` is the caller's
+/// end of the comm socket, which the callback now owns (close it when
+/// done; its EOF tells that the process ended). A negative `fd` is `-errno`
+/// when the process can no longer be reached (e.g. `-EPIPE`, the template
+/// died); `fork_last_error()` on the dispatching thread then describes why.
+pub type fork_run_cb = Option<unsafe extern "C" fn(fd: c_int, userdata: *mut c_void)>;
+
+/// Called once a process has exited: its pid and its wait status (decode
+/// with `WIFEXITED`/`WEXITSTATUS`/`WIFSIGNALED`/`WTERMSIG`). A negative
+/// `wait_status` is `-errno` when the status cannot be known (`-ECHILD`:
+/// the template went away first, or a host loop reaped a direct child),
+/// with `fork_last_error()` describing why.
+pub type fork_exit_cb =
+    Option<unsafe extern "C" fn(pid: libc::pid_t, wait_status: c_int, userdata: *mut c_void)>;
+
+fn boxed(p: Process) -> *mut fork_proc {
+    Box::into_raw(Box::new(fork_proc { p }))
+}
+
+/// Creates a process by forking the default template, which is spawned on
+/// first use (see `fork_new_exec`) and spawned again if it died.
+///
+/// Returns a new handle, or NULL with `fork_last_error()` set. The caller
+/// owns the handle: end it with `fork_run` or `fork_free`. Any thread may
+/// call; the default template is shared and locked.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_new() -> *mut fork_proc {
+    ptr_call("fork_new", || Process::new().map(boxed))
+}
+
+/// Spawns a fresh template server (`anyfork-serve`, found through
+/// `$ANYFORK_SERVE`, beside the shared library, `../libexec/`, or the build
+/// directory) with `posix_spawn`: a direct child of the caller, whose pid
+/// `fork_pid` gives and which the library reaps.
+///
+/// Returns a new handle owned by the caller, or NULL with
+/// `fork_last_error()` set (naming every place searched when the server is
+/// not found). Any thread may call.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_new_exec() -> *mut fork_proc {
+    ptr_call("fork_new_exec", || Process::new_exec().map(boxed))
+}
+
+/// Forks the process `p`: the child starts with every fd, string and
+/// library sent to `p` so far, and takes its own commands from then on.
+/// `p` stays usable (it is a template) and is not consumed.
+///
+/// Returns a new handle owned by the caller, or NULL with
+/// `fork_last_error()` set (NULL `p`, a dead process, no fds left).
+///
+/// # Safety
+/// `p` is NULL or a live handle not used by another thread meanwhile.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_fork(p: *mut fork_proc) -> *mut fork_proc {
+    ptr_call("fork_fork", || {
+        // SAFETY: per the function contract.
+        let h = unsafe { handle(p, "the process")? };
+        h.p.fork().map(boxed)
+    })
+}
+
+/// Sends a file descriptor; it becomes the next argument of the run
+/// function (`FORK_ARG_FD`). The library duplicates `fd` at once
+/// (`F_DUPFD_CLOEXEC`): the caller keeps its own and may close it right
+/// away; the library closes its duplicate once it is passed.
+///
+/// Returns 0, or `-EINVAL` (NULL `p`), `-EBADF` (negative or closed `fd`),
+/// `-EMFILE` (no fd left for the duplicate), `-EPIPE` (the process is
+/// gone), with `fork_last_error()` set. Nothing is sent on failure.
+///
+/// # Safety
+/// `p` is NULL or a live handle not used by another thread meanwhile.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_send_fd(p: *mut fork_proc, fd: c_int) -> c_int {
+    int_call("fork_send_fd", || {
+        // SAFETY: per the function contract.
+        let h = unsafe { handle(p, "the process")? };
+        if fd < 0 {
+            return Err(Error::new(Errno::EBADF, format!("fd {fd} is negative")));
+        }
+        // SAFETY: F_GETFD only probes whether `fd` is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(Error::new(Errno::EBADF, format!("fd {fd} is not open")));
+        }
+        // SAFETY: `fd` was just checked to be open; it is only borrowed
+        // for the duration of the duplication.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        h.p.send_fd(fd).map(|()| 0)
+    })
+}
+
+/// Sends a byte string of `len` bytes (`data` may be NULL when `len` is
+/// 0); it becomes the next argument of the run function
+/// (`FORK_ARG_STRING`). The bytes are copied if they cannot be written at
+/// once: the caller keeps ownership of `data`.
+///
+/// Returns 0, or `-EINVAL` (NULL `p`, NULL `data` with a length),
+/// `-E2BIG` (4 GiB or more), `-EPIPE` (the process is gone), with
+/// `fork_last_error()` set.
+///
+/// # Safety
+/// `p` as for `fork_send_fd`; `data` is NULL or points to `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_send_arg(
+    p: *mut fork_proc,
+    data: *const c_void,
+    len: usize,
+) -> c_int {
+    int_call("fork_send_arg", || {
+        // SAFETY: per the function contract.
+        let h = unsafe { handle(p, "the process")? };
+        // SAFETY: per the function contract.
+        let b = unsafe { bytes(data.cast(), len, "data")? };
+        h.p.send_arg(b).map(|()| 0)
+    })
+}
+
+/// Loads the shared library `library` into the process (`dlopen` with
+/// `RTLD_NOW | RTLD_GLOBAL`), so later eval and run functions can be found
+/// in it. If it cannot be loaded, the process writes why to its stderr and
+/// exits with status 127 (the caller sees EOF).
+///
+/// Returns 0 once queued, or `-EINVAL` (NULL `p` or `library`, an empty
+/// name) with `fork_last_error()` set. The string is copied.
+///
+/// # Safety
+/// `p` as for `fork_send_fd`; `library` is NULL or a C string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_require(p: *mut fork_proc, library: *const c_char) -> c_int {
+    int_call("fork_require", || {
+        // SAFETY: per the function contract.
+        let h = unsafe { handle(p, "the process")? };
+        // SAFETY: per the function contract.
+        let lib = unsafe { text(library, "the library name")? };
+        h.p.require(lib).map(|()| 0)
+    })
+}
+
+/// Calls `int function(const fork_arg *args, size_t nargs)` in the process
+/// now, with the `nargs` strings `args` (as `FORK_ARG_STRING`). Inside it,
+/// `fork_child_args` gives every fd and string received so far. A missing
+/// function (status 127) or a non-zero return (that status) makes the
+/// process write why to its stderr and exit.
+///
+/// Returns 0 once queued, or `-EINVAL` (NULL `p` or `function`, an empty
+/// name, NULL `args` with `nargs` > 0, a NULL string) with
+/// `fork_last_error()` set. Everything is copied.
+///
+/// # Safety
+/// `p` as for `fork_send_fd`; `function` is NULL or a C string; `args` is
+/// NULL or points to `nargs` C string pointers.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_eval(
+    p: *mut fork_proc,
+    function: *const c_char,
+    args: *const *const c_char,
+    nargs: usize,
+) -> c_int {
+    int_call("fork_eval", || {
+        // SAFETY: per the function contract.
+        let h = unsafe { handle(p, "the process")? };
+        // SAFETY: per the function contract.
+        let name = unsafe { text(function, "the function name")? };
+        // SAFETY: per the function contract.
+        let ptrs = unsafe {
+            bytes(
+                args.cast::<u8>(),
+                nargs * size_of::<*const c_char>(),
+                "args",
+            )?
+        };
+        let ptrs: &[*const c_char] = if nargs == 0 {
+            &[]
+        } else {
+            // SAFETY: `ptrs` covers exactly `nargs` pointers.
+            unsafe { std::slice::from_raw_parts(ptrs.as_ptr().cast(), nargs) }
+        };
+        let mut strs = Vec::with_capacity(nargs);
+        for (i, &s) in ptrs.iter().enumerate() {
+            if s.is_null() {
+                return Err(Error::new(Errno::EINVAL, format!("args[{i}] is NULL")));
+            }
+            // SAFETY: a non-NULL C string, per the contract.
+            strs.push(unsafe { std::ffi::CStr::from_ptr(s) }.to_bytes());
+        }
+        h.p.eval(name, &strs).map(|()| 0)
+    })
+}
+
+/// Makes the process enter `int function(int fd, const fork_arg *args,
+/// size_t nargs)`: `fd` is its end of the comm socket, `args` every fd and
+/// string sent to it and to the templates it was forked from, in the order
+/// sent. When `function` returns, the process exits with its return value.
+/// If the function does not exist, the process writes why to its stderr
+/// and exits with status 127.
+///
+/// This consumes `p`, even when it fails: the library keeps the process
+/// alive until everything is delivered. Then `cb` runs (from
+/// `fork_loop_dispatch` or `fork_wait`, never from inside `fork_run`) with
+/// the caller's end of the comm socket, which it then owns, or with
+/// `-errno` if delivery failed. With a NULL `cb` the library closes its end
+/// itself once everything is delivered.
+///
+/// Returns 0, or `-EINVAL` (NULL `p` or `function`, an empty name),
+/// `-EPIPE` (the process is gone) with `fork_last_error()` set; after an
+/// error `cb` is never called.
+///
+/// # Safety
+/// `p` is NULL or a live handle, which must not be used again; `function`
+/// is NULL or a C string; `cb` may run on any thread that dispatches.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_run(
+    p: *mut fork_proc,
+    function: *const c_char,
+    cb: fork_run_cb,
+    userdata: *mut c_void,
+) -> c_int {
+    int_call("fork_run", || {
+        if p.is_null() {
+            return Err(Error::new(Errno::EINVAL, "the process is NULL"));
+        }
+        // SAFETY: a live handle, consumed here whatever happens next.
+        let h = unsafe { Box::from_raw(p) };
+        // SAFETY: per the function contract.
+        let name = unsafe { text(function, "the function name")? };
+        let ud = UserData(userdata);
+        h.p.run(name, move |r| run_done(cb, ud, r)).map(|()| 0)
+    })
+}
+
+fn run_done(cb: fork_run_cb, ud: UserData, r: Result<std::os::fd::OwnedFd>) {
+    let ud = ud;
+    let Some(cb) = cb else { return };
+    let fd = match r {
+        Ok(fd) => fd.into_raw_fd(),
+        Err(e) => {
+            super::ffi::set_error(&e.clone().context("fork_run"));
+            -(e.errno() as c_int)
+        }
+    };
+    // SAFETY: the caller registered `cb` with this signature and userdata.
+    unsafe { cb(fd, ud.0) };
+}
+
+/// Registers `cb` to run once the process has exited, with its pid and
+/// wait status. Works for every process: forked ones hear it from their
+/// template, direct children through a pidfd. Call it before `fork_run`;
+/// a second call replaces the first callback. `cb` runs from
+/// `fork_loop_dispatch` or `fork_wait`. No SIGCHLD handler is involved.
+///
+/// Returns 0, or `-EINVAL` (NULL `p` or `cb`) with `fork_last_error()` set.
+///
+/// # Safety
+/// `p` as for `fork_send_fd`; `cb` may run on any thread that dispatches.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_on_exit(
+    p: *mut fork_proc,
+    cb: fork_exit_cb,
+    userdata: *mut c_void,
+) -> c_int {
+    int_call("fork_on_exit", || {
+        // SAFETY: per the function contract.
+        let h = unsafe { handle(p, "the process")? };
+        let Some(cb) = cb else {
+            return Err(Error::new(Errno::EINVAL, "the exit callback is NULL"));
+        };
+        let ud = UserData(userdata);
+        h.p.on_exit(move |pid, status| {
+            let ud = ud;
+            let status = status.unwrap_or_else(|e| {
+                super::ffi::set_error(&e.clone().context("fork_on_exit"));
+                -(e.errno() as c_int)
+            });
+            // SAFETY: the caller registered `cb` with this signature.
+            unsafe { cb(pid, status, ud.0) };
+        });
+        Ok(0)
+    })
+}
+
+/// The process's pid. Direct children (`fork_new_exec`) know it at once;
+/// a forked process learns it from its template, so this call may wait
+/// (up to 10 s) for the template's report.
+///
+/// Returns the pid, or -1 with `fork_last_error()` set (NULL `p`, the fork
+/// failed, the template died, the report timed out).
+///
+/// # Safety
+/// `p` is NULL or a live handle not used by another thread meanwhile.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_pid(p: *const fork_proc) -> libc::pid_t {
+    let r = super::ffi::boundary("fork_pid", || {
+        // SAFETY: per the function contract.
+        let h = unsafe { p.as_ref() }
+            .ok_or_else(|| Error::new(Errno::EINVAL, "the process is NULL"))?;
+        h.p.pid()
+    });
+    r.unwrap_or(-1)
+}
+
+/// Frees a handle that has not run: what was queued is still delivered,
+/// then the process sees EOF and exits. `fork_free(NULL)` does nothing.
+///
+/// # Safety
+/// `p` is NULL or a live handle, which must not be used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_free(p: *mut fork_proc) {
+    if !p.is_null() {
+        let _ = super::ffi::boundary("fork_free", || {
+            // SAFETY: a live handle, per the function contract.
+            drop(unsafe { Box::from_raw(p) });
+            Ok(())
+        });
+    }
+}
+
+/// A message describing the last error on the calling thread: what was
+/// called, on what, and why. The string belongs to the library and stays
+/// valid until the next failing call on this thread; it is "" before any.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_last_error() -> *const c_char {
+    last_error()
+}

@@ -1,0 +1,394 @@
+//! The caller's end of one process's socket: what is queued for it, which
+//! forks it still owes a pid for, which of its children may still report an
+//! exit, and where it is in its life (open, running, closing).
+//!
+//! A connection is shared by the user's handle and the reactor; the reactor
+//! holds it only while it has bytes to write or reports to read.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Errno, Error, Result};
+use crate::outbox::Outbox;
+use crate::reactor::{Reactor, Source};
+use crate::record::Record;
+use crate::wire::{self, Frame, HEADER_LEN, Tag};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// The user's handle may queue commands.
+    Open,
+    /// `Run` is queued: flush, then hand the socket to the run callback.
+    Running,
+    /// The handle was freed: flush, then let the process see EOF.
+    Closing,
+}
+
+struct State {
+    fd: Option<OwnedFd>,
+    out: Outbox,
+    rx: Vec<u8>,
+    /// Records of forks sent (or queued) whose pid is not reported yet.
+    forks: VecDeque<Arc<Record>>,
+    /// Records of forked children whose exit is not reported yet.
+    children: HashMap<i32, Arc<Record>>,
+    /// A fork was ever requested here: the server sends `End` before run.
+    forked: bool,
+    end_seen: bool,
+    shut: bool,
+    phase: Phase,
+    interest: u32,
+    dead: Option<Error>,
+}
+
+/// One connection.
+pub struct Conn {
+    token: u64,
+    /// The record of the process at the other end.
+    rec: Arc<Record>,
+    st: Mutex<State>,
+}
+
+impl Conn {
+    /// Wraps the caller's (nonblocking) end of a process's socket.
+    pub fn new(fd: OwnedFd, rec: Arc<Record>) -> Result<Arc<Conn>> {
+        Ok(Arc::new(Conn {
+            token: Reactor::get()?.token(),
+            rec,
+            st: Mutex::new(State {
+                fd: Some(fd),
+                out: Outbox::default(),
+                rx: Vec::new(),
+                forks: VecDeque::new(),
+                children: HashMap::new(),
+                forked: false,
+                end_seen: false,
+                shut: false,
+                phase: Phase::Open,
+                interest: 0,
+                dead: None,
+            }),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The error that broke this connection, if any.
+    pub fn dead(&self) -> Option<Error> {
+        self.lock().dead.clone()
+    }
+
+    /// Waits up to `ms` milliseconds for this socket to become readable,
+    /// or writable when bytes are queued.
+    pub fn poll(&self, ms: i32) {
+        let (fd, events) = {
+            let st = self.lock();
+            let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+                return;
+            };
+            let out = if st.out.is_empty() { 0 } else { libc::POLLOUT };
+            (fd, libc::POLLIN | out)
+        };
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one pollfd; should the fd be closed meanwhile, poll at
+        // worst returns early and the caller looks again.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+    }
+
+    /// Queues whole frames (`parts`) with the fds they consume.
+    pub fn send(self: &Arc<Self>, parts: &[&[u8]], fds: Vec<OwnedFd>) -> Result<()> {
+        let mut st = self.lock();
+        self.send_locked(&mut st, parts, fds)?;
+        self.settle(&mut st);
+        Ok(())
+    }
+
+    fn send_locked(
+        self: &Arc<Self>,
+        st: &mut State,
+        parts: &[&[u8]],
+        fds: Vec<OwnedFd>,
+    ) -> Result<()> {
+        if let Some(e) = &st.dead {
+            return Err(e.clone());
+        }
+        let fd = match (&st.fd, st.phase) {
+            (Some(fd), Phase::Open) => fd.as_raw_fd(),
+            _ => {
+                return Err(Error::new(
+                    Errno::EINVAL,
+                    "the process no longer takes commands",
+                ));
+            }
+        };
+        if let Err(e) = st.out.send(fd, parts, fds) {
+            let err = Error::sys(e, "writing to the process's socket");
+            self.fail(st, err.clone());
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Asks the process at the other end to fork: `child` is the new
+    /// process's end of its socket, `rec` its record.
+    pub fn fork(self: &Arc<Self>, child: OwnedFd, rec: Arc<Record>) -> Result<()> {
+        let mut st = self.lock();
+        let frame = wire::header(Tag::Fork, 0);
+        self.send_locked(&mut st, &[&frame], vec![child])?;
+        st.forked = true;
+        st.forks.push_back(rec);
+        self.settle(&mut st);
+        Ok(())
+    }
+
+    /// Queues the run frame; the socket goes to the record once written.
+    pub fn run(self: &Arc<Self>, name: &[u8]) -> Result<()> {
+        let mut st = self.lock();
+        let hdr = wire::header(Tag::Run, name.len() as u32);
+        self.send_locked(&mut st, &[&hdr, name], vec![])?;
+        st.phase = Phase::Running;
+        self.settle(&mut st);
+        Ok(())
+    }
+
+    /// The user's handle is gone: deliver what is queued, then close.
+    pub fn close(self: &Arc<Self>) {
+        let mut st = self.lock();
+        if st.phase == Phase::Open {
+            st.phase = Phase::Closing;
+        }
+        self.settle(&mut st);
+    }
+
+    /// Flushes and reads whatever can be, without blocking.
+    pub fn pump(self: &Arc<Self>) {
+        self.on_ready((libc::EPOLLIN | libc::EPOLLOUT) as u32);
+    }
+
+    /// The reactor saw `events` on this socket.
+    pub fn on_ready(self: &Arc<Self>, events: u32) {
+        let mut st = self.lock();
+        if st.dead.is_none() && !st.out.is_empty() {
+            let fd = st.fd.as_ref().map(AsRawFd::as_raw_fd);
+            if let Some(fd) = fd {
+                if let Err(e) = st.out.flush(fd) {
+                    self.fail(&mut st, Error::sys(e, "writing to the process's socket"));
+                }
+            }
+        }
+        let readable = (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        if st.dead.is_none() && events & readable != 0 && wants_read(&st) {
+            self.read_reports(&mut st);
+        }
+        self.settle(&mut st);
+    }
+
+    /// Moves the connection along its phase and fixes its registration.
+    fn settle(self: &Arc<Self>, st: &mut State) {
+        if st.dead.is_none() && st.out.is_empty() {
+            match st.phase {
+                Phase::Open => {}
+                Phase::Running if !st.forked || st.end_seen => {
+                    let fd = self.release(st);
+                    let err = || {
+                        Error::new(
+                            Errno::ECHILD,
+                            "its parent entered its run function before the child exited",
+                        )
+                    };
+                    for (_, r) in st.children.drain() {
+                        r.set_status(Err(err()));
+                    }
+                    if let Some(fd) = fd {
+                        self.rec.sock_ready(fd);
+                    }
+                    return;
+                }
+                Phase::Running => {}
+                Phase::Closing => {
+                    if st.forks.is_empty() && st.children.is_empty() {
+                        drop(self.release(st));
+                        return;
+                    }
+                    if !st.shut {
+                        st.shut = true;
+                        if let Some(fd) = &st.fd {
+                            // SAFETY: shutdown of a socket we own.
+                            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+                        }
+                    }
+                }
+            }
+        }
+        let mut want = 0;
+        if st.dead.is_none() && st.fd.is_some() {
+            if !st.out.is_empty() {
+                want |= libc::EPOLLOUT as u32;
+            }
+            if wants_read(st) {
+                want |= libc::EPOLLIN as u32;
+            }
+        }
+        self.register(st, want);
+    }
+
+    fn register(self: &Arc<Self>, st: &mut State, want: u32) {
+        if want == st.interest {
+            return;
+        }
+        let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        let r = Reactor::get().and_then(|r| {
+            r.set_interest(self.token, fd, st.interest, want, || {
+                Source::Conn(self.clone())
+            })
+        });
+        match r {
+            Ok(()) => st.interest = want,
+            Err(e) if want != 0 => self.fail(st, e),
+            Err(_) => st.interest = 0,
+        }
+    }
+
+    /// Takes the socket out of the loop and out of the connection.
+    fn release(self: &Arc<Self>, st: &mut State) -> Option<OwnedFd> {
+        self.register(st, 0);
+        st.interest = 0;
+        st.fd.take()
+    }
+
+    /// Reads reports (pids, exits, the end marker) until the socket is dry.
+    fn read_reports(self: &Arc<Self>, st: &mut State) {
+        loop {
+            let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+                return;
+            };
+            // Once the process may enter its run function, read no byte past
+            // the end marker: what follows belongs to the user.
+            let exact = st.phase == Phase::Running;
+            let want = if !exact {
+                64 * 1024
+            } else if st.rx.len() < HEADER_LEN {
+                HEADER_LEN - st.rx.len()
+            } else {
+                let h = st.rx.first_chunk::<HEADER_LEN>().expect("length checked");
+                let len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
+                (HEADER_LEN + len).saturating_sub(st.rx.len()).max(1)
+            };
+            let old = st.rx.len();
+            st.rx.resize(old + want, 0);
+            // SAFETY: receives into the `want` bytes just added.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    st.rx[old..].as_mut_ptr().cast(),
+                    want,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            let n = Errno::result(n);
+            st.rx.truncate(old + *n.as_ref().unwrap_or(&0) as usize);
+            match n {
+                Ok(0) => return self.on_eof(st),
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return,
+                Err(e) => return self.fail(st, Error::sys(e, "reading reports from a template")),
+            }
+            if let Err(e) = self.parse_reports(st) {
+                return self.fail(
+                    st,
+                    Error::new(
+                        Errno::EPROTO,
+                        format!("corrupt report from a template: {e}"),
+                    ),
+                );
+            }
+            if st.end_seen {
+                return;
+            }
+        }
+    }
+
+    fn parse_reports(self: &Arc<Self>, st: &mut State) -> std::result::Result<(), wire::WireError> {
+        let mut used = 0;
+        while let Some((tag, p, n)) = wire::split(&st.rx[used..])? {
+            used += n;
+            match wire::decode(tag, p)? {
+                Frame::Pid(pid) => {
+                    let Some(rec) = st.forks.pop_front() else {
+                        return Err(wire::WireError::UnknownTag(tag as u8));
+                    };
+                    if pid > 0 {
+                        rec.set_pid(Ok(pid));
+                        st.children.insert(pid, rec);
+                    } else {
+                        let e = Errno::from_raw(-pid);
+                        rec.set_pid(Err(Error::sys(e, "the template could not fork")));
+                    }
+                }
+                Frame::Exit { pid, status } => {
+                    if let Some(rec) = st.children.remove(&pid) {
+                        rec.set_status(Ok(status));
+                    }
+                }
+                Frame::End => {
+                    st.end_seen = true;
+                    break;
+                }
+                _ => return Err(wire::WireError::UnknownTag(tag as u8)),
+            }
+        }
+        st.rx.drain(..used);
+        Ok(())
+    }
+
+    fn on_eof(self: &Arc<Self>, st: &mut State) {
+        let closing = st.phase == Phase::Closing;
+        let err = Error::new(
+            Errno::EPIPE,
+            if closing {
+                "the template exited before answering"
+            } else {
+                "the process closed its socket (it exited or was killed)"
+            },
+        );
+        self.fail(st, err);
+    }
+
+    /// The connection is broken: every waiting party hears about it once.
+    fn fail(self: &Arc<Self>, st: &mut State, err: Error) {
+        if st.dead.is_some() {
+            return;
+        }
+        st.dead = Some(err.clone());
+        st.out = Outbox::default();
+        drop(self.release(st));
+        for r in st.forks.drain(..) {
+            r.set_pid(Err(err.clone().context("no fork")));
+        }
+        for (pid, r) in st.children.drain() {
+            r.set_status(Err(Error::new(
+                Errno::ECHILD,
+                format!("the template went away before reporting the exit of pid {pid}"),
+            )));
+        }
+        if st.phase == Phase::Running {
+            self.rec.fail_run(err);
+        }
+    }
+}
+
+fn wants_read(st: &State) -> bool {
+    !st.forks.is_empty()
+        || !st.children.is_empty()
+        || (st.phase == Phase::Running && st.forked && !st.end_seen)
+}

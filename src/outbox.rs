@@ -1,0 +1,207 @@
+//! A nonblocking queue of bytes and file descriptors bound for one socket.
+//!
+//! Every push first tries to write at once (`sendmsg` with `MSG_DONTWAIT |
+//! MSG_NOSIGNAL`); whatever the socket does not take is copied and kept for
+//! [`Outbox::flush`], which the reactor calls when the socket is writable.
+//!
+//! An fd must reach the peer no later than the first byte of the frame that
+//! consumes it. Each chunk keeps its fds; a `sendmsg` attaches the fds of
+//! every chunk it starts, so fds may travel early, never late. Once a
+//! `sendmsg` took any byte, its fds were sent and our copies are closed.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+
+use crate::error::Errno;
+use crate::wire::MAX_FDS_PER_MSG;
+
+/// Small frames are packed together until a chunk holds this much.
+const PACK: usize = 64 * 1024;
+/// Most iovecs gathered into one `sendmsg`.
+const MAX_IOV: usize = 64;
+
+#[derive(Default)]
+struct Chunk {
+    data: Vec<u8>,
+    off: usize,
+    fds: Vec<OwnedFd>,
+}
+
+/// Bytes and fds waiting for one socket.
+#[derive(Default)]
+pub struct Outbox {
+    chunks: VecDeque<Chunk>,
+    bytes: usize,
+}
+
+/// What a flush achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything is written.
+    All,
+    /// The socket is full; the rest waits for writability.
+    Blocked,
+}
+
+impl Outbox {
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queues `parts` (together one or more whole frames) with `fds`, trying
+    /// to write them at once when nothing else waits. An error means the
+    /// socket is broken: the peer is gone or the fd is not a socket.
+    pub fn send(
+        &mut self,
+        sock: RawFd,
+        parts: &[&[u8]],
+        fds: Vec<OwnedFd>,
+    ) -> Result<Flushed, Errno> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut skip = 0;
+        let mut fds = fds;
+        if self.chunks.is_empty() {
+            let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+            let iov: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+            match send_raw(sock, &iov, &raw) {
+                Ok(n) => {
+                    fds.clear();
+                    if n == total {
+                        return Ok(Flushed::All);
+                    }
+                    skip = n;
+                }
+                Err(Errno::EAGAIN) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.queue(parts, skip, fds);
+        Ok(Flushed::Blocked)
+    }
+
+    /// Copies `parts` minus the first `skip` bytes into the queue.
+    fn queue(&mut self, parts: &[&[u8]], mut skip: usize, fds: Vec<OwnedFd>) {
+        let rest: usize = parts.iter().map(|p| p.len()).sum::<usize>() - skip;
+        let pack = matches!(self.chunks.back(), Some(c) if c.data.len() + rest <= PACK);
+        if !pack {
+            self.chunks.push_back(Chunk {
+                data: Vec::with_capacity(rest),
+                ..Chunk::default()
+            });
+        }
+        let c = self.chunks.back_mut().expect("a chunk was just ensured");
+        for p in parts {
+            let s = skip.min(p.len());
+            skip -= s;
+            c.data.extend_from_slice(&p[s..]);
+        }
+        c.fds.extend(fds);
+        self.bytes += rest;
+    }
+
+    /// Writes as much as the socket takes now.
+    pub fn flush(&mut self, sock: RawFd) -> Result<Flushed, Errno> {
+        while !self.chunks.is_empty() {
+            let mut iov = Vec::with_capacity(MAX_IOV.min(self.chunks.len()));
+            let mut raw = Vec::new();
+            let mut used = 0;
+            for c in &self.chunks {
+                if iov.len() == MAX_IOV || raw.len() + c.fds.len() > MAX_FDS_PER_MSG {
+                    break;
+                }
+                iov.push(IoSlice::new(&c.data[c.off..]));
+                raw.extend(c.fds.iter().map(AsRawFd::as_raw_fd));
+                used += 1;
+            }
+            let n = match send_raw(sock, &iov, &raw) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Ok(Flushed::Blocked),
+                Err(e) => return Err(e),
+            };
+            drop(iov);
+            for c in self.chunks.iter_mut().take(used) {
+                c.fds.clear();
+            }
+            self.consume(n);
+        }
+        Ok(Flushed::All)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let c = self.chunks.front_mut().expect("sent bytes were queued");
+            let left = c.data.len() - c.off;
+            if n < left {
+                c.off += n;
+                return;
+            }
+            n -= left;
+            self.chunks.pop_front();
+        }
+    }
+}
+
+/// One `sendmsg` that never blocks and never raises SIGPIPE.
+fn send_raw(sock: RawFd, iov: &[IoSlice<'_>], fds: &[RawFd]) -> Result<usize, Errno> {
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    loop {
+        let r = if fds.is_empty() {
+            sendmsg::<()>(sock, iov, &[], flags, None)
+        } else {
+            sendmsg::<()>(sock, iov, &[ControlMessage::ScmRights(fds)], flags, None)
+        };
+        match r {
+            Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn queues_what_a_full_socket_refuses_and_flushes_it_in_order() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let mut ob = Outbox::default();
+        let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(
+            ob.send(a.as_raw_fd(), &[b"head", &big], vec![]).unwrap(),
+            Flushed::Blocked
+        );
+        assert!(!ob.is_empty());
+        let reader = std::thread::spawn(move || {
+            let mut s = UnixStream::from(b);
+            s.set_nonblocking(false).unwrap();
+            let mut got = vec![0u8; 4 + big.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(&got[..4], b"head");
+            assert!(got[4..] == big[..]);
+        });
+        while ob.flush(a.as_raw_fd()).unwrap() == Flushed::Blocked {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(ob.len(), 0);
+        reader.join().unwrap();
+    }
+}

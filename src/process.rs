@@ -1,0 +1,230 @@
+//! The process object: a handle on a process that has not run yet.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+use crate::conn::Conn;
+use crate::error::{Errno, Error, Result};
+use crate::record::{ExitCallback, Record, RunCallback};
+use crate::wire::{self, MAX_NAME, Tag};
+
+/// How long [`Process::pid`] waits for a template to report a fork.
+const PID_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A process that has not entered its run function yet.
+///
+/// Commands queue in order and are written without blocking; what the socket
+/// cannot take at once is written as the reactor turns ([`crate::dispatch`],
+/// [`crate::wait`]). Dropping the handle lets the process exit once what was
+/// queued is delivered (it sees EOF); [`Process::run`] consumes it instead.
+pub struct Process {
+    conn: Arc<Conn>,
+    rec: Arc<Record>,
+    /// The template that forked this process, which reports its pid.
+    parent: Option<Arc<Conn>>,
+}
+
+impl Process {
+    /// Forks a new process from the default template, which is spawned on
+    /// first use and again whenever it died.
+    pub fn new() -> Result<Process> {
+        crate::template::fork_default()
+    }
+
+    /// Spawns a fresh `anyfork-serve` (or forks the early template, once
+    /// [`crate::early`] ran): a direct child of the caller.
+    pub fn new_exec() -> Result<Process> {
+        crate::spawn::new_exec()
+    }
+
+    /// Wraps the caller's end of a socket whose other end a server reads.
+    pub(crate) fn from_parts(
+        fd: OwnedFd,
+        pid: Option<i32>,
+        parent: Option<Arc<Conn>>,
+    ) -> Result<(Process, Arc<Record>)> {
+        let rec = Record::new(pid);
+        let conn = Conn::new(fd, rec.clone())?;
+        Ok((
+            Process {
+                conn,
+                rec: rec.clone(),
+                parent,
+            },
+            rec,
+        ))
+    }
+
+    /// Forks this process: everything sent to it so far is cloned into the
+    /// child, which is returned as a new process object.
+    pub fn fork(&self) -> Result<Process> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .map_err(|e| Error::sys(e, "creating the new process's socket (socketpair)"))?;
+        let (child, rec) = Process::from_parts(ours, None, Some(self.conn.clone()))?;
+        self.conn.fork(theirs, rec).map_err(|e| e.context("fork"))?;
+        Ok(child)
+    }
+
+    /// Queues already-encoded frames that consume no fds.
+    pub(crate) fn send_frames(&self, frames: &[u8]) -> Result<()> {
+        self.conn.send(&[frames], vec![])
+    }
+
+    /// True when the process can no longer be reached.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.conn.dead().is_some()
+    }
+
+    /// Sends a duplicate of `fd` (made at once, close-on-exec; the caller
+    /// keeps its own). It arrives as the next argument of the run function.
+    pub fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
+        let dup = fd.try_clone_to_owned().map_err(|e| {
+            Error::sys(
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                format_args!("duplicating fd {}", fd.as_raw_fd()),
+            )
+        })?;
+        self.send_owned_fd(dup)
+    }
+
+    /// Sends `fd` itself; the library closes it once it is passed.
+    pub fn send_owned_fd(&mut self, fd: OwnedFd) -> Result<()> {
+        let h = wire::header(Tag::Fd, 0);
+        self.conn
+            .send(&[&h], vec![fd])
+            .map_err(|e| e.context("send_fd"))
+    }
+
+    /// Sends a byte string (up to 4 GiB - 1), the next argument of the run
+    /// function. The bytes are copied only if the socket cannot take them.
+    pub fn send_arg(&mut self, data: &[u8]) -> Result<()> {
+        let len = u32::try_from(data.len()).map_err(|_| {
+            Error::new(
+                Errno::E2BIG,
+                format!(
+                    "send_arg: {} bytes exceed the 4 GiB frame limit",
+                    data.len()
+                ),
+            )
+        })?;
+        let h = wire::header(Tag::Str, len);
+        self.conn
+            .send(&[&h, data], vec![])
+            .map_err(|e| e.context("send_arg"))
+    }
+
+    /// Loads a shared library in the process (`dlopen` with `RTLD_NOW |
+    /// RTLD_GLOBAL`); a failure makes the process exit with a message on
+    /// its stderr.
+    pub fn require(&mut self, library: &str) -> Result<()> {
+        let name = check_name("require", "library", library)?;
+        let h = wire::header(Tag::Require, name.len() as u32);
+        self.conn.send(&[&h, name], vec![])
+    }
+
+    /// Calls `int function(const fork_arg *args, size_t nargs)` in the
+    /// process now, with `args`. A missing symbol or a non-zero return makes
+    /// the process exit with a message on its stderr.
+    pub fn eval(&mut self, function: &str, args: &[&[u8]]) -> Result<()> {
+        let name = check_name("eval", "function", function)?;
+        let mut frame = Vec::new();
+        wire::push_eval(&mut frame, name, args).ok_or_else(|| {
+            Error::new(
+                Errno::E2BIG,
+                "eval: the arguments exceed the 4 GiB frame limit",
+            )
+        })?;
+        self.conn.send(&[&frame], vec![])
+    }
+
+    /// Calls `cb` with the process's exit: its pid and wait status, or an
+    /// error when the status cannot be known. Replaces an earlier callback.
+    pub fn on_exit(&mut self, cb: impl FnOnce(i32, Result<i32>) + Send + 'static) {
+        let cb: ExitCallback = Box::new(cb);
+        self.rec.set_exit(cb);
+    }
+
+    /// Makes the process enter `int function(int fd, const fork_arg *args,
+    /// size_t nargs)` and consumes the handle. Once everything is written
+    /// (and, for a forked process, the fork is confirmed), `cb` gets the
+    /// comm socket; if that can no longer happen, it gets the error. `cb`
+    /// runs from dispatch or wait, never from inside `run`, and never when
+    /// `run` itself returns an error.
+    pub fn run(
+        self,
+        function: &str,
+        cb: impl FnOnce(Result<OwnedFd>) + Send + 'static,
+    ) -> Result<()> {
+        self.run_boxed(function, Box::new(cb))
+    }
+
+    pub(crate) fn run_boxed(self, function: &str, cb: RunCallback) -> Result<()> {
+        let name = check_name("run", "function", function)?;
+        self.conn.run(name).map_err(|e| e.context("run"))?;
+        self.rec.set_run(cb);
+        Ok(())
+    }
+
+    /// The pid. A direct child's is known at once; a forked process's comes
+    /// from its template, so this may wait (flushing the template's queue)
+    /// up to 10 seconds for the report.
+    pub fn pid(&self) -> Result<i32> {
+        let deadline = Instant::now() + PID_TIMEOUT;
+        loop {
+            if let Some(pid) = self.rec.pid()? {
+                return Ok(pid);
+            }
+            let Some(parent) = &self.parent else {
+                return Err(Error::new(Errno::ESRCH, "pid: the process has no pid"));
+            };
+            parent.pump();
+            if let Some(pid) = self.rec.pid()? {
+                return Ok(pid);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    Errno::ETIMEDOUT,
+                    "pid: the template did not report the fork within 10 s",
+                ));
+            }
+            parent.poll(left.as_millis().clamp(1, 100) as i32);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.conn.close();
+    }
+}
+
+fn check_name<'a>(call: &str, what: &str, name: &'a str) -> Result<&'a [u8]> {
+    if name.is_empty() {
+        return Err(Error::new(
+            Errno::EINVAL,
+            format!("{call}: the {what} name is empty"),
+        ));
+    }
+    if name.contains('\0') {
+        return Err(Error::new(
+            Errno::EINVAL,
+            format!("{call}: the {what} name {name:?} contains a NUL byte"),
+        ));
+    }
+    if name.len() > MAX_NAME {
+        return Err(Error::new(
+            Errno::ENAMETOOLONG,
+            format!("{call}: the {what} name is longer than {MAX_NAME} bytes"),
+        ));
+    }
+    Ok(name.as_bytes())
+}

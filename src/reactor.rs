@@ -1,0 +1,246 @@
+//! The one pollable fd of the library, its dispatch, and `wait` for programs
+//! without an event loop.
+//!
+//! The loop fd is an epoll set. In it: an eventfd that is readable while
+//! callbacks are due, every connection that has bytes queued (`EPOLLOUT`) or
+//! reports to read (`EPOLLIN`), and a pidfd for each direct child not yet
+//! reaped. All registrations are level-triggered, so the loop fd is readable
+//! exactly while [`Reactor::dispatch`] has work, and not while nothing can
+//! progress.
+//!
+//! Callbacks run only inside `dispatch` (and so `wait`), on the calling
+//! thread, with no library lock held: they may create processes, run them
+//! and call `dispatch` again.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use crate::conn::Conn;
+use crate::direct::DirectChild;
+use crate::error::{Errno, Error, Result};
+
+/// Something registered in the epoll set.
+#[derive(Clone)]
+pub enum Source {
+    Conn(Arc<Conn>),
+    Child(Arc<DirectChild>),
+}
+
+struct Due {
+    queue: VecDeque<Box<dyn FnOnce() + Send>>,
+    signaled: bool,
+}
+
+/// The library-wide reactor.
+pub struct Reactor {
+    ep: OwnedFd,
+    wake: OwnedFd,
+    sources: Mutex<HashMap<u64, Source>>,
+    next: AtomicU64,
+    due: Mutex<Due>,
+    waiting: AtomicUsize,
+}
+
+const WAKE: u64 = 0;
+
+static REACTOR: OnceLock<Reactor> = OnceLock::new();
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Reactor {
+    /// The reactor, created on first use.
+    pub fn get() -> Result<&'static Reactor> {
+        if let Some(r) = REACTOR.get() {
+            return Ok(r);
+        }
+        let r = Reactor::create()?;
+        let _ = REACTOR.set(r);
+        Ok(REACTOR.get().expect("just set"))
+    }
+
+    fn create() -> Result<Reactor> {
+        // SAFETY: plain syscalls; each result is checked before use.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        let ep =
+            Errno::result(ep).map_err(|e| Error::sys(e, "creating the loop fd (epoll_create1)"))?;
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        let wake = Errno::result(wake).map_err(|e| Error::sys(e, "creating the loop's eventfd"))?;
+        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+        epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            wake.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            WAKE,
+        )
+        .map_err(|e| Error::sys(e, "adding the eventfd to the loop fd"))?;
+        Ok(Reactor {
+            ep,
+            wake,
+            sources: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            due: Mutex::new(Due {
+                queue: VecDeque::new(),
+                signaled: false,
+            }),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    /// The pollable fd.
+    pub fn fd(&self) -> RawFd {
+        self.ep.as_raw_fd()
+    }
+
+    /// A fresh token for a source.
+    pub fn token(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Moves `fd` from interest `old` to `new` (epoll event bits; 0 means
+    /// not registered). While registered, the reactor keeps `source` alive.
+    pub fn set_interest(
+        &self,
+        token: u64,
+        fd: RawFd,
+        old: u32,
+        new: u32,
+        source: impl FnOnce() -> Source,
+    ) -> Result<()> {
+        let ep = self.ep.as_raw_fd();
+        let r = match (old, new) {
+            (a, b) if a == b => Ok(()),
+            (0, _) => {
+                lock(&self.sources).insert(token, source());
+                epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, new, token).inspect_err(|_| {
+                    lock(&self.sources).remove(&token);
+                })
+            }
+            (_, 0) => {
+                let r = epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, 0, token);
+                lock(&self.sources).remove(&token);
+                r
+            }
+            _ => epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, new, token),
+        };
+        r.map_err(|e| Error::sys(e, format_args!("registering fd {fd} in the loop fd")))
+    }
+
+    /// Counts one more callback that will be scheduled later.
+    pub fn expect_callback(&self) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Callbacks registered and not yet run.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Queues a callback for the next dispatch and makes the loop fd readable.
+    pub fn schedule(&self, cb: Box<dyn FnOnce() + Send>) {
+        let mut due = lock(&self.due);
+        due.queue.push_back(cb);
+        if !due.signaled {
+            due.signaled = true;
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer; an eventfd that
+            // is already nonzero stays readable, so a failure loses nothing.
+            unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+        }
+    }
+
+    /// Does whatever can be done now without blocking: writes queued bytes,
+    /// reads reports, reaps direct children, then runs the callbacks that
+    /// were due when it started. Returns how many callbacks ran.
+    pub fn dispatch(&self) -> Result<usize> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        // SAFETY: the buffer holds 64 events.
+        let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), events.as_mut_ptr(), 64, 0) };
+        let n = match Errno::result(n) {
+            Ok(n) => n as usize,
+            Err(Errno::EINTR) => 0,
+            Err(e) => return Err(Error::sys(e, "polling the loop fd (epoll_wait)")),
+        };
+        for ev in &events[..n] {
+            let (bits, token) = (ev.events, ev.u64);
+            if token == WAKE {
+                continue;
+            }
+            let src = lock(&self.sources).get(&token).cloned();
+            match src {
+                Some(Source::Conn(c)) => c.on_ready(bits),
+                Some(Source::Child(c)) => c.on_ready(),
+                None => {}
+            }
+        }
+        crate::direct::poll_fallback();
+        let ready = {
+            let mut due = lock(&self.due);
+            let q = std::mem::take(&mut due.queue);
+            due.signaled = false;
+            let mut buf = [0u8; 8];
+            // SAFETY: reads 8 bytes into a live buffer; EAGAIN when not set.
+            unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+            q
+        };
+        let ran = ready.len();
+        for cb in ready {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            cb();
+        }
+        Ok(ran)
+    }
+
+    /// Dispatches until at least one callback ran, `timeout_ms` passed
+    /// (negative: no limit), or no callback is waiting at all.
+    pub fn wait(&self, timeout_ms: i32) -> Result<usize> {
+        let start = Instant::now();
+        loop {
+            let ran = self.dispatch()?;
+            if ran > 0 || self.waiting() == 0 {
+                return Ok(ran);
+            }
+            let mut left = if timeout_ms < 0 {
+                -1
+            } else {
+                let spent = start.elapsed().as_millis().min(i32::MAX as u128) as i32;
+                if spent >= timeout_ms {
+                    return Ok(0);
+                }
+                timeout_ms - spent
+            };
+            if crate::direct::fallback_pending() {
+                left = if left < 0 { 20 } else { left.min(20) };
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.ep.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, left) };
+            match Errno::result(r) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys(e, "waiting on the loop fd (poll)")),
+            }
+        }
+    }
+}
+
+fn epoll_ctl(
+    ep: RawFd,
+    op: i32,
+    fd: RawFd,
+    events: u32,
+    token: u64,
+) -> std::result::Result<(), Errno> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: `ev` outlives the call.
+    Errno::result(unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) }).map(drop)
+}

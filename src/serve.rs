@@ -1,0 +1,423 @@
+//! The template server loop: one thread, one socket, five commands.
+//!
+//! It reads frames exactly (a header, then the payload together with the
+//! next header, never past a `Run`), so no byte meant for the run function
+//! is ever consumed here. Received fds are close-on-exec from the moment
+//! they arrive (`MSG_CMSG_CLOEXEC`); a truncated control message is fatal.
+//! Children are reaped through a signalfd, and each fork's pid and later
+//! its wait status are reported back on the socket that asked for the fork.
+//!
+//! Exit statuses of the server itself: 0 at EOF (the caller is gone or freed
+//! the handle), 125 for a corrupt command stream, 127 for a library or
+//! function that cannot be found; a failing eval exits with its own status.
+
+use std::collections::VecDeque;
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+
+use crate::args::Arg;
+use crate::child::{self, SignalState, die};
+use crate::wire::{self, Frame, HEADER_LEN, Tag};
+
+/// Most payload bytes read (and so allocated) ahead of their arrival.
+const READ_CHUNK: usize = 1 << 20;
+
+/// How a server was started.
+pub struct ServeOptions {
+    /// The first frame must be `Hello` (a freshly exec'd server).
+    pub expect_hello: bool,
+    /// Scan for signal handlers to reset in children (the process image
+    /// may have installed some: a template fork of the caller, a custom
+    /// server); an exec'd `anyfork-serve` starts with all at default.
+    pub scan_signals: bool,
+}
+
+struct Reader {
+    hdr: [u8; HEADER_LEN],
+    have: usize,
+    cur: Option<(Tag, usize)>,
+    payload: Vec<u8>,
+    cmsg: Vec<u8>,
+}
+
+enum Next {
+    Frame(Tag),
+    Again,
+    Eof,
+}
+
+impl Reader {
+    fn new() -> Reader {
+        Reader {
+            hdr: [0; HEADER_LEN],
+            have: 0,
+            cur: None,
+            payload: Vec::new(),
+            cmsg: nix::cmsg_space!([RawFd; wire::MAX_FDS_PER_MSG]),
+        }
+    }
+
+    /// Reads until a whole frame is in `payload`, the socket is dry, or EOF.
+    fn next(&mut self, sock: RawFd, fdq: &mut VecDeque<OwnedFd>) -> Next {
+        loop {
+            match self.cur {
+                None if self.have == HEADER_LEN => {
+                    let (tag, len) = wire::parse_header(&self.hdr)
+                        .unwrap_or_else(|e| die(125, format_args!("corrupt command stream: {e}")));
+                    self.have = 0;
+                    self.cur = Some((tag, len as usize));
+                    self.payload.clear();
+                    continue;
+                }
+                Some((tag, len)) if self.payload.len() == len => {
+                    self.cur = None;
+                    return Next::Frame(tag);
+                }
+                _ => {}
+            }
+            let n = match self.cur {
+                None => {
+                    let mut iov = [IoSliceMut::new(&mut self.hdr[self.have..])];
+                    recv(sock, &mut iov, &mut self.cmsg, fdq)
+                }
+                Some((tag, len)) => {
+                    let old = self.payload.len();
+                    let chunk = (len - old).min(READ_CHUNK);
+                    self.payload.resize(old + chunk, 0);
+                    let (p, h) = (&mut self.payload[old..], &mut self.hdr[self.have..]);
+                    let n = if tag == Tag::Run {
+                        recv(sock, &mut [IoSliceMut::new(p)], &mut self.cmsg, fdq)
+                    } else {
+                        recv(
+                            sock,
+                            &mut [IoSliceMut::new(p), IoSliceMut::new(h)],
+                            &mut self.cmsg,
+                            fdq,
+                        )
+                    };
+                    let got = n.unwrap_or(0);
+                    self.payload.truncate(old + got.min(chunk));
+                    self.have += got.saturating_sub(chunk);
+                    n
+                }
+            };
+            match n {
+                Some(0) => return Next::Eof,
+                Some(n) if self.cur.is_none() => self.have += n,
+                Some(_) => {}
+                None => return Next::Again,
+            }
+        }
+    }
+}
+
+/// One nonblocking `recvmsg`; received fds join `fdq`. `None` when dry.
+fn recv(
+    sock: RawFd,
+    iov: &mut [IoSliceMut<'_>],
+    cmsg: &mut Vec<u8>,
+    fdq: &mut VecDeque<OwnedFd>,
+) -> Option<usize> {
+    loop {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        let r = match recvmsg::<()>(sock, iov, Some(cmsg), flags) {
+            Ok(r) => r,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return None,
+            Err(nix::errno::Errno::ECONNRESET) => return Some(0),
+            Err(e) => die(
+                125,
+                format_args!("reading the command socket: {}", e.desc()),
+            ),
+        };
+        let cmsgs = r.cmsgs().unwrap_or_else(|_| {
+            die(
+                125,
+                "a control message was truncated (MSG_CTRUNC): too many fds at once",
+            )
+        });
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the kernel just installed these fds for us.
+                fdq.extend(
+                    fds.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        return Some(r.bytes);
+    }
+}
+
+struct Server {
+    sock: OwnedFd,
+    sigfd: OwnedFd,
+    signals: SignalState,
+    fdq: VecDeque<OwnedFd>,
+    args: Vec<Arg>,
+    reports: Vec<u8>,
+    rd: Reader,
+    forked: bool,
+    expect_hello: bool,
+}
+
+/// Serves commands on `sock` until EOF or a run; never returns.
+pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
+    let signals = SignalState::capture(opts.scan_signals);
+    // SAFETY: blocks SIGCHLD and opens a signalfd for it; results checked.
+    let sigfd = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            die(
+                1,
+                format_args!("signalfd: {}", std::io::Error::last_os_error()),
+            );
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    let mut s = Server {
+        sock,
+        sigfd,
+        signals,
+        fdq: VecDeque::new(),
+        args: Vec::new(),
+        reports: Vec::new(),
+        rd: Reader::new(),
+        forked: false,
+        expect_hello: opts.expect_hello,
+    };
+    s.main_loop()
+}
+
+impl Server {
+    fn main_loop(&mut self) -> ! {
+        loop {
+            loop {
+                match self.rd.next(self.sock.as_raw_fd(), &mut self.fdq) {
+                    Next::Frame(tag) => self.handle(tag),
+                    Next::Again => break,
+                    Next::Eof => child::exit(0),
+                }
+            }
+            self.flush_reports(false);
+            let mut pfd = [
+                libc::pollfd {
+                    fd: self.sock.as_raw_fd(),
+                    events: libc::POLLIN
+                        | if self.reports.is_empty() {
+                            0
+                        } else {
+                            libc::POLLOUT
+                        },
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.sigfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds.
+            unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
+            if pfd[1].revents != 0 {
+                self.reap();
+            }
+        }
+    }
+
+    fn handle(&mut self, tag: Tag) {
+        if self.expect_hello && tag != Tag::Hello {
+            die(
+                125,
+                format_args!("corrupt command stream: expected hello, got frame {tag:?}"),
+            );
+        }
+        let payload = std::mem::take(&mut self.rd.payload);
+        let frame = wire::decode(tag, &payload)
+            .unwrap_or_else(|e| die(125, format_args!("corrupt command stream: {e}")));
+        match frame {
+            Frame::Hello { .. } => self.expect_hello = false,
+            Frame::Str(_) => {
+                self.args.push(Arg::string(payload));
+                return;
+            }
+            Frame::Fd => {
+                let fd = self.take_fd();
+                self.args.push(Arg::Fd(fd));
+            }
+            Frame::Require(lib) => child::require(lib),
+            Frame::Eval { name, args } => child::eval(name, &args, &self.args),
+            Frame::Fork => {
+                let fd = self.take_fd();
+                self.fork(fd);
+            }
+            Frame::Run(name) => {
+                let name = name.to_vec();
+                self.enter(&name);
+            }
+            Frame::Pid(_) | Frame::Exit { .. } | Frame::End => die(
+                125,
+                format_args!("corrupt command stream: report frame {tag:?} sent to a server"),
+            ),
+        }
+        self.rd.payload = payload;
+    }
+
+    fn take_fd(&mut self) -> OwnedFd {
+        self.fdq.pop_front().unwrap_or_else(|| {
+            die(
+                125,
+                "corrupt command stream: a frame needs an fd that was not passed",
+            )
+        })
+    }
+
+    fn fork(&mut self, fd: OwnedFd) {
+        // SAFETY: this process is single-threaded, so the child may run
+        // anything; both sides continue with consistent state below.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // The child serves its own socket from here on. What was read
+            // or queued for the parent's socket is not ours.
+            // SAFETY: clears O_NONBLOCK on a socket we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, 0) };
+            self.sock = fd;
+            self.fdq.clear();
+            self.reports.clear();
+            self.rd.have = 0;
+            self.forked = false;
+            return;
+        }
+        let report = if pid < 0 {
+            -std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EAGAIN)
+        } else {
+            pid
+        };
+        wire::push_pid(&mut self.reports, report);
+        self.forked = true;
+        drop(fd);
+    }
+
+    fn reap(&mut self) {
+        let mut buf = [0u8; 128 * 8];
+        // SAFETY: drains the nonblocking signalfd into a local buffer.
+        while unsafe { libc::read(self.sigfd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0
+        {
+        }
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid with a valid status pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            wire::push_exit(&mut self.reports, pid, status);
+        }
+    }
+
+    /// Writes pending reports; `block` waits until all are written. A
+    /// caller that went away is noticed as EOF on the next read.
+    fn flush_reports(&mut self, block: bool) {
+        while !self.reports.is_empty() {
+            // SAFETY: sends from a live buffer.
+            let n = unsafe {
+                libc::send(
+                    self.sock.as_raw_fd(),
+                    self.reports.as_ptr().cast(),
+                    self.reports.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n > 0 {
+                self.reports.drain(..n as usize);
+                continue;
+            }
+            let e = std::io::Error::last_os_error().raw_os_error();
+            match e {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) if block => {
+                    let mut pfd = libc::pollfd {
+                        fd: self.sock.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, -1) };
+                }
+                Some(libc::EAGAIN) => return,
+                _ => {
+                    self.reports.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Enters the run function: reports end, the process gets clean
+    /// signal state, and the server is gone.
+    fn enter(&mut self, name: &[u8]) -> ! {
+        if self.forked {
+            self.reap();
+            self.reports.extend_from_slice(&wire::header(Tag::End, 0));
+        }
+        self.flush_reports(true);
+        let sock = self.sock.as_raw_fd();
+        // SAFETY: closes the signalfd we own; it must not leak into user code.
+        unsafe { libc::close(self.sigfd.as_raw_fd()) };
+        self.signals.reset();
+        for fd in self.fdq.drain(..) {
+            drop(fd);
+        }
+        child::run(name, sock, &self.args)
+    }
+}
+
+/// `main` of the exec'd `anyfork-serve`: takes its socket from
+/// `ANYFORK_FD`, closes every other inherited fd but 0, 1 and 2, serves.
+pub fn exec_main() -> ! {
+    let fd: RawFd = std::env::var(crate::spawn::FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&fd| fd > 2)
+        .unwrap_or_else(|| {
+            die(
+                2,
+                "anyfork-serve is started by libanyfork; ANYFORK_FD is not set to a socket fd",
+            )
+        });
+    // SAFETY: single-threaded at this point; the fd is checked before use.
+    unsafe {
+        std::env::remove_var(crate::spawn::FD_ENV);
+        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
+            die(2, format_args!("ANYFORK_FD={fd} is not an open fd"));
+        }
+        libc::fcntl(fd, libc::F_SETFL, 0);
+        close_others(fd);
+        serve(
+            OwnedFd::from_raw_fd(fd),
+            ServeOptions {
+                expect_hello: true,
+                scan_signals: false,
+            },
+        )
+    }
+}
+
+/// Closes every fd above 2 except `keep`.
+fn close_others(keep: RawFd) {
+    // SAFETY: close_range on fd ranges; failures leave fds open, no worse.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+    }
+}

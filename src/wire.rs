@@ -1,0 +1,387 @@
+//! The anyfork wire protocol: frames and their payloads, encoded and decoded
+//! without any I/O.
+//!
+//! Every frame is one tag byte, a little-endian `u32` payload length, then
+//! the payload. File descriptors never appear in the bytes: they ride as
+//! `SCM_RIGHTS` with the `sendmsg` that carries their frame (or an earlier
+//! one), and the receiver keeps them in a FIFO from which each `Fd` and
+//! `Fork` frame takes exactly one.
+//!
+//! Caller to server: `Hello` (first frame to an exec'd server), `Str`, `Fd`,
+//! `Require`, `Eval`, `Fork`, `Run`. Server to caller, on the socket of the
+//! process that forked: `Pid` (one per `Fork`, in order), `Exit`, and `End`
+//! (the last frame before a process that has forked enters its run function,
+//! so the caller knows where its reports stop and the user's bytes begin).
+//!
+//! Nothing here trusts a length: every decoder checks bounds, and the fuzz
+//! target in `fuzz/` feeds it arbitrary bytes.
+
+use std::fmt;
+
+/// Protocol version carried by the `Hello` frame.
+pub const VERSION: u32 = 1;
+/// First bytes of a `Hello` payload.
+pub const MAGIC: [u8; 8] = *b"anyfork\0";
+/// Bytes in a frame header: tag and length.
+pub const HEADER_LEN: usize = 5;
+/// Most fds one `sendmsg` may carry on Linux (`SCM_MAX_FD`).
+pub const MAX_FDS_PER_MSG: usize = 253;
+/// Longest function or library name accepted (`PATH_MAX`).
+pub const MAX_NAME: usize = 4096;
+
+/// Frame tags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Tag {
+    Hello = b'H',
+    Str = b'S',
+    Fd = b'D',
+    Require = b'L',
+    Eval = b'E',
+    Fork = b'F',
+    Run = b'R',
+    Pid = b'P',
+    Exit = b'X',
+    End = b'Z',
+}
+
+impl Tag {
+    /// The tag for a byte, if it names one.
+    pub fn from_byte(b: u8) -> Option<Tag> {
+        Some(match b {
+            b'H' => Tag::Hello,
+            b'S' => Tag::Str,
+            b'D' => Tag::Fd,
+            b'L' => Tag::Require,
+            b'E' => Tag::Eval,
+            b'F' => Tag::Fork,
+            b'R' => Tag::Run,
+            b'P' => Tag::Pid,
+            b'X' => Tag::Exit,
+            b'Z' => Tag::End,
+            _ => return None,
+        })
+    }
+
+    /// How many fds from the FIFO a frame of this tag consumes.
+    pub fn fds(self) -> usize {
+        match self {
+            Tag::Fd | Tag::Fork => 1,
+            _ => 0,
+        }
+    }
+
+    /// The payload lengths this tag allows, as an inclusive range.
+    fn len_bounds(self) -> (u32, u32) {
+        match self {
+            Tag::Hello => (12, 12),
+            Tag::Str | Tag::Eval => (0, u32::MAX),
+            Tag::Fd | Tag::Fork | Tag::End => (0, 0),
+            Tag::Require | Tag::Run => (1, MAX_NAME as u32),
+            Tag::Pid => (4, 4),
+            Tag::Exit => (8, 8),
+        }
+    }
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WireError {
+    UnknownTag(u8),
+    BadLength { tag: Tag, len: u32 },
+    BadMagic,
+    Version(u32),
+    Truncated(&'static str),
+    BadVarint,
+    NulInName,
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::UnknownTag(b) => write!(f, "unknown frame tag 0x{b:02x}"),
+            WireError::BadLength { tag, len } => {
+                write!(f, "frame {tag:?} cannot be {len} bytes long")
+            }
+            WireError::BadMagic => f.write_str("hello frame lacks the anyfork magic"),
+            WireError::Version(v) => {
+                write!(f, "protocol version {v} is not the supported {VERSION}")
+            }
+            WireError::Truncated(what) => write!(f, "frame payload ends inside {what}"),
+            WireError::BadVarint => f.write_str("malformed length varint"),
+            WireError::NulInName => f.write_str("name contains a NUL byte"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// A decoded frame; payload slices borrow from the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Hello { version: u32 },
+    Str(&'a [u8]),
+    Fd,
+    Require(&'a [u8]),
+    Eval { name: &'a [u8], args: Vec<&'a [u8]> },
+    Fork,
+    Run(&'a [u8]),
+    Pid(i32),
+    Exit { pid: i32, status: i32 },
+    End,
+}
+
+/// Encodes a frame header.
+pub fn header(tag: Tag, len: u32) -> [u8; HEADER_LEN] {
+    let l = len.to_le_bytes();
+    [tag as u8, l[0], l[1], l[2], l[3]]
+}
+
+/// Decodes and checks a frame header.
+pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Tag, u32), WireError> {
+    let tag = Tag::from_byte(h[0]).ok_or(WireError::UnknownTag(h[0]))?;
+    let len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]);
+    let (lo, hi) = tag.len_bounds();
+    if len < lo || len > hi {
+        return Err(WireError::BadLength { tag, len });
+    }
+    Ok((tag, len))
+}
+
+/// Decodes the payload of a frame whose header was accepted by [`parse_header`].
+pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
+    let (lo, hi) = tag.len_bounds();
+    let len = u32::try_from(p.len()).map_err(|_| WireError::BadLength { tag, len: u32::MAX })?;
+    if len < lo || len > hi {
+        return Err(WireError::BadLength { tag, len });
+    }
+    Ok(match tag {
+        Tag::Hello => {
+            if p[..8] != MAGIC {
+                return Err(WireError::BadMagic);
+            }
+            let version = u32::from_le_bytes([p[8], p[9], p[10], p[11]]);
+            if version != VERSION {
+                return Err(WireError::Version(version));
+            }
+            Frame::Hello { version }
+        }
+        Tag::Str => Frame::Str(p),
+        Tag::Fd => Frame::Fd,
+        Tag::Require => Frame::Require(name(p)?),
+        Tag::Eval => {
+            let mut r = p;
+            let name = name(take_bytes(&mut r, "the function name")?)?;
+            let count = take_varint(&mut r)?;
+            // Each argument needs at least one byte, so a forged count
+            // cannot make us reserve more than the payload could hold.
+            if count > r.len() as u64 {
+                return Err(WireError::Truncated("the argument count"));
+            }
+            let mut args = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                args.push(take_bytes(&mut r, "an argument")?);
+            }
+            if !r.is_empty() {
+                return Err(WireError::BadLength { tag, len });
+            }
+            Frame::Eval { name, args }
+        }
+        Tag::Fork => Frame::Fork,
+        Tag::Run => Frame::Run(name(p)?),
+        Tag::Pid => Frame::Pid(i32::from_le_bytes([p[0], p[1], p[2], p[3]])),
+        Tag::Exit => Frame::Exit {
+            pid: i32::from_le_bytes([p[0], p[1], p[2], p[3]]),
+            status: i32::from_le_bytes([p[4], p[5], p[6], p[7]]),
+        },
+        Tag::End => Frame::End,
+    })
+}
+
+/// Splits one whole frame off the front of `buf`: `Ok(None)` when more bytes
+/// are needed, else the tag, the payload and the bytes consumed.
+pub fn split(buf: &[u8]) -> Result<Option<(Tag, &[u8], usize)>, WireError> {
+    let Some(h) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let (tag, len) = parse_header(h)?;
+    let end = HEADER_LEN + len as usize;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    Ok(Some((tag, &buf[HEADER_LEN..end], end)))
+}
+
+/// Appends a whole frame with a raw payload.
+pub fn push_frame(out: &mut Vec<u8>, tag: Tag, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).expect("caller checked the payload length");
+    out.extend_from_slice(&header(tag, len));
+    out.extend_from_slice(payload);
+}
+
+/// Appends a `Hello` frame.
+pub fn push_hello(out: &mut Vec<u8>) {
+    let mut p = [0u8; 12];
+    p[..8].copy_from_slice(&MAGIC);
+    p[8..].copy_from_slice(&VERSION.to_le_bytes());
+    push_frame(out, Tag::Hello, &p);
+}
+
+/// Appends an `Eval` frame; `None` when it would exceed the 4 GiB frame limit.
+pub fn push_eval(out: &mut Vec<u8>, name: &[u8], args: &[&[u8]]) -> Option<()> {
+    let mut p = Vec::new();
+    push_bytes(&mut p, name);
+    push_varint(&mut p, args.len() as u64);
+    for a in args {
+        push_bytes(&mut p, a);
+    }
+    u32::try_from(p.len()).ok()?;
+    push_frame(out, Tag::Eval, &p);
+    Some(())
+}
+
+/// Appends a `Pid` report.
+pub fn push_pid(out: &mut Vec<u8>, pid: i32) {
+    push_frame(out, Tag::Pid, &pid.to_le_bytes());
+}
+
+/// Appends an `Exit` report.
+pub fn push_exit(out: &mut Vec<u8>, pid: i32, status: i32) {
+    let mut p = [0u8; 8];
+    p[..4].copy_from_slice(&pid.to_le_bytes());
+    p[4..].copy_from_slice(&status.to_le_bytes());
+    push_frame(out, Tag::Exit, &p);
+}
+
+fn name(p: &[u8]) -> Result<&[u8], WireError> {
+    if p.contains(&0) {
+        return Err(WireError::NulInName);
+    }
+    if p.is_empty() || p.len() > MAX_NAME {
+        return Err(WireError::Truncated("a name"));
+    }
+    Ok(p)
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn push_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    push_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn take_varint(r: &mut &[u8]) -> Result<u64, WireError> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = r.split_first().ok_or(WireError::Truncated("a varint"))?;
+        *r = rest;
+        let bits = u64::from(b & 0x7f);
+        if i == 9 && b > 1 {
+            return Err(WireError::BadVarint);
+        }
+        v |= bits << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(WireError::BadVarint)
+}
+
+fn take_bytes<'a>(r: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], WireError> {
+    let n = take_varint(r)?;
+    if n > r.len() as u64 {
+        return Err(WireError::Truncated(what));
+    }
+    let (b, rest) = r.split_at(n as usize);
+    *r = rest;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(buf: &[u8]) -> Frame<'_> {
+        let (tag, p, used) = split(buf).unwrap().unwrap();
+        assert_eq!(used, buf.len());
+        decode(tag, p).unwrap()
+    }
+
+    #[test]
+    fn eval_round_trips_every_byte_value() {
+        let all: Vec<u8> = (0..=255).collect();
+        let args: Vec<&[u8]> = vec![b"", &all, b"x"];
+        let mut out = Vec::new();
+        push_eval(&mut out, b"init", &args).unwrap();
+        assert_eq!(
+            one(&out),
+            Frame::Eval {
+                name: b"init",
+                args
+            }
+        );
+    }
+
+    #[test]
+    fn reports_round_trip() {
+        let mut out = Vec::new();
+        push_exit(&mut out, 1234, 0x0300);
+        assert_eq!(
+            one(&out),
+            Frame::Exit {
+                pid: 1234,
+                status: 0x300
+            }
+        );
+        out.clear();
+        push_pid(&mut out, -11);
+        assert_eq!(one(&out), Frame::Pid(-11));
+        out.clear();
+        push_hello(&mut out);
+        assert_eq!(one(&out), Frame::Hello { version: VERSION });
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let mut out = Vec::new();
+        push_frame(&mut out, Tag::Str, b"hello");
+        for cut in 0..out.len() {
+            assert_eq!(split(&out[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn forged_lengths_and_tags_are_refused() {
+        assert_eq!(
+            parse_header(&[b'?', 0, 0, 0, 0]),
+            Err(WireError::UnknownTag(b'?'))
+        );
+        assert!(matches!(
+            parse_header(&header(Tag::Fork, 1)),
+            Err(WireError::BadLength { .. })
+        ));
+        assert!(matches!(
+            parse_header(&header(Tag::Run, 0)),
+            Err(WireError::BadLength { .. })
+        ));
+        assert!(parse_header(&header(Tag::Str, u32::MAX)).is_ok());
+        // An eval claiming 2^60 arguments in a 4-byte payload.
+        let p = [1u8, b'f', 0x80, 0x80];
+        assert!(decode(Tag::Eval, &p).is_err());
+        let mut huge = vec![1u8, b'f'];
+        huge.extend_from_slice(&[0xff; 9]);
+        huge.push(0x7f);
+        assert_eq!(decode(Tag::Eval, &huge), Err(WireError::BadVarint));
+        assert_eq!(decode(Tag::Run, b"a\0b"), Err(WireError::NulInName));
+        let mut bad = Vec::new();
+        bad.extend_from_slice(b"anyfork\0");
+        bad.extend_from_slice(&7u32.to_le_bytes());
+        assert_eq!(decode(Tag::Hello, &bad), Err(WireError::Version(7)));
+    }
+}

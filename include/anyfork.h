@@ -21,6 +21,11 @@
 #include <sys/types.h>
 
 /*
+ `fork_from_fd_flags`: accept a peer that runs as another user.
+ */
+#define FORK_FROM_FD_ANY_UID 1
+
+/*
  What one `fork_arg` holds.
 
  The variant names are the C enumerators' names.
@@ -191,6 +196,124 @@ int fork_wait(int timeout_ms);
  Any thread may call.
  */
 size_t fork_pending(void);
+
+/*
+ Forks the calling program now. The copy closes every fd but 0, 1, 2 and
+ its socket, forgets the library state it inherited, and serves as a
+ template: processes forked from it (`fork_fork`) can run the program's
+ own functions and use the memory it had prepared (link the program
+ with `-rdynamic` so `dlsym` finds its functions). Send what else they
+ need (fds) explicitly.
+
+ Call it while the program has one thread (fork copies only the calling
+ thread; locks held by others would stay locked in the copy).
+
+ Returns a new handle owned by the caller, whose `fork_pid` is the
+ copy's pid (the library reaps it), or NULL with `fork_last_error()` set.
+ */
+struct fork_proc *fork_template(void);
+
+/*
+ Forks the caller as the template that every later `fork_new_exec`
+ (and so the default template of `fork_new`) forks instead of exec'ing
+ `anyfork-serve`. Call it first thing in `main`, while the process is
+ small and has one thread. Processes made this way can run functions of
+ the program (link with `-rdynamic`).
+
+ Returns 0, or `-errno` with `fork_last_error()` set.
+ */
+int fork_early(void);
+
+/*
+ Spawns a custom server with `posix_spawn`: `argv[0]` (searched in
+ `PATH` when it has no slash) with the NULL-terminated `argv`, its end
+ of the socket in the environment variable `ANYFORK_FD`. The server must
+ call `fork_serve` on that fd (an interpreter running a binding, say).
+
+ Returns a new handle owned by the caller (a direct child: `fork_pid`
+ works, the library reaps it), or NULL with `fork_last_error()` set.
+ Everything is copied.
+
+ # Safety
+ `argv` is NULL or a NULL-terminated array of C strings.
+ */
+struct fork_proc *fork_new_exec_argv(const char *const *argv);
+
+/*
+ Makes the calling process a template server on `fd` (its end of the
+ socket, from `ANYFORK_FD`), as `anyfork-serve` is. Set a dispatcher
+ first with `fork_set_dispatch` to run interpreter code. Does not return
+ unless `fd` is unusable: the process exits when the caller goes away.
+
+ Returns only on failure: `-EBADF` or `-ENOTSOCK` with
+ `fork_last_error()` set.
+ */
+int fork_serve(int fd);
+
+/*
+ Runs a program in the process through the `anyfork_exec` builtin: the
+ NULL-terminated `argv` follows any strings sent before (`argv[0]` is
+ searched in `PATH` when it has no slash); the fds sent become the
+ program's fds 0, 1, 2, … in order (standard fds not covered stay as
+ they are); with a non-NULL `envp` (NULL-terminated `NAME=VALUE`
+ strings) the environment is exactly `envp`. Before it, `fork_eval` with
+ the builtins `anyfork_setenv`, `anyfork_clearenv`, `anyfork_chdir`,
+ `anyfork_setsid` and `anyfork_comm_fd` (e.g. "2": the comm socket
+ becomes stderr) prepare the rest. An exec failure is written to the
+ comm socket and the process exits with status 127.
+
+ Consumes `p` like `fork_run`, even on failure; `cb` as for `fork_run`.
+ Returns 0, or `-errno` with `fork_last_error()` set (then `cb` never
+ runs).
+
+ # Safety
+ `p` is NULL or a live handle, not used again; `argv` and `envp` are
+ NULL or NULL-terminated arrays of C strings.
+ */
+int fork_exec(struct fork_proc *p,
+              const char *const *argv,
+              const char *const *envp,
+              fork_run_cb cb,
+              void *userdata);
+
+/*
+ Delivers everything queued to the process (waiting up to 10 s) and
+ gives up its socket, so that another process can adopt it with
+ `fork_from_fd` (pass the fd over a unix socket). Consumes `p`, even on
+ failure.
+
+ Returns the fd, now owned by the caller, or `-errno` with
+ `fork_last_error()` set.
+
+ # Safety
+ `p` is NULL or a live handle, not used again.
+ */
+int fork_to_fd(struct fork_proc *p);
+
+/*
+ `fork_from_fd_flags(fd, 0)`.
+ */
+struct fork_proc *fork_from_fd(int fd);
+
+/*
+ Makes a process object of a socket that `fork_to_fd` gave up (here or
+ in another process). It refuses a socket whose peer runs as another
+ user (`SO_PEERCRED`) unless `flags` has `FORK_FROM_FD_ANY_UID`. The
+ process's pid and exit status are not known to the new owner.
+
+ Returns a new handle that owns `fd`, or NULL with `fork_last_error()`
+ set (`fd` then stays the caller's).
+ */
+struct fork_proc *fork_from_fd_flags(int fd, unsigned int flags);
+
+/*
+ In a child process that the caller forked itself (not one made by
+ anyfork): closes the child's copies of the library's sockets and
+ forgets the parent's templates, queues and callbacks (none of them
+ runs), so the child can use anyfork afresh. Handles inherited from the
+ parent then fail with `-EBADF`; free them with `fork_free`.
+ */
+void fork_reset_after_fork(void);
 
 /*
  Creates a process by forking the default template, which is spawned on

@@ -1,32 +1,266 @@
 //! Functions the library ships for eval and run, under the reserved prefix
-//! `anyfork_`. They are found before any `dlsym` lookup.
+//! `anyfork_`. They are found before any dispatcher or `dlsym` lookup, and
+//! only for the call they are made for (an eval builtin is no run function).
+//!
+//! Run builtins:
+//! - `anyfork_exit`: exits at once, with the first string argument as the
+//!   status (default 0): "a process that does nothing".
+//! - `anyfork_exec`: the faster fork+exec. Every string received is argv
+//!   (the first is the program, searched in `PATH` when it has no slash);
+//!   the fds received become fds 0, 1, 2, … of the program in the order
+//!   sent; standard fds not covered stay as the process has them; every
+//!   other fd is closed by the exec. If the exec fails, the reason is
+//!   written to the comm socket and the process exits with status 127.
+//!
+//! Eval builtins, to prepare what `anyfork_exec` (or any run function)
+//! inherits:
+//! - `anyfork_setenv`: each argument `NAME=VALUE` sets a variable, a bare
+//!   `NAME` removes it;
+//! - `anyfork_clearenv`: empties the environment;
+//! - `anyfork_chdir`: changes the working directory to the argument;
+//! - `anyfork_setsid`: starts a new session (`setsid`);
+//! - `anyfork_comm_fd`: each argument is a number N; `anyfork_exec` makes
+//!   the comm socket fd N of the program (e.g. "2" for stderr).
+
+use std::ffi::{CStr, CString, c_int};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::args::{ForkArg, ForkArgKind};
+use crate::child::ForkCallKind;
 
-/// `anyfork_exit`: exits at once, with the first string argument parsed as
-/// the status when there is one, else 0. What benchmarks and tests use as
-/// "a process that does nothing".
-unsafe extern "C" fn anyfork_exit(_fd: libc::c_int, args: *const ForkArg, n: usize) -> libc::c_int {
-    // SAFETY: the server passes `n` valid arguments.
-    let args = unsafe { std::slice::from_raw_parts(args, n) };
-    args.iter()
-        .find(|a| a.kind == ForkArgKind::FORK_ARG_STRING)
-        .and_then(|a| {
-            // SAFETY: a string argument's data holds len bytes.
-            let s = unsafe { std::slice::from_raw_parts(a.data, a.len) };
-            std::str::from_utf8(s).ok()?.trim().parse().ok()
-        })
-        .unwrap_or(0)
-}
+/// Fds (bit N = fd N) that `anyfork_exec` makes copies of the comm socket.
+static COMM_FDS: AtomicU64 = AtomicU64::new(0);
 
-/// The builtin called `name`, as an untyped function pointer.
-pub fn find(name: &[u8]) -> Option<*mut libc::c_void> {
+/// The builtin called `name` for `kind`, as an untyped function pointer.
+pub fn find(name: &[u8], kind: ForkCallKind) -> Option<*mut libc::c_void> {
     if !name.starts_with(b"anyfork_") {
         return None;
     }
-    let f: *mut libc::c_void = match name {
-        b"anyfork_exit" => anyfork_exit as *mut libc::c_void,
+    let f: *mut libc::c_void = match (kind, name) {
+        (ForkCallKind::FORK_CALL_RUN, b"anyfork_exit") => anyfork_exit as *mut libc::c_void,
+        (ForkCallKind::FORK_CALL_RUN, b"anyfork_exec") => anyfork_exec as *mut libc::c_void,
+        (ForkCallKind::FORK_CALL_EVAL, b"anyfork_setenv") => anyfork_setenv as *mut libc::c_void,
+        (ForkCallKind::FORK_CALL_EVAL, b"anyfork_clearenv") => {
+            anyfork_clearenv as *mut libc::c_void
+        }
+        (ForkCallKind::FORK_CALL_EVAL, b"anyfork_chdir") => anyfork_chdir as *mut libc::c_void,
+        (ForkCallKind::FORK_CALL_EVAL, b"anyfork_setsid") => anyfork_setsid as *mut libc::c_void,
+        (ForkCallKind::FORK_CALL_EVAL, b"anyfork_comm_fd") => anyfork_comm_fd as *mut libc::c_void,
         _ => return None,
     };
     Some(f)
+}
+
+/// The arguments as a slice.
+///
+/// # Safety
+/// `args` points to `n` valid arguments (the server guarantees it).
+unsafe fn slice<'a>(args: *const ForkArg, n: usize) -> &'a [ForkArg] {
+    if n == 0 {
+        return &[];
+    }
+    // SAFETY: per the contract.
+    unsafe { std::slice::from_raw_parts(args, n) }
+}
+
+fn strings(args: &[ForkArg]) -> impl Iterator<Item = &[u8]> {
+    args.iter()
+        .filter(|a| a.kind == ForkArgKind::FORK_ARG_STRING)
+        .map(|a| {
+            // SAFETY: a string argument's data holds len bytes (plus a NUL).
+            unsafe { std::slice::from_raw_parts(a.data, a.len) }
+        })
+}
+
+fn complain(what: std::fmt::Arguments<'_>) -> c_int {
+    eprintln!("anyfork[{}]: {what}", std::process::id());
+    1
+}
+
+unsafe extern "C" fn anyfork_exit(_fd: c_int, args: *const ForkArg, n: usize) -> c_int {
+    // SAFETY: called by the server with its argument array.
+    let args = unsafe { slice(args, n) };
+    strings(args)
+        .next()
+        .and_then(|s| std::str::from_utf8(s).ok()?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+unsafe extern "C" fn anyfork_setenv(args: *const ForkArg, n: usize) -> c_int {
+    // SAFETY: called by the server with its argument array.
+    for s in strings(unsafe { slice(args, n) }) {
+        let (name, value) = match s.iter().position(|&b| b == b'=') {
+            Some(i) => (&s[..i], Some(&s[i + 1..])),
+            None => (s, None),
+        };
+        let Ok(name) = CString::new(name) else {
+            return complain(format_args!("anyfork_setenv: a name contains a NUL byte"));
+        };
+        // SAFETY: the process is single-threaded here; valid C strings.
+        let rc = unsafe {
+            match value {
+                Some(v) => match CString::new(v) {
+                    Ok(v) => libc::setenv(name.as_ptr(), v.as_ptr(), 1),
+                    Err(_) => -1,
+                },
+                None => libc::unsetenv(name.as_ptr()),
+            }
+        };
+        if rc != 0 {
+            return complain(format_args!(
+                "anyfork_setenv: cannot set {:?}: {}",
+                name,
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    0
+}
+
+unsafe extern "C" fn anyfork_clearenv(_args: *const ForkArg, _n: usize) -> c_int {
+    // SAFETY: single-threaded here.
+    unsafe { libc::clearenv() }
+}
+
+unsafe extern "C" fn anyfork_chdir(args: *const ForkArg, n: usize) -> c_int {
+    // SAFETY: called by the server with its argument array.
+    let Some(dir) = strings(unsafe { slice(args, n) }).next() else {
+        return complain(format_args!("anyfork_chdir: no directory given"));
+    };
+    let Ok(c) = CString::new(dir) else {
+        return complain(format_args!(
+            "anyfork_chdir: the directory contains a NUL byte"
+        ));
+    };
+    // SAFETY: a valid C string.
+    if unsafe { libc::chdir(c.as_ptr()) } != 0 {
+        return complain(format_args!(
+            "anyfork_chdir: {:?}: {}",
+            c,
+            std::io::Error::last_os_error()
+        ));
+    }
+    0
+}
+
+unsafe extern "C" fn anyfork_setsid(_args: *const ForkArg, _n: usize) -> c_int {
+    // SAFETY: plain syscall.
+    if unsafe { libc::setsid() } < 0 {
+        return complain(format_args!(
+            "anyfork_setsid: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    0
+}
+
+unsafe extern "C" fn anyfork_comm_fd(args: *const ForkArg, n: usize) -> c_int {
+    // SAFETY: called by the server with its argument array.
+    for s in strings(unsafe { slice(args, n) }) {
+        match std::str::from_utf8(s)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            Some(fd) if fd < 64 => {
+                COMM_FDS.fetch_or(1 << fd, Ordering::Relaxed);
+            }
+            _ => {
+                return complain(format_args!(
+                    "anyfork_comm_fd: {:?} is not an fd number below 64",
+                    String::from_utf8_lossy(s)
+                ));
+            }
+        }
+    }
+    0
+}
+
+/// Writes `msg` to `fd` (the comm socket) and exits 127.
+fn exec_failed(fd: c_int, msg: String) -> ! {
+    let line = format!("anyfork_exec: {msg}\n");
+    // SAFETY: writes a live buffer; the process exits right after.
+    unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+    crate::child::exit(127)
+}
+
+unsafe extern "C" fn anyfork_exec(comm: c_int, args: *const ForkArg, n: usize) -> c_int {
+    // SAFETY: called by the server with its argument array.
+    let args = unsafe { slice(args, n) };
+    let argv: Vec<CString> = match strings(args).map(CString::new).collect() {
+        Ok(v) => v,
+        Err(_) => exec_failed(comm, "an argv string contains a NUL byte".into()),
+    };
+    if argv.is_empty() {
+        exec_failed(
+            comm,
+            "no program given (send its path and arguments as strings)".into(),
+        );
+    }
+    let fds: Vec<c_int> = args
+        .iter()
+        .filter(|a| a.kind == ForkArgKind::FORK_ARG_FD)
+        .map(|a| a.fd)
+        .collect();
+    let comm_to = COMM_FDS.load(Ordering::Relaxed);
+    let top = 64 - comm_to.leading_zeros() as c_int;
+    // Sources move above every target first, so no dup2 overwrites a
+    // source still needed; all stay close-on-exec.
+    let floor = (fds.len() as c_int).max(top).max(3);
+    let lift = |fd: c_int| {
+        // SAFETY: duplicates an fd we hold.
+        let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
+        if r < 0 {
+            exec_failed(
+                comm,
+                format!("cannot move fd {fd}: {}", std::io::Error::last_os_error()),
+            );
+        }
+        r
+    };
+    let lifted: Vec<c_int> = fds.iter().map(|&fd| lift(fd)).collect();
+    let comm_hi = lift(comm);
+    // SAFETY: dup2 onto the target numbers; dup2 clears close-on-exec.
+    unsafe {
+        for (target, &src) in lifted.iter().enumerate() {
+            if libc::dup2(src, target as c_int) < 0 {
+                exec_failed(
+                    comm_hi,
+                    format!(
+                        "cannot make fd {target}: {}",
+                        std::io::Error::last_os_error()
+                    ),
+                );
+            }
+        }
+        // Everything above the mapped fds closes at exec (but stays open
+        // for the error message should the exec fail)...
+        let first = (fds.len() as u32).max(3);
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+        // ...except the copies of the comm socket asked for.
+        for target in 0..64 {
+            if comm_to & (1 << target) != 0 && libc::dup2(comm_hi, target) < 0 {
+                exec_failed(
+                    comm_hi,
+                    format!(
+                        "cannot make fd {target}: {}",
+                        std::io::Error::last_os_error()
+                    ),
+                );
+            }
+        }
+    }
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: a NULL-terminated argv of live C strings.
+    unsafe { libc::execvp(ptrs[0], ptrs.as_ptr()) };
+    let err = std::io::Error::last_os_error();
+    let prog = CStr::from_bytes_with_nul(argv[0].as_bytes_with_nul())
+        .map(|c| c.to_string_lossy())
+        .unwrap_or_default();
+    exec_failed(comm_hi, format!("cannot execute {prog:?}: {err}"))
 }

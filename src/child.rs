@@ -71,10 +71,8 @@ pub fn exit(status: i32) -> ! {
     }
 }
 
+/// `dlsym(RTLD_DEFAULT, name)`, or why not.
 fn lookup(name: &CStr) -> Result<*mut libc::c_void, String> {
-    if let Some(f) = crate::builtins::find(name.to_bytes()) {
-        return Ok(f);
-    }
     // SAFETY: dlerror/dlsym with a valid C string; the error string is
     // copied before any other dl call.
     unsafe {
@@ -93,6 +91,39 @@ fn lookup(name: &CStr) -> Result<*mut libc::c_void, String> {
             ));
         }
         Ok(p)
+    }
+}
+
+/// Performs one eval (`fd` -1) or run: a builtin, else the dispatcher,
+/// else the symbol; exits 127 when there is none.
+fn call(kind: ForkCallKind, name: &CStr, fd: RawFd, args: &[ForkArg]) -> libc::c_int {
+    let builtin = crate::builtins::find(name.to_bytes(), kind);
+    let target = match (builtin, dispatcher()) {
+        (Some(f), _) => f,
+        (None, Some(Dispatcher(f, ud))) => {
+            // SAFETY: the dispatcher was registered by this process's
+            // owner with exactly this signature.
+            return unsafe { f(kind, name.as_ptr(), fd, args.as_ptr(), args.len(), ud) };
+        }
+        (None, None) => lookup(name).unwrap_or_else(|e| {
+            let what = if kind == ForkCallKind::FORK_CALL_RUN {
+                "run"
+            } else {
+                "eval"
+            };
+            die(127, format_args!("{what}: {e}"))
+        }),
+    };
+    // SAFETY: builtins have the signature of their kind; for symbols the
+    // user promises it.
+    unsafe {
+        if kind == ForkCallKind::FORK_CALL_RUN {
+            let f: RunFn = std::mem::transmute(target);
+            f(fd, args.as_ptr(), args.len())
+        } else {
+            let f: EvalFn = std::mem::transmute(target);
+            f(args.as_ptr(), args.len())
+        }
     }
 }
 
@@ -130,27 +161,7 @@ pub fn eval(name: &[u8], eval_args: &[&[u8]], received: &[Arg]) {
     let view = args::views(&owned);
     let all = args::views(received);
     args::publish(&all);
-    let rc = if let Some(Dispatcher(f, ud)) = dispatcher() {
-        // SAFETY: the dispatcher was registered by this process's owner
-        // with exactly this signature.
-        unsafe {
-            f(
-                ForkCallKind::FORK_CALL_EVAL,
-                name.as_ptr(),
-                -1,
-                view.as_ptr(),
-                view.len(),
-                ud,
-            )
-        }
-    } else {
-        let p = lookup(&name).unwrap_or_else(|e| die(127, format_args!("eval: {e}")));
-        // SAFETY: the user promises the symbol has the eval signature.
-        unsafe {
-            let f: EvalFn = std::mem::transmute(p);
-            f(view.as_ptr(), view.len())
-        }
-    };
+    let rc = call(ForkCallKind::FORK_CALL_EVAL, &name, -1, &view);
     args::publish(&[]);
     if rc != 0 {
         die(
@@ -166,26 +177,7 @@ pub fn run(name: &[u8], sock: RawFd, received: &[Arg]) -> ! {
     let name = cname(name);
     let all = args::views(received);
     args::publish(&all);
-    let rc = if let Some(Dispatcher(f, ud)) = dispatcher() {
-        // SAFETY: as in `eval`.
-        unsafe {
-            f(
-                ForkCallKind::FORK_CALL_RUN,
-                name.as_ptr(),
-                sock,
-                all.as_ptr(),
-                all.len(),
-                ud,
-            )
-        }
-    } else {
-        let p = lookup(&name).unwrap_or_else(|e| die(127, format_args!("run: {e}")));
-        // SAFETY: the user promises the symbol has the run signature.
-        unsafe {
-            let f: RunFn = std::mem::transmute(p);
-            f(sock, all.as_ptr(), all.len())
-        }
-    };
+    let rc = call(ForkCallKind::FORK_CALL_RUN, &name, sock, &all);
     exit(rc)
 }
 

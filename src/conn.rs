@@ -33,7 +33,9 @@ struct State {
     forks: VecDeque<Arc<Record>>,
     /// Records of forked children whose exit is not reported yet.
     children: HashMap<i32, Arc<Record>>,
-    /// A fork was ever requested here: the server sends `End` before run.
+    /// Reports may still come on this socket (a fork was requested here,
+    /// or the socket came from elsewhere): run asks for `End` and reads
+    /// up to it before handing the socket over.
     forked: bool,
     end_seen: bool,
     shut: bool,
@@ -45,6 +47,8 @@ struct State {
 /// One connection.
 pub struct Conn {
     token: u64,
+    /// The generation it was made in; see [`crate::after_fork`].
+    epoch: u64,
     /// The record of the process at the other end.
     rec: Arc<Record>,
     st: Mutex<State>,
@@ -55,6 +59,7 @@ impl Conn {
     pub fn new(fd: OwnedFd, rec: Arc<Record>) -> Result<Arc<Conn>> {
         Ok(Arc::new(Conn {
             token: Reactor::get()?.token(),
+            epoch: crate::after_fork::epoch(),
             rec,
             st: Mutex::new(State {
                 fd: Some(fd),
@@ -151,15 +156,82 @@ impl Conn {
     /// Queues the run frame; the socket goes to the record once written.
     pub fn run(self: &Arc<Self>, name: &[u8]) -> Result<()> {
         let mut st = self.lock();
-        let hdr = wire::header(Tag::Run, name.len() as u32);
+        let hdr = wire::run_head(name.len(), st.forked);
         self.send_locked(&mut st, &[&hdr, name], vec![])?;
         st.phase = Phase::Running;
         self.settle(&mut st);
         Ok(())
     }
 
+    /// Reports of earlier forks may arrive on this socket (it came from
+    /// another process): run must ask for `End`.
+    pub fn assume_forked(&self) {
+        self.lock().forked = true;
+    }
+
+    /// Delivers everything queued and every pid still owed, then gives up
+    /// the socket (blocking up to `limit`). Exit callbacks of children
+    /// forked here fail with `ECHILD`: their reports now go to the new
+    /// owner.
+    pub fn detach(self: &Arc<Self>, limit: std::time::Duration) -> Result<OwnedFd> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            self.pump();
+            {
+                let mut st = self.lock();
+                if let Some(e) = &st.dead {
+                    return Err(e.clone());
+                }
+                if st.out.is_empty() && st.forks.is_empty() {
+                    let fd = self
+                        .release(&mut st)
+                        .ok_or_else(|| Error::new(Errno::EBADF, "the socket is gone"))?;
+                    for (pid, r) in st.children.drain() {
+                        r.set_status(Err(Error::new(
+                            Errno::ECHILD,
+                            format!("the template was handed over before pid {pid} exited"),
+                        )));
+                    }
+                    st.dead = Some(Error::new(
+                        Errno::EBADF,
+                        "the process object was handed over (fork_to_fd)",
+                    ));
+                    return Ok(fd);
+                }
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    Errno::ETIMEDOUT,
+                    "the process did not take its queued commands in time",
+                ));
+            }
+            self.poll(left.as_millis().clamp(1, 100) as i32);
+        }
+    }
+
+    /// Made before the last [`crate::after_fork::reset`]: the socket is a
+    /// copy of the parent's, and nothing may be sent or reported on it.
+    fn foreign(&self) -> bool {
+        self.epoch != crate::after_fork::epoch()
+    }
+
+    /// In a forked child: closes our copy of the socket and nothing else.
+    pub fn abandon(&self) {
+        if let Ok(mut st) = self.st.try_lock() {
+            st.interest = 0;
+            st.dead.get_or_insert_with(|| {
+                Error::new(Errno::EBADF, "inherited from the parent process")
+            });
+            drop(st.fd.take());
+        }
+    }
+
     /// The user's handle is gone: deliver what is queued, then close.
     pub fn close(self: &Arc<Self>) {
+        if self.foreign() {
+            return self.abandon();
+        }
         let mut st = self.lock();
         if st.phase == Phase::Open {
             st.phase = Phase::Closing;
@@ -174,6 +246,9 @@ impl Conn {
 
     /// The reactor saw `events` on this socket.
     pub fn on_ready(self: &Arc<Self>, events: u32) {
+        if self.foreign() {
+            return;
+        }
         let mut st = self.lock();
         if st.dead.is_none() && !st.out.is_empty() {
             let fd = st.fd.as_ref().map(AsRawFd::as_raw_fd);

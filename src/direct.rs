@@ -101,6 +101,23 @@ impl DirectChild {
     }
 }
 
+impl DirectChild {
+    /// In a forked child: the parent's child is not ours to watch.
+    pub fn abandon(self: Arc<Self>) {
+        if let Ok(mut fd) = self.pidfd.try_lock() {
+            drop(fd.take());
+        }
+        std::mem::forget(self);
+    }
+}
+
+/// Forgets the parent's children (in a forked child).
+pub fn abandon_fallback() {
+    if let Ok(mut v) = FALLBACK.try_lock() {
+        std::mem::forget(std::mem::take(&mut *v));
+    }
+}
+
 /// Polls the children that have no pidfd.
 pub fn poll_fallback() {
     let mut v = FALLBACK.lock().unwrap_or_else(|p| p.into_inner());

@@ -20,6 +20,7 @@
 //! the reactor turns, through [`loop_fd`] and [`dispatch`] in an event
 //! loop, or [`wait`] without one. Callbacks run only from those two.
 
+pub mod after_fork;
 pub mod args;
 pub mod builtins;
 pub mod capi;
@@ -39,6 +40,36 @@ pub mod wire;
 pub use args::{ForkArg, ForkArgKind};
 pub use error::{Errno, Error, Result};
 pub use process::Process;
+
+/// Forks the calling program now as a template (see `fork_template` in
+/// the header for the rules; call it before starting threads).
+pub fn template() -> Result<Process> {
+    spawn::template()
+}
+
+/// Forks the caller as the template that later [`Process::new_exec`]
+/// calls fork instead of exec'ing `anyfork-serve`; call it first thing.
+pub fn early() -> Result<()> {
+    spawn::early()
+}
+
+/// Spawns a custom server command that calls [`serve_fd`] on the fd it
+/// finds in `ANYFORK_FD`.
+pub fn new_exec_argv(argv: &[&[u8]]) -> Result<Process> {
+    spawn::new_exec_argv(argv)
+}
+
+/// Turns the calling process into a template server on `fd` (the socket
+/// from `ANYFORK_FD` in a custom server). Returns only on a bad fd.
+pub fn serve_fd(fd: std::os::fd::RawFd) -> Result<std::convert::Infallible> {
+    serve::serve_custom(fd)
+}
+
+/// In a child the caller forked itself: drops the parent's templates and
+/// queues (see [`after_fork`]).
+pub fn reset_after_fork() {
+    after_fork::reset()
+}
 
 /// The one fd of the library that an event loop watches for readability:
 /// it is readable exactly while [`dispatch`] has work (level-triggered).

@@ -43,10 +43,9 @@ impl Process {
     /// Wraps the caller's end of a socket whose other end a server reads.
     pub(crate) fn from_parts(
         fd: OwnedFd,
-        pid: Option<i32>,
+        rec: Arc<Record>,
         parent: Option<Arc<Conn>>,
     ) -> Result<(Process, Arc<Record>)> {
-        let rec = Record::new(pid);
         let conn = Conn::new(fd, rec.clone())?;
         Ok((
             Process {
@@ -68,7 +67,7 @@ impl Process {
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         )
         .map_err(|e| Error::sys(e, "creating the new process's socket (socketpair)"))?;
-        let (child, rec) = Process::from_parts(ours, None, Some(self.conn.clone()))?;
+        let (child, rec) = Process::from_parts(ours, Record::forked(), Some(self.conn.clone()))?;
         self.conn.fork(theirs, rec).map_err(|e| e.context("fork"))?;
         Ok(child)
     }
@@ -173,6 +172,55 @@ impl Process {
         Ok(())
     }
 
+    /// Makes the process exec a program through the `anyfork_exec`
+    /// builtin: `argv` follows any strings sent before (argv\[0\] is searched
+    /// in `PATH` without a slash), the fds sent become its fds 0, 1, 2, …
+    /// With `env`, the environment is replaced by those `NAME=VALUE` pairs.
+    /// An exec failure is written to the comm socket (status 127).
+    pub fn exec(
+        mut self,
+        argv: &[&[u8]],
+        env: Option<&[&[u8]]>,
+        cb: impl FnOnce(Result<OwnedFd>) + Send + 'static,
+    ) -> Result<()> {
+        if argv.is_empty() {
+            return Err(Error::new(Errno::EINVAL, "exec: argv is empty"));
+        }
+        if let Some(env) = env {
+            self.eval("anyfork_clearenv", &[])?;
+            self.eval("anyfork_setenv", env)?;
+        }
+        for a in argv {
+            self.send_arg(a)?;
+        }
+        self.run("anyfork_exec", cb)
+    }
+
+    /// Delivers what is queued (and waits for the pids of earlier forks),
+    /// then gives up the socket, to be passed to another process and
+    /// turned back into a process object there with [`Process::from_fd`].
+    pub fn into_fd(self) -> Result<OwnedFd> {
+        self.conn
+            .detach(PID_TIMEOUT)
+            .map_err(|e| e.context("to_fd"))
+    }
+
+    /// A process object for a socket made by [`Process::into_fd`] in this
+    /// or another process. The peer must run as the same user unless
+    /// `any_uid`. Its pid and exit are not known here.
+    pub fn from_fd(fd: OwnedFd, any_uid: bool) -> Result<Process> {
+        check_peer(&fd, any_uid).map_err(|e| e.context("from_fd"))?;
+        // SAFETY: fcntl on an fd we own.
+        unsafe {
+            let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        let (p, _) = Process::from_parts(fd, Record::unknown(), None)?;
+        p.conn.assume_forked();
+        Ok(p)
+    }
+
     /// The pid. A direct child's is known at once; a forked process's comes
     /// from its template, so this may wait (flushing the template's queue)
     /// up to 10 seconds for the report.
@@ -205,6 +253,38 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.conn.close();
     }
+}
+
+/// Checks that `fd` is a unix stream socket whose peer runs as our uid.
+fn check_peer(fd: &OwnedFd, any_uid: bool) -> Result<()> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let ty = getsockopt(fd, sockopt::SockType)
+        .map_err(|e| Error::sys(e, format_args!("fd {} is not a socket", fd.as_raw_fd())))?;
+    if ty != nix::sys::socket::SockType::Stream {
+        return Err(Error::new(
+            Errno::EINVAL,
+            format!("fd {} is not a stream socket", fd.as_raw_fd()),
+        ));
+    }
+    let cred = getsockopt(fd, sockopt::PeerCredentials).map_err(|e| {
+        Error::sys(
+            e,
+            format_args!("fd {} is not a unix socket", fd.as_raw_fd()),
+        )
+    })?;
+    // SAFETY: getuid cannot fail.
+    let me = unsafe { libc::getuid() };
+    if !any_uid && cred.uid() != me {
+        return Err(Error::new(
+            Errno::EPERM,
+            format!(
+                "the peer of fd {} runs as uid {}, not {me} (pass FORK_FROM_FD_ANY_UID to allow)",
+                fd.as_raw_fd(),
+                cred.uid()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_name<'a>(call: &str, what: &str, name: &'a str) -> Result<&'a [u8]> {

@@ -14,8 +14,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::conn::Conn;
@@ -46,7 +46,9 @@ pub struct Reactor {
 
 const WAKE: u64 = 0;
 
-static REACTOR: OnceLock<Reactor> = OnceLock::new();
+/// The reactor of this process; replaced (and the old one abandoned) by
+/// [`Reactor::abandon`] in a forked child.
+static REACTOR: AtomicPtr<Reactor> = AtomicPtr::new(std::ptr::null_mut());
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -55,12 +57,53 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Reactor {
     /// The reactor, created on first use.
     pub fn get() -> Result<&'static Reactor> {
-        if let Some(r) = REACTOR.get() {
-            return Ok(r);
+        let p = REACTOR.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: reactors are leaked, never freed: the pointer stays valid.
+            return Ok(unsafe { &*p });
         }
-        let r = Reactor::create()?;
-        let _ = REACTOR.set(r);
-        Ok(REACTOR.get().expect("just set"))
+        let new = Box::into_raw(Box::new(Reactor::create()?));
+        match REACTOR.compare_exchange(
+            std::ptr::null_mut(),
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // SAFETY: just stored; never freed.
+            Ok(_) => Ok(unsafe { &*new }),
+            Err(won) => {
+                // SAFETY: `new` was never shared; `won` is leaked like all.
+                drop(unsafe { Box::from_raw(new) });
+                Ok(unsafe { &*won })
+            }
+        }
+    }
+
+    /// In a forked child: closes the inherited reactor's fds and every
+    /// socket registered in it, and forgets it without running anything it
+    /// held (those callbacks belong to the parent). The next use creates a
+    /// fresh reactor.
+    pub fn abandon() {
+        let p = REACTOR.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if p.is_null() {
+            return;
+        }
+        // SAFETY: reactors are never freed; this one is leaked for good.
+        let r = unsafe { &*p };
+        if let Ok(mut sources) = r.sources.try_lock() {
+            for (_, src) in sources.drain() {
+                match src {
+                    Source::Conn(c) => c.abandon(),
+                    Source::Child(c) => c.abandon(),
+                }
+            }
+        }
+        // SAFETY: closing fds this process inherited; the leaked struct
+        // never drops its copies.
+        unsafe {
+            libc::close(r.ep.as_raw_fd());
+            libc::close(r.wake.as_raw_fd());
+        }
     }
 
     fn create() -> Result<Reactor> {

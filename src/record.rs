@@ -21,12 +21,17 @@ pub type RunCallback = Box<dyn FnOnce(Result<OwnedFd>) + Send>;
 pub type ExitCallback = Box<dyn FnOnce(i32, Result<i32>) + Send>;
 
 enum Pid {
+    /// A template will report it.
     Pending,
     Known(i32),
+    /// Nobody will report it (a process object received from elsewhere).
+    Unknown,
     Failed(Error),
 }
 
 struct State {
+    /// The generation it was made in; see [`crate::after_fork`].
+    epoch: u64,
     pid: Pid,
     run: Option<RunCallback>,
     run_error: Option<Error>,
@@ -41,18 +46,37 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record; `pid` is known at once for direct children.
-    pub fn new(pid: Option<i32>) -> Arc<Record> {
+    fn with(pid: Pid, status: Option<Result<i32>>) -> Arc<Record> {
         Arc::new(Record {
             st: Mutex::new(State {
-                pid: pid.map_or(Pid::Pending, Pid::Known),
+                epoch: crate::after_fork::epoch(),
+                pid,
                 run: None,
                 run_error: None,
                 sock: None,
                 exit: None,
-                status: None,
+                status,
             }),
         })
+    }
+
+    /// A direct child's record: its pid is known.
+    pub fn direct(pid: i32) -> Arc<Record> {
+        Record::with(Pid::Known(pid), None)
+    }
+
+    /// A forked process's record: its template will report the pid.
+    pub fn forked() -> Arc<Record> {
+        Record::with(Pid::Pending, None)
+    }
+
+    /// The record of a process whose pid and exit nobody will report.
+    pub fn unknown() -> Arc<Record> {
+        let e = Error::new(
+            Errno::ESRCH,
+            "the pid and exit of a process object received with fork_from_fd are not known",
+        );
+        Record::with(Pid::Unknown, Some(Err(e)))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -64,6 +88,10 @@ impl Record {
         match &self.lock().pid {
             Pid::Pending => Ok(None),
             Pid::Known(p) => Ok(Some(*p)),
+            Pid::Unknown => Err(Error::new(
+                Errno::ESRCH,
+                "the pid of a process object received with fork_from_fd is not known",
+            )),
             Pid::Failed(e) => Err(e.clone()),
         }
     }
@@ -135,14 +163,20 @@ fn expect() {
     }
 }
 
-/// Hands every callback that can complete now to the reactor.
+/// Hands every callback that can complete now to the reactor. Callbacks
+/// of a parent process, inherited across fork, are dropped uncalled.
 fn poke(st: &mut State) {
+    if st.epoch != crate::after_fork::epoch() {
+        st.run = None;
+        st.exit = None;
+        return;
+    }
     if st.run.is_some() {
         let outcome = if let Some(e) = &st.run_error {
             Some(Err(e.clone()))
         } else if let Pid::Failed(e) = &st.pid {
             Some(Err(e.clone()))
-        } else if matches!(st.pid, Pid::Known(_)) && st.sock.is_some() {
+        } else if matches!(st.pid, Pid::Known(_) | Pid::Unknown) && st.sock.is_some() {
             st.sock.take().map(Ok)
         } else {
             None

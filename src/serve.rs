@@ -159,7 +159,6 @@ struct Server {
     args: Vec<Arg>,
     reports: Vec<u8>,
     rd: Reader,
-    forked: bool,
     expect_hello: bool,
 }
 
@@ -189,7 +188,6 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         args: Vec::new(),
         reports: Vec::new(),
         rd: Reader::new(),
-        forked: false,
         expect_hello: opts.expect_hello,
     };
     s.main_loop()
@@ -257,9 +255,9 @@ impl Server {
                 let fd = self.take_fd();
                 self.fork(fd);
             }
-            Frame::Run(name) => {
+            Frame::Run { name, end } => {
                 let name = name.to_vec();
-                self.enter(&name);
+                self.enter(&name, end);
             }
             Frame::Pid(_) | Frame::Exit { .. } | Frame::End => die(
                 125,
@@ -291,7 +289,6 @@ impl Server {
             self.fdq.clear();
             self.reports.clear();
             self.rd.have = 0;
-            self.forked = false;
             return;
         }
         let report = if pid < 0 {
@@ -302,7 +299,6 @@ impl Server {
             pid
         };
         wire::push_pid(&mut self.reports, report);
-        self.forked = true;
         drop(fd);
     }
 
@@ -363,8 +359,8 @@ impl Server {
 
     /// Enters the run function: reports end, the process gets clean
     /// signal state, and the server is gone.
-    fn enter(&mut self, name: &[u8]) -> ! {
-        if self.forked {
+    fn enter(&mut self, name: &[u8], end: bool) -> ! {
+        if end {
             self.reap();
             self.reports.extend_from_slice(&wire::header(Tag::End, 0));
         }
@@ -411,8 +407,48 @@ pub fn exec_main() -> ! {
     }
 }
 
+/// Serves on `fd` in a process that was not exec'd as `anyfork-serve` (a
+/// custom server): checks the fd, then never returns.
+pub fn serve_custom(fd: RawFd) -> crate::error::Result<std::convert::Infallible> {
+    use crate::error::{Errno, Error};
+    // SAFETY: probes and adjusts flags of the given fd; ownership is taken
+    // only once it proved to be a socket.
+    unsafe {
+        let mut ty: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        if libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        ) < 0
+        {
+            return Err(Error::sys(
+                Errno::last(),
+                format_args!("fork_serve: fd {fd}"),
+            ));
+        }
+        if ty != libc::SOCK_STREAM {
+            return Err(Error::new(
+                Errno::ENOTSOCK,
+                format!("fork_serve: fd {fd} is not a stream socket"),
+            ));
+        }
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(fd, libc::F_SETFL, 0);
+        serve(
+            OwnedFd::from_raw_fd(fd),
+            ServeOptions {
+                expect_hello: true,
+                scan_signals: true,
+            },
+        )
+    }
+}
+
 /// Closes every fd above 2 except `keep`.
-fn close_others(keep: RawFd) {
+pub fn close_others(keep: RawFd) {
     // SAFETY: close_range on fd ranges; failures leave fds open, no worse.
     unsafe {
         if keep > 3 {

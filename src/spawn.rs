@@ -6,12 +6,13 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 
 use crate::error::{Errno, Error, Result};
 use crate::process::Process;
+use crate::record::Record;
 use crate::wire;
 
 /// The environment variable that tells a server its socket's fd number.
@@ -19,26 +20,107 @@ pub const FD_ENV: &str = "ANYFORK_FD";
 /// The environment variable that names the `anyfork-serve` to run.
 pub const SERVE_ENV: &str = "ANYFORK_SERVE";
 
-/// Spawns a fresh `anyfork-serve` and returns its process object.
+/// The early template, once [`early`] ran: what `new_exec` forks instead
+/// of exec'ing a server.
+static EARLY: Mutex<Option<Process>> = Mutex::new(None);
+
+/// Spawns a fresh `anyfork-serve` and returns its process object; after
+/// [`early`], forks the early template instead.
 pub fn new_exec() -> Result<Process> {
+    {
+        let early = EARLY.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = early.as_ref().filter(|t| !t.is_dead()) {
+            return t.fork().map_err(|e| e.context("new_exec (early template)"));
+        }
+    }
     let path = serve_path()?;
     let argv = [CString::new("anyfork-serve").expect("no NUL")];
-    spawn_server(&path, &argv).map_err(|e| e.context("new_exec"))
+    spawn_server(&path, &argv, false).map_err(|e| e.context("new_exec"))
 }
 
-/// Spawns `path` with `argv`, its end of a fresh socketpair as `ANYFORK_FD`,
-/// and sends the hello frame.
-pub fn spawn_server(path: &CStr, argv: &[CString]) -> Result<Process> {
-    let (ours, theirs) = socketpair(
+/// Spawns a custom server: `argv[0]` (searched in `PATH` when it has no
+/// slash) with `argv`, told its socket's fd in `ANYFORK_FD`. The server
+/// is expected to call `fork_serve` on that fd.
+pub fn new_exec_argv(argv: &[&[u8]]) -> Result<Process> {
+    let Some(first) = argv.first() else {
+        return Err(Error::new(Errno::EINVAL, "argv is empty"));
+    };
+    let c: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(*a))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::new(Errno::EINVAL, "an argv string contains a NUL byte"))?;
+    let search = !first.contains(&b'/');
+    spawn_server(&c[0], &c, search)
+}
+
+/// Forks the calling program now: the copy closes every fd but 0, 1, 2
+/// and its socket, forgets the library state it inherited, and serves as a
+/// template whose processes can run the program's own functions.
+pub fn template() -> Result<Process> {
+    let (ours, theirs) = pair("creating the template's socket (socketpair)")?;
+    // SAFETY: the child only closes fds, resets library state and enters
+    // the serve loop; see the thread caveat in fork_template's docs.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::sys(Errno::last(), "fork_template: fork"));
+    }
+    if pid == 0 {
+        drop(ours);
+        crate::after_fork::reset();
+        let fd = theirs.as_raw_fd();
+        crate::serve::close_others(fd);
+        // SAFETY: plain fcntl/prctl on our own fd and process.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFL, 0);
+            libc::prctl(libc::PR_SET_NAME, c"anyfork-tmpl".as_ptr());
+        }
+        crate::serve::serve(
+            theirs,
+            crate::serve::ServeOptions {
+                expect_hello: false,
+                scan_signals: true,
+            },
+        );
+    }
+    drop(theirs);
+    let (p, rec) = Process::from_parts(ours, Record::direct(pid), None)?;
+    crate::direct::watch(pid, rec);
+    Ok(p)
+}
+
+/// Forks the caller as the template that later `new_exec` calls (and so
+/// the default template) fork instead of exec'ing `anyfork-serve`.
+pub fn early() -> Result<()> {
+    let t = template().map_err(|e| e.context("fork_early"))?;
+    *EARLY.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+    Ok(())
+}
+
+/// In a forked child: drops the parent's early template.
+pub fn forget_early() {
+    if let Ok(mut slot) = EARLY.try_lock() {
+        drop(slot.take());
+    }
+}
+
+fn pair(what: &str) -> Result<(OwnedFd, OwnedFd)> {
+    socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
     )
-    .map_err(|e| Error::sys(e, "creating the server's socket (socketpair)"))?;
-    let pid = spawn(path, argv, &theirs)?;
+    .map_err(|e| Error::sys(e, what))
+}
+
+/// Spawns `path` with `argv`, its end of a fresh socketpair as `ANYFORK_FD`,
+/// and sends the hello frame.
+fn spawn_server(path: &CStr, argv: &[CString], search: bool) -> Result<Process> {
+    let (ours, theirs) = pair("creating the server's socket (socketpair)")?;
+    let pid = spawn(path, argv, &theirs, search)?;
     drop(theirs);
-    let (p, rec) = Process::from_parts(ours, Some(pid), None)?;
+    let (p, rec) = Process::from_parts(ours, Record::direct(pid), None)?;
     crate::direct::watch(pid, rec);
     let mut hello = Vec::new();
     wire::push_hello(&mut hello);
@@ -46,7 +128,7 @@ pub fn spawn_server(path: &CStr, argv: &[CString]) -> Result<Process> {
     Ok(p)
 }
 
-fn spawn(path: &CStr, argv: &[CString], sock: &OwnedFd) -> Result<i32> {
+fn spawn(path: &CStr, argv: &[CString], sock: &OwnedFd, search: bool) -> Result<i32> {
     let fd = sock.as_raw_fd();
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != FD_ENV)
@@ -89,7 +171,12 @@ fn spawn(path: &CStr, argv: &[CString], sock: &OwnedFd) -> Result<i32> {
         }
         let mut pid: libc::pid_t = 0;
         if rc == 0 {
-            rc = libc::posix_spawn(
+            let spawner = if search {
+                libc::posix_spawnp
+            } else {
+                libc::posix_spawn
+            };
+            rc = spawner(
                 &mut pid,
                 path.as_ptr(),
                 &fa,

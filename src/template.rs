@@ -27,11 +27,10 @@ pub fn fork_default() -> Result<Process> {
     }
 }
 
-/// Forgets the default template without touching its socket (for a forked
-/// child of the caller, whose copy of the template belongs to the parent).
+/// In a forked child: drops the parent's default template (only our copy
+/// of its socket closes; see [`crate::after_fork`]).
 pub fn forget_default() {
-    let mut slot = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = slot.take() {
-        std::mem::forget(p);
+    if let Ok(mut slot) = DEFAULT.try_lock() {
+        drop(slot.take());
     }
 }

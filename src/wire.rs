@@ -77,7 +77,8 @@ impl Tag {
             Tag::Hello => (12, 12),
             Tag::Str | Tag::Eval => (0, u32::MAX),
             Tag::Fd | Tag::Fork | Tag::End => (0, 0),
-            Tag::Require | Tag::Run => (1, MAX_NAME as u32),
+            Tag::Require => (1, MAX_NAME as u32),
+            Tag::Run => (2, MAX_NAME as u32 + 1),
             Tag::Pid => (4, 4),
             Tag::Exit => (8, 8),
         }
@@ -94,6 +95,7 @@ pub enum WireError {
     Truncated(&'static str),
     BadVarint,
     NulInName,
+    BadFlags(u8),
 }
 
 impl fmt::Display for WireError {
@@ -110,6 +112,7 @@ impl fmt::Display for WireError {
             WireError::Truncated(what) => write!(f, "frame payload ends inside {what}"),
             WireError::BadVarint => f.write_str("malformed length varint"),
             WireError::NulInName => f.write_str("name contains a NUL byte"),
+            WireError::BadFlags(b) => write!(f, "unknown run flags 0x{b:02x}"),
         }
     }
 }
@@ -119,15 +122,29 @@ impl std::error::Error for WireError {}
 /// A decoded frame; payload slices borrow from the input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
-    Hello { version: u32 },
+    Hello {
+        version: u32,
+    },
     Str(&'a [u8]),
     Fd,
     Require(&'a [u8]),
-    Eval { name: &'a [u8], args: Vec<&'a [u8]> },
+    Eval {
+        name: &'a [u8],
+        args: Vec<&'a [u8]>,
+    },
     Fork,
-    Run(&'a [u8]),
+    /// Enter the function `name`; with `end`, first send `End` after the
+    /// last report (the caller asks when it cannot tell whether reports
+    /// are still to come on this socket).
+    Run {
+        name: &'a [u8],
+        end: bool,
+    },
     Pid(i32),
-    Exit { pid: i32, status: i32 },
+    Exit {
+        pid: i32,
+        status: i32,
+    },
     End,
 }
 
@@ -188,7 +205,14 @@ pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
             Frame::Eval { name, args }
         }
         Tag::Fork => Frame::Fork,
-        Tag::Run => Frame::Run(name(p)?),
+        Tag::Run => Frame::Run {
+            end: match p[0] {
+                0 => false,
+                1 => true,
+                _ => return Err(WireError::BadFlags(p[0])),
+            },
+            name: name(&p[1..])?,
+        },
         Tag::Pid => Frame::Pid(i32::from_le_bytes([p[0], p[1], p[2], p[3]])),
         Tag::Exit => Frame::Exit {
             pid: i32::from_le_bytes([p[0], p[1], p[2], p[3]]),
@@ -238,6 +262,12 @@ pub fn push_eval(out: &mut Vec<u8>, name: &[u8], args: &[&[u8]]) -> Option<()> {
     u32::try_from(p.len()).ok()?;
     push_frame(out, Tag::Eval, &p);
     Some(())
+}
+
+/// The header and flag byte of a `Run` frame; the name follows.
+pub fn run_head(name_len: usize, end: bool) -> [u8; HEADER_LEN + 1] {
+    let h = header(Tag::Run, name_len as u32 + 1);
+    [h[0], h[1], h[2], h[3], h[4], u8::from(end)]
 }
 
 /// Appends a `Pid` report.
@@ -367,7 +397,7 @@ mod tests {
             Err(WireError::BadLength { .. })
         ));
         assert!(matches!(
-            parse_header(&header(Tag::Run, 0)),
+            parse_header(&header(Tag::Run, 1)),
             Err(WireError::BadLength { .. })
         ));
         assert!(parse_header(&header(Tag::Str, u32::MAX)).is_ok());
@@ -378,7 +408,15 @@ mod tests {
         huge.extend_from_slice(&[0xff; 9]);
         huge.push(0x7f);
         assert_eq!(decode(Tag::Eval, &huge), Err(WireError::BadVarint));
-        assert_eq!(decode(Tag::Run, b"a\0b"), Err(WireError::NulInName));
+        assert_eq!(decode(Tag::Run, b"\0a\0b"), Err(WireError::NulInName));
+        assert_eq!(decode(Tag::Run, b"\x07ab"), Err(WireError::BadFlags(7)));
+        assert_eq!(
+            decode(Tag::Run, b"\x01ab"),
+            Ok(Frame::Run {
+                name: b"ab",
+                end: true
+            })
+        );
         let mut bad = Vec::new();
         bad.extend_from_slice(b"anyfork\0");
         bad.extend_from_slice(&7u32.to_le_bytes());

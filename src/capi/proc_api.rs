@@ -16,6 +16,12 @@ pub struct fork_proc {
     p: Process,
 }
 
+impl fork_proc {
+    pub(super) fn into_process(self: Box<Self>) -> Process {
+        self.p
+    }
+}
+
 /// Called once a run's commands are all delivered: `fd` is the caller's
 /// end of the comm socket, which the callback now owns (close it when
 /// done; its EOF tells that the process ended). A negative `fd` is `-errno`
@@ -31,7 +37,7 @@ pub type fork_run_cb = Option<unsafe extern "C" fn(fd: c_int, userdata: *mut c_v
 pub type fork_exit_cb =
     Option<unsafe extern "C" fn(pid: libc::pid_t, wait_status: c_int, userdata: *mut c_void)>;
 
-fn boxed(p: Process) -> *mut fork_proc {
+pub(super) fn boxed(p: Process) -> *mut fork_proc {
     Box::into_raw(Box::new(fork_proc { p }))
 }
 
@@ -246,7 +252,7 @@ pub unsafe extern "C" fn fork_run(
     })
 }
 
-fn run_done(cb: fork_run_cb, ud: UserData, r: Result<std::os::fd::OwnedFd>) {
+pub(super) fn run_done(cb: fork_run_cb, ud: UserData, r: Result<std::os::fd::OwnedFd>) {
     let ud = ud;
     let Some(cb) = cb else { return };
     let fd = match r {

@@ -1,0 +1,227 @@
+//! The other ways to make a process: template and early forks of the
+//! caller, custom servers, the exec builtin, and handing a process object
+//! to another process.
+
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+
+use super::ffi::{int_call, ptr_call};
+use super::proc_api::{fork_proc, fork_run_cb};
+use crate::error::{Errno, Error, Result};
+use crate::process::Process;
+
+/// `fork_from_fd_flags`: accept a peer that runs as another user.
+pub const FORK_FROM_FD_ANY_UID: c_uint = 1;
+
+fn boxed(p: Process) -> *mut fork_proc {
+    super::proc_api::boxed(p)
+}
+
+/// Collects a NULL-terminated array of C strings.
+///
+/// # Safety
+/// `v` is NULL or a NULL-terminated array of C strings.
+unsafe fn strv<'a>(v: *const *const c_char, what: &str) -> Result<Vec<&'a [u8]>> {
+    if v.is_null() {
+        return Err(Error::new(Errno::EINVAL, format!("{what} is NULL")));
+    }
+    let mut out = Vec::new();
+    // SAFETY: per the contract, every element up to the NULL is a C string.
+    unsafe {
+        while !(*v.add(out.len())).is_null() {
+            out.push(CStr::from_ptr(*v.add(out.len())).to_bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// Forks the calling program now. The copy closes every fd but 0, 1, 2 and
+/// its socket, forgets the library state it inherited, and serves as a
+/// template: processes forked from it (`fork_fork`) can run the program's
+/// own functions and use the memory it had prepared (link the program
+/// with `-rdynamic` so `dlsym` finds its functions). Send what else they
+/// need (fds) explicitly.
+///
+/// Call it while the program has one thread (fork copies only the calling
+/// thread; locks held by others would stay locked in the copy).
+///
+/// Returns a new handle owned by the caller, whose `fork_pid` is the
+/// copy's pid (the library reaps it), or NULL with `fork_last_error()` set.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_template() -> *mut fork_proc {
+    ptr_call("fork_template", || crate::template().map(boxed))
+}
+
+/// Forks the caller as the template that every later `fork_new_exec`
+/// (and so the default template of `fork_new`) forks instead of exec'ing
+/// `anyfork-serve`. Call it first thing in `main`, while the process is
+/// small and has one thread. Processes made this way can run functions of
+/// the program (link with `-rdynamic`).
+///
+/// Returns 0, or `-errno` with `fork_last_error()` set.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_early() -> c_int {
+    int_call("fork_early", || crate::early().map(|()| 0))
+}
+
+/// Spawns a custom server with `posix_spawn`: `argv[0]` (searched in
+/// `PATH` when it has no slash) with the NULL-terminated `argv`, its end
+/// of the socket in the environment variable `ANYFORK_FD`. The server must
+/// call `fork_serve` on that fd (an interpreter running a binding, say).
+///
+/// Returns a new handle owned by the caller (a direct child: `fork_pid`
+/// works, the library reaps it), or NULL with `fork_last_error()` set.
+/// Everything is copied.
+///
+/// # Safety
+/// `argv` is NULL or a NULL-terminated array of C strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_new_exec_argv(argv: *const *const c_char) -> *mut fork_proc {
+    ptr_call("fork_new_exec_argv", || {
+        // SAFETY: per the function contract.
+        let argv = unsafe { strv(argv, "argv")? };
+        crate::new_exec_argv(&argv).map(boxed)
+    })
+}
+
+/// Makes the calling process a template server on `fd` (its end of the
+/// socket, from `ANYFORK_FD`), as `anyfork-serve` is. Set a dispatcher
+/// first with `fork_set_dispatch` to run interpreter code. Does not return
+/// unless `fd` is unusable: the process exits when the caller goes away.
+///
+/// Returns only on failure: `-EBADF` or `-ENOTSOCK` with
+/// `fork_last_error()` set.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_serve(fd: c_int) -> c_int {
+    int_call("fork_serve", || {
+        crate::serve_fd(fd).map(|never| match never {})
+    })
+}
+
+/// Runs a program in the process through the `anyfork_exec` builtin: the
+/// NULL-terminated `argv` follows any strings sent before (`argv[0]` is
+/// searched in `PATH` when it has no slash); the fds sent become the
+/// program's fds 0, 1, 2, … in order (standard fds not covered stay as
+/// they are); with a non-NULL `envp` (NULL-terminated `NAME=VALUE`
+/// strings) the environment is exactly `envp`. Before it, `fork_eval` with
+/// the builtins `anyfork_setenv`, `anyfork_clearenv`, `anyfork_chdir`,
+/// `anyfork_setsid` and `anyfork_comm_fd` (e.g. "2": the comm socket
+/// becomes stderr) prepare the rest. An exec failure is written to the
+/// comm socket and the process exits with status 127.
+///
+/// Consumes `p` like `fork_run`, even on failure; `cb` as for `fork_run`.
+/// Returns 0, or `-errno` with `fork_last_error()` set (then `cb` never
+/// runs).
+///
+/// # Safety
+/// `p` is NULL or a live handle, not used again; `argv` and `envp` are
+/// NULL or NULL-terminated arrays of C strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_exec(
+    p: *mut fork_proc,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    cb: fork_run_cb,
+    userdata: *mut c_void,
+) -> c_int {
+    int_call("fork_exec", || {
+        if p.is_null() {
+            return Err(Error::new(Errno::EINVAL, "the process is NULL"));
+        }
+        // SAFETY: a live handle, consumed here whatever happens next.
+        let h = unsafe { Box::from_raw(p) };
+        // SAFETY: per the function contract.
+        let argv = unsafe { strv(argv, "argv")? };
+        let env = if envp.is_null() {
+            None
+        } else {
+            // SAFETY: per the function contract.
+            Some(unsafe { strv(envp, "envp")? })
+        };
+        let ud = super::ffi::UserData(userdata);
+        h.into_process()
+            .exec(&argv, env.as_deref(), move |r| {
+                super::proc_api::run_done(cb, ud, r)
+            })
+            .map(|()| 0)
+    })
+}
+
+/// Delivers everything queued to the process (waiting up to 10 s) and
+/// gives up its socket, so that another process can adopt it with
+/// `fork_from_fd` (pass the fd over a unix socket). Consumes `p`, even on
+/// failure.
+///
+/// Returns the fd, now owned by the caller, or `-errno` with
+/// `fork_last_error()` set.
+///
+/// # Safety
+/// `p` is NULL or a live handle, not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_to_fd(p: *mut fork_proc) -> c_int {
+    int_call("fork_to_fd", || {
+        if p.is_null() {
+            return Err(Error::new(Errno::EINVAL, "the process is NULL"));
+        }
+        // SAFETY: a live handle, consumed here.
+        let h = unsafe { Box::from_raw(p) };
+        h.into_process().into_fd().map(IntoRawFd::into_raw_fd)
+    })
+}
+
+/// `fork_from_fd_flags(fd, 0)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_from_fd(fd: c_int) -> *mut fork_proc {
+    fork_from_fd_flags(fd, 0)
+}
+
+/// Makes a process object of a socket that `fork_to_fd` gave up (here or
+/// in another process). It refuses a socket whose peer runs as another
+/// user (`SO_PEERCRED`) unless `flags` has `FORK_FROM_FD_ANY_UID`. The
+/// process's pid and exit status are not known to the new owner.
+///
+/// Returns a new handle that owns `fd`, or NULL with `fork_last_error()`
+/// set (`fd` then stays the caller's).
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_from_fd_flags(fd: c_int, flags: c_uint) -> *mut fork_proc {
+    ptr_call("fork_from_fd", || {
+        // SAFETY: F_GETFD only probes the fd.
+        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(Error::new(Errno::EBADF, format!("fd {fd} is not open")));
+        }
+        if flags & !FORK_FROM_FD_ANY_UID != 0 {
+            return Err(Error::new(
+                Errno::EINVAL,
+                format!("unknown flags 0x{flags:x}"),
+            ));
+        }
+        // SAFETY: the fd is open; on failure ownership goes back to the
+        // caller through into_raw_fd below.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let probe = owned.try_clone();
+        let r = match probe {
+            Ok(dup) => Process::from_fd(dup, flags & FORK_FROM_FD_ANY_UID != 0),
+            Err(e) => Err(Error::sys(
+                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+                "duplicating the fd",
+            )),
+        };
+        match r {
+            Ok(p) => Ok(boxed(p)),
+            Err(e) => {
+                let _ = owned.into_raw_fd();
+                Err(e)
+            }
+        }
+    })
+}
+
+/// In a child process that the caller forked itself (not one made by
+/// anyfork): closes the child's copies of the library's sockets and
+/// forgets the parent's templates, queues and callbacks (none of them
+/// runs), so the child can use anyfork afresh. Handles inherited from the
+/// parent then fail with `-EBADF`; free them with `fork_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_reset_after_fork() {
+    crate::reset_after_fork()
+}

@@ -1,0 +1,81 @@
+//! The committed header matches the sources, and the shared library
+//! exports nothing but the C API.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn committed_header_is_fresh() {
+    // build.rs rewrites include/anyfork.h whenever the sources change it;
+    // a difference from the committed file means it was not committed.
+    let root = common::root();
+    if !root.join(".git").exists() {
+        eprintln!("not a git checkout: comparing with the generated header only");
+    }
+    let generated = std::fs::read(root.join("include/anyfork.h")).unwrap();
+    assert!(
+        generated.starts_with(b"/*\n * anyfork:"),
+        "include/anyfork.h is not the generated header"
+    );
+    if root.join(".git").exists() {
+        let out = Command::new("git")
+            .args(["diff", "--exit-code", "HEAD", "--", "include/anyfork.h"])
+            .current_dir(&root)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "include/anyfork.h differs from the committed one: commit the regenerated header\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+fn dynamic_symbols(path: &std::path::Path) -> Vec<String> {
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(path)
+        .output()
+        .expect("nm");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn shared_library_exports_only_the_c_api() {
+    let syms = dynamic_symbols(&common::lib_dir().join("libanyfork.so"));
+    assert!(
+        syms.iter().any(|s| s == "fork_new"),
+        "fork_new is not exported: {syms:?}"
+    );
+    let foreign: Vec<_> = syms
+        .iter()
+        .filter(|s| !s.starts_with("fork_") && !s.starts_with("anyfork_"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "symbols outside fork_*/anyfork_*: {foreign:?}"
+    );
+    let header = std::fs::read_to_string(common::root().join("include/anyfork.h")).unwrap();
+    for s in &syms {
+        assert!(
+            header.contains(&format!("{s}(")),
+            "{s} is exported but not declared in the header"
+        );
+    }
+}
+
+#[test]
+fn server_exports_child_side_calls() {
+    let syms = dynamic_symbols(&common::lib_dir().join("anyfork-serve"));
+    for s in ["fork_child_args", "fork_set_dispatch"] {
+        assert!(
+            syms.iter().any(|x| x == s),
+            "anyfork-serve does not export {s}: {syms:?}"
+        );
+    }
+}

@@ -25,7 +25,7 @@ EXAMPLES    := $(patsubst c-examples/%.c,$(OUT)/%,$(EXAMPLE_SRC))
 WORKERS     := $(patsubst c-examples/%.c,$(OUT)/lib%.so,$(WORKER_SRC))
 LINK        := -L$(REL) -Wl,-rpath,$(abspath $(REL)) -lanyfork
 
-.PHONY: all lib examples demo test bench install clean check-header
+.PHONY: all lib examples demo deps test bench install clean
 
 all: lib examples
 
@@ -50,11 +50,33 @@ examples: $(EXAMPLES) $(WORKERS)
 demo: lib $(OUT)/hello $(OUT)/libhello_worker.so
 	$(OUT)/hello
 
-test:
+# Debian packages the tests need (the libev and libuv examples).
+DEPS := libev-dev libuv1-dev pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+deps:
+	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+test: deps
 	$(CARGO) test
 
 bench:
 	$(CARGO) bench --bench spawn
+
+SOVER := 0
+install: lib
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBEXEC)
+	install -m 755 $(REL)/libanyfork.so $(DESTDIR)$(LIBDIR)/libanyfork.so.$(VERSION)
+	ln -sf libanyfork.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libanyfork.so.$(SOVER)
+	ln -sf libanyfork.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libanyfork.so
+	install -m 644 $(REL)/libanyfork.a $(DESTDIR)$(LIBDIR)/libanyfork.a
+	install -m 644 include/anyfork.h $(DESTDIR)$(INCDIR)/anyfork.h
+	install -m 755 $(REL)/anyfork-serve $(DESTDIR)$(LIBEXEC)/anyfork-serve
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
+	  anyfork.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/anyfork.pc
 
 clean:
 	$(CARGO) clean

@@ -30,6 +30,9 @@ fn main() {
         std::fs::write(&dest, &new).unwrap();
     }
 
+    // A versioned SONAME, so installed programs bind to the ABI major.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libanyfork.so.0");
+
     // The exec'd server exports the child-side calls to libraries it loads.
     let list = out.join("serve.dynlist");
     std::fs::write(&list, "{ fork_child_args; fork_set_dispatch; };\n").unwrap();

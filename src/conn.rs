@@ -39,6 +39,8 @@ struct State {
     forked: bool,
     end_seen: bool,
     shut: bool,
+    /// Forks since reports were last read; see [`Conn::fork`].
+    unread: u32,
     phase: Phase,
     interest: u32,
     dead: Option<Error>,
@@ -70,6 +72,7 @@ impl Conn {
                 forked: false,
                 end_seen: false,
                 shut: false,
+                unread: 0,
                 phase: Phase::Open,
                 interest: 0,
                 dead: None,
@@ -149,6 +152,13 @@ impl Conn {
         self.send_locked(&mut st, &[&frame], vec![child])?;
         st.forked = true;
         st.forks.push_back(rec);
+        // A caller that creates without dispatching still has its reports
+        // read now and then, so neither socket buffer fills with them.
+        st.unread += 1;
+        if st.unread >= 16 {
+            st.unread = 0;
+            self.read_reports(&mut st);
+        }
         self.settle(&mut st);
         Ok(())
     }

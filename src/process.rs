@@ -162,13 +162,22 @@ impl Process {
         function: &str,
         cb: impl FnOnce(Result<OwnedFd>) + Send + 'static,
     ) -> Result<()> {
-        self.run_boxed(function, Box::new(cb))
+        self.run_with(function, Some(Box::new(cb)))
     }
 
-    pub(crate) fn run_boxed(self, function: &str, cb: RunCallback) -> Result<()> {
+    /// Like [`Process::run`] without a callback: the library closes its
+    /// end of the comm socket as soon as everything is written.
+    pub fn run_detached(self, function: &str) -> Result<()> {
+        self.run_with(function, None)
+    }
+
+    fn run_with(self, function: &str, cb: Option<RunCallback>) -> Result<()> {
         let name = check_name("run", "function", function)?;
         self.conn.run(name).map_err(|e| e.context("run"))?;
-        self.rec.set_run(cb);
+        match cb {
+            Some(cb) => self.rec.set_run(cb),
+            None => self.rec.set_run_detached(),
+        }
         Ok(())
     }
 

@@ -180,6 +180,11 @@ impl Reactor {
         self.waiting.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Forgets one expected callback that completed without running.
+    pub fn cancel_callback(&self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Callbacks registered and not yet run.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)

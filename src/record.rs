@@ -34,6 +34,8 @@ struct State {
     epoch: u64,
     pid: Pid,
     run: Option<RunCallback>,
+    /// Run without a callback: the socket is closed once written.
+    detached: bool,
     run_error: Option<Error>,
     sock: Option<OwnedFd>,
     exit: Option<ExitCallback>,
@@ -52,6 +54,7 @@ impl Record {
                 epoch: crate::after_fork::epoch(),
                 pid,
                 run: None,
+                detached: false,
                 run_error: None,
                 sock: None,
                 exit: None,
@@ -120,6 +123,15 @@ impl Record {
         poke(&mut st);
     }
 
+    /// Run without a callback: the library closes the socket as soon as
+    /// everything is written (no pid confirmation, no dispatch needed).
+    pub fn set_run_detached(&self) {
+        let mut st = self.lock();
+        expect();
+        st.detached = true;
+        poke(&mut st);
+    }
+
     /// Registers the exit callback; a second one replaces the first, which
     /// then never runs.
     pub fn set_exit(&self, cb: ExitCallback) {
@@ -163,6 +175,12 @@ fn expect() {
     }
 }
 
+fn unexpect() {
+    if let Ok(r) = Reactor::get() {
+        r.cancel_callback();
+    }
+}
+
 /// Hands every callback that can complete now to the reactor. Callbacks
 /// of a parent process, inherited across fork, are dropped uncalled.
 fn poke(st: &mut State) {
@@ -170,6 +188,12 @@ fn poke(st: &mut State) {
         st.run = None;
         st.exit = None;
         return;
+    }
+    let failed = st.run_error.is_some() || matches!(st.pid, Pid::Failed(_));
+    if st.detached && (st.sock.is_some() || failed) {
+        st.detached = false;
+        st.sock = None;
+        unexpect();
     }
     if st.run.is_some() {
         let outcome = if let Some(e) = &st.run_error {

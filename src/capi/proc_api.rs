@@ -248,7 +248,11 @@ pub unsafe extern "C" fn fork_run(
         // SAFETY: per the function contract.
         let name = unsafe { text(function, "the function name")? };
         let ud = UserData(userdata);
-        h.p.run(name, move |r| run_done(cb, ud, r)).map(|()| 0)
+        match cb {
+            None => h.p.run_detached(name),
+            Some(_) => h.p.run(name, move |r| run_done(cb, ud, r)),
+        }
+        .map(|()| 0)
     })
 }
 

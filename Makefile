@@ -13,15 +13,17 @@ CARGO     ?= cargo
 CC        ?= cc
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror
-REL       := target/release
+PROFILE   ?= release
+REL       := target/$(PROFILE)
 OUT       := build/examples
 VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 
 # Examples: every c-examples/*.c except *_worker.c, which become shared
 # libraries the examples load into their processes with fork_require.
 EXAMPLE_SRC := $(filter-out %_worker.c,$(wildcard c-examples/*.c))
+CXX_SRC     := $(wildcard c-examples/*.cpp)
 WORKER_SRC  := $(wildcard c-examples/*_worker.c)
-EXAMPLES    := $(patsubst c-examples/%.c,$(OUT)/%,$(EXAMPLE_SRC))
+EXAMPLES    := $(patsubst c-examples/%.c,$(OUT)/%,$(EXAMPLE_SRC)) $(patsubst c-examples/%.cpp,$(OUT)/%,$(CXX_SRC))
 WORKERS     := $(patsubst c-examples/%.c,$(OUT)/lib%.so,$(WORKER_SRC))
 LINK        := -L$(REL) -Wl,-rpath,$(abspath $(REL)) -lanyfork
 
@@ -29,8 +31,11 @@ LINK        := -L$(REL) -Wl,-rpath,$(abspath $(REL)) -lanyfork
 
 all: lib examples
 
+# The library's SONAME is libanyfork.so.$(SOVER); cargo makes only
+# libanyfork.so, so programs linked in the build tree need this link.
 lib:
-	$(CARGO) build --release
+	$(CARGO) build $(if $(filter release,$(PROFILE)),--release,)
+	ln -sf libanyfork.so $(REL)/libanyfork.so.$(SOVER)
 
 $(OUT):
 	mkdir -p $@
@@ -38,9 +43,15 @@ $(OUT):
 # libev and libuv examples need their libraries.
 $(OUT)/libev: EXTRA := -lev
 $(OUT)/libuv: EXTRA := -luv
+# Template and early forks run the program's own functions: dlsym must
+# find them, so these export their symbols.
+$(OUT)/template $(OUT)/early: EXTRA := -rdynamic
 
 $(OUT)/%: c-examples/%.c include/anyfork.h | lib $(OUT)
 	$(CC) $(CFLAGS) $(WARN) -Iinclude $< -o $@ $(LINK) $(EXTRA)
+
+$(OUT)/%: c-examples/%.cpp include/anyfork.hpp include/anyfork.h | lib $(OUT)
+	$(CXX) -std=c++17 $(CFLAGS) $(WARN) -Iinclude $< -o $@ $(LINK)
 
 $(OUT)/lib%.so: c-examples/%.c include/anyfork.h | lib $(OUT)
 	$(CC) $(CFLAGS) $(WARN) -Iinclude -shared -fPIC $< -o $@

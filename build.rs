@@ -13,6 +13,13 @@ fn main() {
     // OUT_DIR is target/<profile>/build/anyfork-*/out.
     if let Some(dir) = out.ancestors().nth(3) {
         println!("cargo:rustc-env=ANYFORK_BUILD_DIR={}", dir.display());
+        // Programs linked against the build tree's libanyfork.so look for
+        // its SONAME; cargo makes only the unversioned file.
+        let link = dir.join("libanyfork.so.0");
+        if std::fs::read_link(&link).is_err() {
+            let _ = std::fs::remove_file(&link);
+            let _ = std::os::unix::fs::symlink("libanyfork.so", &link);
+        }
     }
 
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");

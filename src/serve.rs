@@ -117,7 +117,7 @@ impl Reader {
 fn recv(
     sock: RawFd,
     iov: &mut [IoSliceMut<'_>],
-    cmsg: &mut Vec<u8>,
+    cmsg: &mut [u8],
     fdq: &mut VecDeque<OwnedFd>,
 ) -> Option<usize> {
     loop {

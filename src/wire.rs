@@ -222,9 +222,12 @@ pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
     })
 }
 
+/// One frame split off a buffer: its tag, its payload, the bytes it took.
+pub type Split<'a> = (Tag, &'a [u8], usize);
+
 /// Splits one whole frame off the front of `buf`: `Ok(None)` when more bytes
 /// are needed, else the tag, the payload and the bytes consumed.
-pub fn split(buf: &[u8]) -> Result<Option<(Tag, &[u8], usize)>, WireError> {
+pub fn split(buf: &[u8]) -> Result<Option<Split<'_>>, WireError> {
     let Some(h) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };

@@ -139,11 +139,10 @@ pub unsafe extern "C" fn fork_exec(
             Some(unsafe { strv(envp, "envp")? })
         };
         let ud = super::ffi::UserData(userdata);
-        h.into_process()
-            .exec(&argv, env.as_deref(), move |r| {
-                super::proc_api::run_done(cb, ud, r)
-            })
-            .map(|()| 0)
+        h.p.exec(&argv, env.as_deref(), move |r| {
+            super::proc_api::run_done(cb, ud, r)
+        })
+        .map(|()| 0)
     })
 }
 
@@ -165,7 +164,7 @@ pub unsafe extern "C" fn fork_to_fd(p: *mut fork_proc) -> c_int {
         }
         // SAFETY: a live handle, consumed here.
         let h = unsafe { Box::from_raw(p) };
-        h.into_process().into_fd().map(IntoRawFd::into_raw_fd)
+        h.p.into_fd().map(IntoRawFd::into_raw_fd)
     })
 }
 

@@ -13,13 +13,7 @@ use crate::process::Process;
 /// `fork_run` (which consumes it) or `fork_free`. One thread at a time may
 /// use a given `fork_proc`; different ones may be used by different threads.
 pub struct fork_proc {
-    p: Process,
-}
-
-impl fork_proc {
-    pub(super) fn into_process(self: Box<Self>) -> Process {
-        self.p
-    }
+    pub(super) p: Process,
 }
 
 /// Called once a run's commands are all delivered: `fd` is the caller's
@@ -257,7 +251,6 @@ pub unsafe extern "C" fn fork_run(
 }
 
 pub(super) fn run_done(cb: fork_run_cb, ud: UserData, r: Result<std::os::fd::OwnedFd>) {
-    let ud = ud;
     let Some(cb) = cb else { return };
     let fd = match r {
         Ok(fd) => fd.into_raw_fd(),

@@ -15,7 +15,10 @@ pub fn root() -> PathBuf {
 
 /// Where cargo put libanyfork.so and anyfork-serve for this build.
 pub fn lib_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_anyfork-serve")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_BIN_EXE_anyfork-serve"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Where compiled C test artefacts go.
@@ -58,7 +61,10 @@ pub fn shared_lib(name: &str, srcs: &[&str]) -> PathBuf {
 /// Compiles C sources into an executable, with extra flags after the sources.
 pub fn executable(name: &str, srcs: &[&str], extra: &[&str]) -> PathBuf {
     let out = out_dir().join(name);
-    let mut args: Vec<String> = srcs.iter().map(|s| root().join(s).display().to_string()).collect();
+    let mut args: Vec<String> = srcs
+        .iter()
+        .map(|s| root().join(s).display().to_string())
+        .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     cc(&a, &out)
@@ -68,8 +74,12 @@ pub fn executable(name: &str, srcs: &[&str], extra: &[&str]) -> PathBuf {
 pub fn children_of(ppid: i32) -> Vec<i32> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let mut f = after.split(' ');
         let state = f.next().unwrap_or("");
@@ -118,4 +128,155 @@ pub fn read_to_eof(fd: std::os::fd::OwnedFd) -> Vec<u8> {
     let mut v = Vec::new();
     s.read_to_end(&mut v).expect("reading the comm socket");
     v
+}
+
+/// Runs the C compiler: `args` (sources and flags, in order), `-o out`,
+/// then, when `link_anyfork`, `-L`/`-rpath` for `lib_dir()` and
+/// `-lanyfork`. Libraries of child functions are built without
+/// libanyfork, as the Makefile builds them: they are loaded into
+/// `anyfork-serve`, which exports the child-side calls itself.
+pub fn compile(out: &Path, args: &[String], link_anyfork: bool) -> PathBuf {
+    let _g = CC.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cmd = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+    cmd.args(["-Wall", "-Wextra", "-Werror", "-g", "-O1"])
+        .arg(format!("-I{}", root().join("include").display()))
+        .args(args)
+        .arg("-o")
+        .arg(out);
+    if link_anyfork {
+        let lib = lib_dir();
+        cmd.arg(format!("-L{}", lib.display()))
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-lanyfork");
+    }
+    let status = cmd.status().expect("running the C compiler");
+    assert!(status.success(), "compiling {args:?} failed");
+    out.to_path_buf()
+}
+
+/// What [`run_in_session`] saw.
+pub struct SessionRun {
+    /// The pid of the program, which is also its session id.
+    pub pid: i32,
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// Processes of its session still alive (not zombies) after it exited
+    /// and a grace period passed: "pid command line" each. They were
+    /// killed before this returned.
+    pub leftovers: Vec<String>,
+}
+
+/// Live (non-zombie) processes in session `sid`: pid and command line.
+pub fn session_members(sid: i32) -> Vec<(i32, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        // After the command: state ppid pgrp session ...
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let session: i32 = f.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if session != sid || matches!(f.first(), Some(&"Z") | Some(&"X")) {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .replace('\0', " ")
+                    .trim_end()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let comm = &stat[stat.find('(').map_or(0, |i| i + 1)..close];
+        v.push((pid, format!("{comm}: {cmd}")));
+    }
+    v
+}
+
+/// Runs `cmd` as the leader of a new session (setsid), so that every
+/// process it creates, directly or through templates, can be found by its
+/// session id even after being reparented; those processes cannot leave
+/// the session unless they call setsid themselves. Kills the whole session
+/// and panics if the program runs longer than `limit`. After it exits,
+/// waits up to `grace` for the rest of its session to go.
+pub fn run_in_session(cmd: &mut Command, limit: Duration, grace: Duration) -> SessionRun {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the program");
+    let pid = child.id() as i32;
+    // Readers hand their text over a channel, so that a process left
+    // behind holding the pipes cannot hang the test.
+    let reader = |mut r: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = r.read_to_end(&mut s);
+            let _ = tx.send(String::from_utf8_lossy(&s).into_owned());
+        });
+        move || {
+            rx.recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| "<still open 10 s after the end>".into())
+        }
+    };
+    let out = reader(Box::new(child.stdout.take().unwrap()));
+    let err = reader(Box::new(child.stderr.take().unwrap()));
+    let kill_session = || {
+        for (p, _) in session_members(pid) {
+            // SAFETY: kill with a pid and a signal number.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    };
+
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("waiting for the program") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            kill_session();
+            let _ = child.wait();
+            let (o, e) = (out(), err());
+            panic!("{cmd:?} ran longer than {limit:?}\n--- stdout\n{o}\n--- stderr\n{e}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut leftovers = Vec::new();
+    if !eventually(grace, || session_members(pid).is_empty()) {
+        leftovers = session_members(pid)
+            .into_iter()
+            .map(|(p, c)| format!("{p} {c}"))
+            .collect();
+        kill_session();
+    }
+    let (stdout, stderr) = (out(), err());
+    SessionRun {
+        pid,
+        status,
+        stdout,
+        stderr,
+        leftovers,
+    }
 }

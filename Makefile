@@ -61,8 +61,9 @@ examples: $(EXAMPLES) $(WORKERS)
 demo: lib $(OUT)/hello $(OUT)/libhello_worker.so
 	$(OUT)/hello
 
-# Debian packages the tests need (the libev and libuv examples).
-DEPS := libev-dev libuv1-dev pkg-config
+# Debian packages the tests need: libev and libuv for the loop examples,
+# the toolchains the language bindings are tested with.
+DEPS := libev-dev libuv1-dev pkg-config golang-go ruby ruby-ffi libffi-platypus-perl python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -124,6 +124,12 @@ impl Conn {
         parts: &[&[u8]],
         fds: Vec<OwnedFd>,
     ) -> Result<()> {
+        if self.foreign() {
+            return Err(Error::new(
+                Errno::EBADF,
+                "the process object belongs to the parent process (fork_reset_after_fork ran since)",
+            ));
+        }
         if let Some(e) = &st.dead {
             return Err(e.clone());
         }

@@ -83,12 +83,15 @@ impl DirectChild {
         }
     }
 
-    /// The pidfd turned readable.
+    /// The pidfd turned readable. Dispatchers on several threads may see
+    /// the same event: the pidfd's lock makes one of them reap.
     pub fn on_ready(&self) {
-        if !self.reap() {
+        let mut guard = self.pidfd.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() || !self.reap() {
             return;
         }
-        let fd = self.pidfd.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let fd = guard.take();
+        drop(guard);
         if let (Some(fd), Ok(r)) = (fd, Reactor::get()) {
             let _ = r.set_interest(
                 self.token,

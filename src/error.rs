@@ -49,7 +49,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.msg, self.errno)
+        write!(f, "{} ({:?})", self.msg, self.errno)
     }
 }
 

@@ -159,6 +159,8 @@ struct Server {
     args: Vec<Arg>,
     reports: Vec<u8>,
     rd: Reader,
+    /// Forked and not yet reaped.
+    children: usize,
     expect_hello: bool,
 }
 
@@ -188,6 +190,7 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         args: Vec::new(),
         reports: Vec::new(),
         rd: Reader::new(),
+        children: 0,
         expect_hello: opts.expect_hello,
     };
     s.main_loop()
@@ -200,7 +203,7 @@ impl Server {
                 match self.rd.next(self.sock.as_raw_fd(), &mut self.fdq) {
                     Next::Frame(tag) => self.handle(tag),
                     Next::Again => break,
-                    Next::Eof => child::exit(0),
+                    Next::Eof => self.drain_and_exit(),
                 }
             }
             self.flush_reports(false);
@@ -289,7 +292,11 @@ impl Server {
             self.fdq.clear();
             self.reports.clear();
             self.rd.have = 0;
+            self.children = 0;
             return;
+        }
+        if pid > 0 {
+            self.children += 1;
         }
         let report = if pid < 0 {
             -std::io::Error::last_os_error()
@@ -316,12 +323,14 @@ impl Server {
                 break;
             }
             wire::push_exit(&mut self.reports, pid, status);
+            self.children = self.children.saturating_sub(1);
         }
     }
 
     /// Writes pending reports; `block` waits until all are written. A
     /// caller that went away is noticed as EOF on the next read.
-    fn flush_reports(&mut self, block: bool) {
+    /// Returns false once the caller is gone (the socket is closed).
+    fn flush_reports(&mut self, block: bool) -> bool {
         while !self.reports.is_empty() {
             // SAFETY: sends from a live buffer.
             let n = unsafe {
@@ -348,13 +357,53 @@ impl Server {
                     // SAFETY: one valid pollfd.
                     unsafe { libc::poll(&mut pfd, 1, -1) };
                 }
-                Some(libc::EAGAIN) => return,
+                Some(libc::EAGAIN) => return true,
                 _ => {
                     self.reports.clear();
-                    return;
+                    return false;
                 }
             }
         }
+        true
+    }
+
+    /// EOF on the socket: the caller freed this template, or died. Reports
+    /// owed still go out; while the caller keeps reading (it half-closed)
+    /// the template stays to report the exits of its running children, and
+    /// it leaves as soon as the caller's end is closed for good (POLLHUP).
+    fn drain_and_exit(&mut self) -> ! {
+        let mut alive = self.flush_reports(true);
+        while alive && self.children > 0 {
+            let mut pfd = [
+                libc::pollfd {
+                    fd: self.sock.as_raw_fd(),
+                    events: if self.reports.is_empty() {
+                        0
+                    } else {
+                        libc::POLLOUT
+                    },
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.sigfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds.
+            unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
+            if pfd[0].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                break;
+            }
+            if pfd[1].revents != 0 {
+                self.reap();
+            }
+            alive = self.flush_reports(false);
+        }
+        if alive {
+            self.flush_reports(true);
+        }
+        child::exit(0)
     }
 
     /// Enters the run function: reports end, the process gets clean
@@ -424,15 +473,12 @@ pub fn serve_custom(fd: RawFd) -> crate::error::Result<std::convert::Infallible>
             &mut len,
         ) < 0
         {
-            return Err(Error::sys(
-                Errno::last(),
-                format_args!("fork_serve: fd {fd}"),
-            ));
+            return Err(Error::sys(Errno::last(), format_args!("fd {fd}")));
         }
         if ty != libc::SOCK_STREAM {
             return Err(Error::new(
                 Errno::ENOTSOCK,
-                format!("fork_serve: fd {fd} is not a stream socket"),
+                format!("fd {fd} is not a stream socket"),
             ));
         }
         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);

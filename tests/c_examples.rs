@@ -263,3 +263,200 @@ fn a_process_left_behind_is_detected() {
         "the leftover was not killed"
     );
 }
+
+// ---------------------------------------------------------------------
+// template.c, early.c and spawn.c (issue 4). template and early run the
+// program's own functions, so they are linked with -rdynamic, as the
+// Makefile does for them.
+
+/// Builds c-examples/<name>.c into the examples directory, with
+/// -rdynamic when `export`, and runs it with `args` (and `env`).
+fn run_mode_example(name: &str, export: bool, args: &[&str], env: &[(&str, &Path)]) -> SessionRun {
+    let dir = examples_dir();
+    let src = common::root()
+        .join("c-examples")
+        .join(format!("{name}.c"))
+        .display()
+        .to_string();
+    let mut flags = vec![src, format!("-Wl,-rpath,{}", dir.display())];
+    if export {
+        flags.push("-rdynamic".into());
+    }
+    let exe = common::compile(&dir.join(name), &flags, true);
+    let mut cmd = Command::new(&exe);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    common::run_in_session(&mut cmd, SHORT, GRACE)
+}
+
+#[test]
+fn template_example_forks_ten_workers_that_use_the_prepared_state() {
+    let r = run_mode_example("template", true, &[], &[]);
+    assert_clean_success(&r);
+    let out = &r.stdout;
+    let tpid = number_after(out, "template: pid ").expect("the template's pid");
+    let mut pids = Vec::new();
+    for n in 1..=10 {
+        let prefix = format!("worker {n:2} (pid ");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no report of worker {n}: {}", describe(&r)));
+        pids.push(number_after(line, &prefix).unwrap());
+    }
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 10, "workers share a pid: {}", describe(&r));
+    assert!(!pids.contains(&tpid) && !pids.contains(&i64::from(r.pid)));
+    // The primes below 200000, counted by the workers from the sieve that
+    // only the template kept: 17984 in all.
+    let total: i64 = out
+        .lines()
+        .filter(|l| l.starts_with("worker "))
+        .map(|l| {
+            let after = l.split("): ").nth(1).unwrap();
+            after
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, 17984, "{}", describe(&r));
+    assert!(
+        out.contains(&format!("template: the template (pid {tpid}) exited\n")),
+        "{}",
+        describe(&r)
+    );
+    assert!(
+        out.ends_with("template: all 10 workers reported correctly\n"),
+        "{}",
+        describe(&r)
+    );
+}
+
+#[test]
+fn early_example_runs_the_programs_functions_without_anyfork_serve() {
+    let r = run_mode_example("early", true, &[], &[]);
+    assert_clean_success(&r);
+    let out = &r.stdout;
+    let exe = examples_dir().join("early").canonicalize().unwrap();
+    for (who, greeting) in [
+        ("fork_new child", "Hello, world!"),
+        ("fork_new_exec child", "Good morning, early bird!"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{who} (pid ")))
+            .unwrap_or_else(|| panic!("no report of the {who}: {}", describe(&r)));
+        assert!(
+            line.ends_with(&format!(
+                " says: {greeting} set_up_after_early=0 exe={}",
+                exe.display()
+            )),
+            "{line}\n{}",
+            describe(&r)
+        );
+    }
+    assert!(
+        out.ends_with("early: both children ran this program's functions\n"),
+        "{}",
+        describe(&r)
+    );
+}
+
+/// A fresh TMPDIR for spawn's output file, which must be gone afterwards.
+fn spawn_tmpdir(tag: &str) -> PathBuf {
+    let d = examples_dir().join(format!("spawn-tmp-{tag}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn assert_empty_dir(d: &Path) {
+    let left: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "spawn left files behind: {left:?}");
+}
+
+#[test]
+fn spawn_example_runs_echo_with_stdout_in_a_file_and_stderr_on_the_comm_socket() {
+    let tmp = spawn_tmpdir("echo");
+    let r = run_mode_example("spawn", false, &[], &[("TMPDIR", &tmp)]);
+    assert_clean_success(&r);
+    let out = &r.stdout;
+    assert!(
+        out.starts_with(
+            "ran: /bin/echo hi\n\
+             stdout, from the file (3 bytes):\n  | hi\n\
+             stderr, from the comm socket (0 bytes):\npid "
+        ),
+        "{}",
+        describe(&r)
+    );
+    assert!(out.ends_with(" exited with status 0\n"), "{}", describe(&r));
+    assert_empty_dir(&tmp);
+}
+
+#[test]
+fn spawn_example_shows_a_programs_stderr_and_exit_status() {
+    let tmp = spawn_tmpdir("sh");
+    let r = run_mode_example(
+        "spawn",
+        false,
+        &["/bin/sh", "-c", "echo out; echo err >&2; exit 3"],
+        &[("TMPDIR", &tmp)],
+    );
+    assert_eq!(r.status.code(), Some(3), "{}", describe(&r));
+    assert!(r.leftovers.is_empty(), "{}", describe(&r));
+    assert!(
+        r.stdout
+            .contains("stdout, from the file (4 bytes):\n  | out\n"),
+        "{}",
+        describe(&r)
+    );
+    assert!(
+        r.stdout
+            .contains("stderr, from the comm socket (4 bytes):\n  | err\n"),
+        "{}",
+        describe(&r)
+    );
+    assert!(
+        r.stdout.ends_with(" exited with status 3\n"),
+        "{}",
+        describe(&r)
+    );
+    assert_empty_dir(&tmp);
+}
+
+#[test]
+fn spawn_example_reports_a_program_that_cannot_be_executed() {
+    let tmp = spawn_tmpdir("missing");
+    let r = run_mode_example(
+        "spawn",
+        false,
+        &["anyfork-no-such-program"],
+        &[("TMPDIR", &tmp)],
+    );
+    assert_eq!(r.status.code(), Some(127), "{}", describe(&r));
+    assert!(r.leftovers.is_empty(), "{}", describe(&r));
+    assert!(
+        r.stdout.contains(
+            "  | anyfork_exec: cannot execute \"anyfork-no-such-program\": No such file or directory"
+        ),
+        "{}",
+        describe(&r)
+    );
+    assert!(
+        r.stdout.ends_with(" exited with status 127\n"),
+        "{}",
+        describe(&r)
+    );
+    assert_empty_dir(&tmp);
+}

@@ -15,6 +15,9 @@ use crate::reactor::{Reactor, Source};
 use crate::record::Record;
 use crate::wire::{self, Frame, HEADER_LEN, Tag};
 
+/// Bytes of reports read at once (a pid report is 9 bytes, an exit 13).
+const REPORT_READ: usize = 4096;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
     /// The user's handle may queue commands.
@@ -366,7 +369,7 @@ impl Conn {
             // the end marker: what follows belongs to the user.
             let exact = st.phase == Phase::Running;
             let want = if !exact {
-                64 * 1024
+                REPORT_READ
             } else if st.rx.len() < HEADER_LEN {
                 HEADER_LEN - st.rx.len()
             } else {
@@ -374,19 +377,20 @@ impl Conn {
                 let len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
                 (HEADER_LEN + len).saturating_sub(st.rx.len()).max(1)
             };
-            let old = st.rx.len();
-            st.rx.resize(old + want, 0);
-            // SAFETY: receives into the `want` bytes just added.
+            let mut buf = [0u8; REPORT_READ];
+            // SAFETY: receives at most `want` <= REPORT_READ bytes into `buf`.
             let n = unsafe {
                 libc::recv(
                     fd,
-                    st.rx[old..].as_mut_ptr().cast(),
-                    want,
+                    buf.as_mut_ptr().cast(),
+                    want.min(REPORT_READ),
                     libc::MSG_DONTWAIT,
                 )
             };
             let n = Errno::result(n);
-            st.rx.truncate(old + *n.as_ref().unwrap_or(&0) as usize);
+            if let Ok(k) = n {
+                st.rx.extend_from_slice(&buf[..k as usize]);
+            }
             match n {
                 Ok(0) => return self.on_eof(st),
                 Ok(_) => {}
@@ -478,8 +482,12 @@ impl Conn {
     }
 }
 
+/// Whether reports may come that someone waits for. A template that is
+/// still open stays registered between forks, so creating one process
+/// after another does not add and remove it from the epoll set each time.
 fn wants_read(st: &State) -> bool {
     !st.forks.is_empty()
         || !st.children.is_empty()
+        || (st.phase == Phase::Open && st.forked)
         || (st.phase == Phase::Running && st.forked && !st.end_seen)
 }

@@ -46,6 +46,12 @@ pub struct Reactor {
 
 const WAKE: u64 = 0;
 
+thread_local! {
+    /// This thread is processing events in `dispatch`: what it makes due
+    /// runs before that dispatch returns, with no eventfd round trip.
+    static IN_DISPATCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The reactor of this process; replaced (and the old one abandoned) by
 /// [`Reactor::abandon`] in a forked child.
 static REACTOR: AtomicPtr<Reactor> = AtomicPtr::new(std::ptr::null_mut());
@@ -190,11 +196,13 @@ impl Reactor {
         self.waiting.load(Ordering::Acquire)
     }
 
-    /// Queues a callback for the next dispatch and makes the loop fd readable.
+    /// Queues a callback for the next dispatch and makes the loop fd
+    /// readable, unless this thread is inside dispatch and will run it
+    /// before returning anyway.
     pub fn schedule(&self, cb: Box<dyn FnOnce() + Send>) {
         let mut due = lock(&self.due);
         due.queue.push_back(cb);
-        if !due.signaled {
+        if !due.signaled && !IN_DISPATCH.get() {
             due.signaled = true;
             let one = 1u64.to_ne_bytes();
             // SAFETY: writes 8 bytes from a live buffer; an eventfd that
@@ -215,6 +223,7 @@ impl Reactor {
             Err(Errno::EINTR) => 0,
             Err(e) => return Err(Error::sys(e, "polling the loop fd (epoll_wait)")),
         };
+        IN_DISPATCH.set(true);
         for ev in &events[..n] {
             let (bits, token) = (ev.events, ev.u64);
             if token == WAKE {
@@ -228,13 +237,16 @@ impl Reactor {
             }
         }
         crate::direct::poll_fallback();
+        IN_DISPATCH.set(false);
         let ready = {
             let mut due = lock(&self.due);
             let q = std::mem::take(&mut due.queue);
-            due.signaled = false;
-            let mut buf = [0u8; 8];
-            // SAFETY: reads 8 bytes into a live buffer; EAGAIN when not set.
-            unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+            if due.signaled {
+                due.signaled = false;
+                let mut buf = [0u8; 8];
+                // SAFETY: reads 8 bytes into a live buffer.
+                unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+            }
             q
         };
         let ran = ready.len();

@@ -384,7 +384,8 @@ int fork_send_arg(struct fork_proc *p, const void *data, size_t len);
  Loads the shared library `library` into the process (`dlopen` with
  `RTLD_NOW | RTLD_GLOBAL`), so later eval and run functions can be found
  in it. If it cannot be loaded, the process writes why to its stderr and
- exits with status 127 (the caller sees EOF).
+ exits with status 127: the caller sees EOF on the comm socket, or
+ `-EPIPE` from a command or the run callback if it was still sending.
 
  Returns 0 once queued, or `-EINVAL` (NULL `p` or `library`, an empty
  name) with `fork_last_error()` set. The string is copied.
@@ -440,7 +441,8 @@ int fork_run(struct fork_proc *p, const char *function, fork_run_cb cb, void *us
  Registers `cb` to run once the process has exited, with its pid and
  wait status. Works for every process: forked ones hear it from their
  template, direct children through a pidfd. Call it before `fork_run`;
- a second call replaces the first callback. `cb` runs from
+ a second call replaces the first callback, which then runs (from
+ dispatch) with pid -1 and `-ECANCELED`. `cb` runs from
  `fork_loop_dispatch` or `fork_wait`. No SIGCHLD handler is involved.
 
  Returns 0, or `-EINVAL` (NULL `p` or `cb`) with `fork_last_error()` set.
@@ -478,6 +480,13 @@ void fork_free(struct fork_proc *p);
  valid until the next failing call on this thread; it is "" before any.
  */
 const char *fork_last_error(void);
+
+/*
+ The negative errno of the last failure on the calling thread (what an
+ `int` call would have returned), for calls that return a pointer or a
+ pid; 0 before any failure.
+ */
+int fork_last_errno(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -55,11 +55,31 @@ fn dispatcher() -> Option<Dispatcher> {
 
 /// Writes `msg` to stderr and exits with `status` without running atexit
 /// handlers (they belong to whoever this process was copied from).
+///
+/// Commands already in the socket are read and dropped first, so that the
+/// caller sees a plain EOF rather than a connection reset (which a socket
+/// closed with unread data gives).
 pub fn die(status: i32, msg: impl std::fmt::Display) -> ! {
     // SAFETY: getpid cannot fail.
     let pid = unsafe { libc::getpid() };
     eprintln!("anyfork[{pid}]: {msg}");
+    let sock = COMM.load(std::sync::atomic::Ordering::Relaxed);
+    if sock >= 0 {
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a local buffer until the socket is dry.
+        while unsafe { libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
+            > 0
+        {}
+    }
     exit(status)
+}
+
+/// The socket this process serves (for [`die`]); -1 when none.
+static COMM: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Records the socket this process serves.
+pub fn set_comm(fd: RawFd) {
+    COMM.store(fd, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Flushes C stdio and exits at once.

@@ -133,13 +133,14 @@ impl Record {
     }
 
     /// Registers the exit callback; a second one replaces the first, which
-    /// then never runs.
+    /// then runs at once with `ECANCELED` (so its userdata can be freed).
     pub fn set_exit(&self, cb: ExitCallback) {
         let mut st = self.lock();
-        if st.exit.is_none() {
-            expect();
+        expect();
+        if let Some(old) = st.exit.replace(cb) {
+            let e = Error::new(Errno::ECANCELED, "replaced by a later exit callback");
+            schedule(Box::new(move || old(-1, Err(e))));
         }
-        st.exit = Some(cb);
         poke(&mut st);
     }
 

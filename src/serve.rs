@@ -182,6 +182,7 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         }
         OwnedFd::from_raw_fd(fd)
     };
+    child::set_comm(sock.as_raw_fd());
     let mut s = Server {
         sock,
         sigfd,
@@ -288,6 +289,7 @@ impl Server {
             // or queued for the parent's socket is not ours.
             // SAFETY: clears O_NONBLOCK on a socket we own.
             unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, 0) };
+            child::set_comm(fd.as_raw_fd());
             self.sock = fd;
             self.fdq.clear();
             self.reports.clear();

@@ -9,12 +9,19 @@ use crate::error::{Errno, Error, Result};
 
 thread_local! {
     static LAST: RefCell<CString> = RefCell::new(CString::default());
+    static LAST_ERRNO: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
 }
 
 /// Stores `e` as this thread's last error.
 pub fn set_error(e: &Error) {
     let text = CString::new(e.to_string().replace('\0', "\\0")).unwrap_or_default();
     LAST.with(|l| *l.borrow_mut() = text);
+    LAST_ERRNO.with(|l| l.set(-(e.errno() as c_int)));
+}
+
+/// The negated errno of this thread's last error; 0 before any.
+pub fn last_errno() -> c_int {
+    LAST_ERRNO.with(|l| l.get())
 }
 
 /// The last error of this thread; valid until its next failing call.

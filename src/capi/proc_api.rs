@@ -136,7 +136,8 @@ pub unsafe extern "C" fn fork_send_arg(
 /// Loads the shared library `library` into the process (`dlopen` with
 /// `RTLD_NOW | RTLD_GLOBAL`), so later eval and run functions can be found
 /// in it. If it cannot be loaded, the process writes why to its stderr and
-/// exits with status 127 (the caller sees EOF).
+/// exits with status 127: the caller sees EOF on the comm socket, or
+/// `-EPIPE` from a command or the run callback if it was still sending.
 ///
 /// Returns 0 once queued, or `-EINVAL` (NULL `p` or `library`, an empty
 /// name) with `fork_last_error()` set. The string is copied.
@@ -266,7 +267,8 @@ pub(super) fn run_done(cb: fork_run_cb, ud: UserData, r: Result<std::os::fd::Own
 /// Registers `cb` to run once the process has exited, with its pid and
 /// wait status. Works for every process: forked ones hear it from their
 /// template, direct children through a pidfd. Call it before `fork_run`;
-/// a second call replaces the first callback. `cb` runs from
+/// a second call replaces the first callback, which then runs (from
+/// dispatch) with pid -1 and `-ECANCELED`. `cb` runs from
 /// `fork_loop_dispatch` or `fork_wait`. No SIGCHLD handler is involved.
 ///
 /// Returns 0, or `-EINVAL` (NULL `p` or `cb`) with `fork_last_error()` set.
@@ -341,4 +343,12 @@ pub unsafe extern "C" fn fork_free(p: *mut fork_proc) {
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_last_error() -> *const c_char {
     last_error()
+}
+
+/// The negative errno of the last failure on the calling thread (what an
+/// `int` call would have returned), for calls that return a pointer or a
+/// pid; 0 before any failure.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_last_errno() -> c_int {
+    super::ffi::last_errno()
 }

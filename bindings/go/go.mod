@@ -1,0 +1,3 @@
+module anyfork
+
+go 1.19

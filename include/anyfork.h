@@ -21,6 +21,12 @@
 #include <sys/types.h>
 
 /*
+ Returned by a dispatcher for a name it does not handle: the call then
+ falls back to `dlsym` lookup.
+ */
+#define FORK_DISPATCH_PASS (-2147483647 - 1)
+
+/*
  `fork_from_fd_flags`: accept a peer that runs as another user.
  */
 #define FORK_FROM_FD_ANY_UID 1
@@ -97,7 +103,7 @@ typedef struct fork_arg {
  `name` up with `dlsym`, so an interpreter can run its own code. `kind`
  says which call, `fd` is the comm socket (-1 for eval), `args` as for
  the eval or run function. Its return value is what that function's
- would be.
+ would be, or `FORK_DISPATCH_PASS` to let `dlsym` find `name` instead.
  */
 typedef int (*fork_dispatch_fn)(enum fork_call_kind kind,
                                 const char *name,
@@ -411,6 +417,25 @@ int fork_require(struct fork_proc *p, const char *library);
  NULL or points to `nargs` C string pointers.
  */
 int fork_eval(struct fork_proc *p, const char *function, const char *const *args, size_t nargs);
+
+/*
+ Like `fork_eval`, for arguments that are byte strings (which may hold
+ NUL bytes): argument `i` is `lens[i]` bytes at `data[i]` (`data[i]`
+ may be NULL when `lens[i]` is 0).
+
+ Returns 0 once queued, or `-EINVAL` (NULL `p` or `function`, an empty
+ name, NULL `data` or `lens` with `nargs` > 0, a NULL string with a
+ length) with `fork_last_error()` set. Everything is copied.
+
+ # Safety
+ `p` as for `fork_send_fd`; `function` is NULL or a C string; `data` and
+ `lens` are NULL or point to `nargs` elements.
+ */
+int fork_eval_n(struct fork_proc *p,
+                const char *function,
+                const void *const *data,
+                const size_t *lens,
+                size_t nargs);
 
 /*
  Makes the process enter `int function(int fd, const fork_arg *args,

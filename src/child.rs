@@ -36,6 +36,10 @@ pub type DispatchFn = unsafe extern "C" fn(
     *mut libc::c_void,
 ) -> libc::c_int;
 
+/// What a dispatcher returns for a name it does not handle: the call then
+/// goes to `dlsym` lookup as if no dispatcher were set.
+pub const DISPATCH_PASS: libc::c_int = libc::c_int::MIN;
+
 #[derive(Clone, Copy)]
 struct Dispatcher(DispatchFn, *mut libc::c_void);
 // SAFETY: the userdata pointer is only handed back to the dispatcher, in
@@ -123,7 +127,18 @@ fn call(kind: ForkCallKind, name: &CStr, fd: RawFd, args: &[ForkArg]) -> libc::c
         (None, Some(Dispatcher(f, ud))) => {
             // SAFETY: the dispatcher was registered by this process's
             // owner with exactly this signature.
-            return unsafe { f(kind, name.as_ptr(), fd, args.as_ptr(), args.len(), ud) };
+            let rc = unsafe { f(kind, name.as_ptr(), fd, args.as_ptr(), args.len(), ud) };
+            if rc != DISPATCH_PASS {
+                return rc;
+            }
+            lookup(name).unwrap_or_else(|e| {
+                let what = if kind == ForkCallKind::FORK_CALL_RUN {
+                    "run"
+                } else {
+                    "eval"
+                };
+                die(127, format_args!("{what}: {e}"))
+            })
         }
         (None, None) => lookup(name).unwrap_or_else(|e| {
             let what = if kind == ForkCallKind::FORK_CALL_RUN {

@@ -6,11 +6,16 @@ pub use crate::args::{ForkArg, ForkArgKind};
 pub use crate::child::ForkCallKind;
 use std::ffi::{c_char, c_int};
 
+/// Returned by a dispatcher for a name it does not handle: the call then
+/// falls back to `dlsym` lookup.
+pub const FORK_DISPATCH_PASS: c_int = -2147483647 - 1;
+const _: () = assert!(FORK_DISPATCH_PASS == crate::child::DISPATCH_PASS);
+
 /// A dispatcher: performs eval and run calls itself instead of looking
 /// `name` up with `dlsym`, so an interpreter can run its own code. `kind`
 /// says which call, `fd` is the comm socket (-1 for eval), `args` as for
 /// the eval or run function. Its return value is what that function's
-/// would be.
+/// would be, or `FORK_DISPATCH_PASS` to let `dlsym` find `name` instead.
 pub type fork_dispatch_fn = Option<
     unsafe extern "C" fn(
         kind: ForkCallKind,

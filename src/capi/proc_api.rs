@@ -206,6 +206,47 @@ pub unsafe extern "C" fn fork_eval(
     })
 }
 
+/// Like `fork_eval`, for arguments that are byte strings (which may hold
+/// NUL bytes): argument `i` is `lens[i]` bytes at `data[i]` (`data[i]`
+/// may be NULL when `lens[i]` is 0).
+///
+/// Returns 0 once queued, or `-EINVAL` (NULL `p` or `function`, an empty
+/// name, NULL `data` or `lens` with `nargs` > 0, a NULL string with a
+/// length) with `fork_last_error()` set. Everything is copied.
+///
+/// # Safety
+/// `p` as for `fork_send_fd`; `function` is NULL or a C string; `data` and
+/// `lens` are NULL or point to `nargs` elements.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_eval_n(
+    p: *mut fork_proc,
+    function: *const c_char,
+    data: *const *const c_void,
+    lens: *const usize,
+    nargs: usize,
+) -> c_int {
+    int_call("fork_eval_n", || {
+        // SAFETY: per the function contract.
+        let h = unsafe { handle(p, "the process")? };
+        // SAFETY: per the function contract.
+        let name = unsafe { text(function, "the function name")? };
+        if nargs > 0 && (data.is_null() || lens.is_null()) {
+            return Err(Error::new(
+                Errno::EINVAL,
+                format!("data or lens is NULL with {nargs} arguments"),
+            ));
+        }
+        let mut args = Vec::with_capacity(nargs);
+        for i in 0..nargs {
+            // SAFETY: both arrays hold `nargs` elements, per the contract.
+            let (d, l) = unsafe { (*data.add(i), *lens.add(i)) };
+            // SAFETY: `d` is NULL or points to `l` bytes, per the contract.
+            args.push(unsafe { bytes(d.cast(), l, &format!("data[{i}]"))? });
+        }
+        h.p.eval(name, &args).map(|()| 0)
+    })
+}
+
 /// Makes the process enter `int function(int fd, const fork_arg *args,
 /// size_t nargs)`: `fd` is its end of the comm socket, `args` every fd and
 /// string sent to it and to the templates it was forked from, in the order

@@ -1,0 +1,232 @@
+package AnyFork::Lib;
+
+# The C functions of libanyfork, attached with FFI::Platypus, and the few
+# conversions every other AnyFork module needs (argument vectors, the
+# fork_arg array, file descriptors as Perl handles). Nothing here knows
+# the wire protocol: it is all in the C library.
+
+use strict;
+use warnings;
+
+use Carp ();
+use Config ();
+use Fcntl ();
+use FFI::Platypus 2.00;
+use FFI::Platypus::DL ();
+use FFI::Platypus::Buffer qw(scalar_to_buffer buffer_to_scalar);
+
+our $VERSION = '0.01';
+
+# Which library to load: $AnyFork::LIB (set before loading AnyFork), else
+# $ENV{ANYFORK_LIB} (a file, or a directory holding libanyfork.so), else
+# the installed libanyfork.so.0 found by the dynamic linker.
+our $PATH;
+
+sub _locate {
+    my $want = defined $AnyFork::LIB ? $AnyFork::LIB : $ENV{ANYFORK_LIB};
+    if (defined $want && length $want) {
+        # A bare name (libanyfork.so.0) is for the dynamic linker to find.
+        return $want unless $want =~ m{/} || -e $want;
+        $want .= '/libanyfork.so' if -d $want;
+        Carp::croak("AnyFork: no library at '$want' (from "
+              . (defined $AnyFork::LIB ? '$AnyFork::LIB' : 'ANYFORK_LIB') . ')')
+          unless -e $want;
+        require File::Spec;
+        return File::Spec->rel2abs($want);
+    }
+    return 'libanyfork.so.0';
+}
+
+$PATH = _locate();
+
+sub _loadable {
+    my ($path) = @_;
+    my $h = FFI::Platypus::DL::dlopen($path, FFI::Platypus::DL::RTLD_PLATYPUS_DEFAULT());
+    return (0, FFI::Platypus::DL::dlerror()) unless $h;
+    FFI::Platypus::DL::dlclose($h);
+    return (1, '');
+}
+
+{
+    my ($ok, $why) = _loadable($PATH);
+    if (!$ok && $PATH !~ m{/}) {
+        # Not in the dynamic linker's path: try the usual prefixes too.
+        require FFI::CheckLib;
+        my ($found) = FFI::CheckLib::find_lib(
+            lib     => 'anyfork',
+            libpath => ['/usr/local/lib', '/usr/local/lib64'],
+            symbol  => 'fork_new',
+        );
+        ($ok, $PATH) = (1, $found) if $found;
+        $why .= ' (install libanyfork, or set ANYFORK_LIB to the library or its directory)'
+          unless $ok;
+    }
+    Carp::croak("AnyFork: cannot load libanyfork: $why") unless $ok;
+}
+
+our $FFI = FFI::Platypus->new(api => 2, lib => [$PATH]);
+Carp::croak("AnyFork: $PATH has no fork_new: not libanyfork?") unless $FFI->find_symbol('fork_new');
+
+# The process itself: libc's fcntl and close on raw fds, and lookups of C
+# functions loaded with fork_require (AnyFork::Serve).
+our $SELF = FFI::Platypus->new(api => 2, lib => [undef]);
+
+$FFI->type('(int,opaque)->void'                      => 'fork_run_cb');
+$FFI->type('(int,int,opaque)->void'                  => 'fork_exit_cb');
+$FFI->type('(int,string,int,opaque,size_t,opaque)->int' => 'fork_dispatch_fn');
+
+my %C = (
+    fork_new               => [[]                                   => 'opaque'],
+    fork_new_exec          => [[]                                   => 'opaque'],
+    fork_new_exec_argv     => [['opaque']                           => 'opaque'],
+    fork_fork              => [['opaque']                           => 'opaque'],
+    fork_template          => [[]                                   => 'opaque'],
+    fork_send_fd           => [['opaque', 'int']                    => 'int'],
+    fork_send_arg          => [['opaque', 'string', 'size_t']       => 'int'],
+    fork_require           => [['opaque', 'string']                 => 'int'],
+    fork_eval              => [['opaque', 'string', 'opaque', 'size_t'] => 'int'],
+    fork_run               => [['opaque', 'string', 'fork_run_cb', 'opaque'] => 'int'],
+    fork_exec              => [['opaque', 'opaque', 'opaque', 'fork_run_cb', 'opaque'] => 'int'],
+    fork_on_exit           => [['opaque', 'fork_exit_cb', 'opaque'] => 'int'],
+    fork_pid               => [['opaque']                           => 'int'],
+    fork_free              => [['opaque']                           => 'void'],
+    fork_to_fd             => [['opaque']                           => 'int'],
+    fork_from_fd           => [['int']                              => 'opaque'],
+    fork_loop_fd           => [[]                                   => 'int'],
+    fork_loop_dispatch     => [[]                                   => 'int'],
+    fork_wait              => [['int']                              => 'int'],
+    fork_pending           => [[]                                   => 'size_t'],
+    fork_last_error        => [[]                                   => 'string'],
+    fork_set_dispatch      => [['fork_dispatch_fn', 'opaque']       => 'void'],
+    fork_serve             => [['int']                              => 'int'],
+    fork_child_args        => [['size_t*']                          => 'opaque'],
+    fork_reset_after_fork  => [[]                                   => 'void'],
+);
+$FFI->attach($_ => @{ $C{$_} }) for sort keys %C;
+
+$SELF->attach([close => 'c_close'] => ['int']               => 'int');
+$SELF->attach([fcntl => 'c_fcntl'] => ['int', 'int', 'int'] => 'int');
+
+# The last error as a message: fork_last_error's text.
+sub error { my $e = fork_last_error(); defined $e && length $e ? $e : 'unknown anyfork error' }
+
+# Dies with fork_last_error's text (and $! set to the errno) when a C call
+# failed: a negative int or a NULL pointer.
+sub check_int {
+    my ($rc) = @_;
+    return $rc if $rc >= 0;
+    my $msg = error();
+    $! = -$rc;
+    Carp::croak($msg);
+}
+
+sub check_ptr {
+    my ($p) = @_;
+    return $p if $p;
+    Carp::croak(error());
+}
+
+my %PACK     = (4 => 'L', 8 => 'Q');
+my $PTR_PACK = $PACK{ $Config::Config{ptrsize} };
+
+# A NULL-terminated char ** built from Perl strings. Returns the pointer
+# and a guard that keeps the bytes alive: hold both until the call returns.
+sub strv {
+    my @bufs = map {
+        my $s = defined $_ ? "$_" : '';
+        utf8::downgrade($s, 1) or utf8::encode($s);
+        Carp::croak("AnyFork: a string with a NUL byte cannot be passed here")
+          if $s =~ /\0/;
+        "$s\0";
+    } @_;
+    my $arr = pack("$PTR_PACK*", (map { (scalar_to_buffer($_))[0] } @bufs), 0);
+    my ($ptr) = scalar_to_buffer($arr);
+    return ($ptr, [\@bufs, \$arr]);
+}
+
+# Bytes of a Perl string for send_arg: octets as they are; characters
+# beyond 0xFF are refused, as the process can only get bytes.
+sub octets {
+    my ($s) = @_;
+    $s = '' unless defined $s;
+    $s = "$s";
+    utf8::downgrade($s, 1)
+      or Carp::croak("AnyFork: Wide character in argument (encode it to octets first)");
+    return $s;
+}
+
+# struct fork_arg { int kind; int fd; const uint8_t *data; size_t len; }
+my $PTR  = $Config::Config{ptrsize};
+my $SZ   = $Config::Config{sizesize};
+my $ARG_TEMPLATE = "i i $PTR_PACK $PACK{$SZ}";
+my $ARG_SIZE     = length pack $ARG_TEMPLATE, 0, 0, 0, 0;
+{
+    # Round up to the struct's alignment (that of its widest member).
+    my $align = $PTR > $SZ ? $PTR : $SZ;
+    $ARG_SIZE = int(($ARG_SIZE + $align - 1) / $align) * $align;
+}
+
+# Decodes n fork_args at ptr into [kind, fd, bytes] triples.
+sub decode_args {
+    my ($ptr, $n) = @_;
+    return () unless $ptr && $n;
+    my $raw = buffer_to_scalar($ptr, $ARG_SIZE * $n);
+    my @out;
+    for my $i (0 .. $n - 1) {
+        my ($kind, $fd, $data, $len) =
+          unpack $ARG_TEMPLATE, substr($raw, $i * $ARG_SIZE, $ARG_SIZE);
+        if ($kind == 1) {
+            push @out, [1, $fd, undef];
+        }
+        else {
+            push @out, [0, -1, ($data && $len) ? buffer_to_scalar($data, $len) : ''];
+        }
+    }
+    return @out;
+}
+
+my %SOCKET_CLASS;
+
+# A Perl handle that owns fd (closing the handle closes the fd): opened in
+# the mode the fd allows, and for sockets an IO::Socket of the fitting
+# family (so that e.g. $listener->accept works), with autoflush on.
+sub fh_from_fd {
+    my ($fd) = @_;
+    my $fl = c_fcntl($fd, Fcntl::F_GETFL(), 0);
+    Carp::croak("AnyFork: fd $fd is not open") if $fl < 0;
+    my $acc  = $fl & Fcntl::O_ACCMODE();
+    my $mode = $acc == Fcntl::O_RDONLY() ? '<'
+             : $acc == Fcntl::O_WRONLY() ? (($fl & Fcntl::O_APPEND()) ? '>>' : '>')
+             : '+<';
+    open(my $fh, "$mode&=", $fd) or Carp::croak("AnyFork: cannot open fd $fd: $!");
+    if (-S $fh) {
+        require Socket;
+        require IO::Socket;
+        my $name   = getsockname($fh);
+        my $family = defined $name && length $name >= 2 ? Socket::sockaddr_family($name) : -1;
+        my $class  = $family == Socket::AF_INET()  ? 'IO::Socket::INET'
+                   : $family == Socket::AF_INET6() ? 'IO::Socket::IP'
+                   : $family == Socket::AF_UNIX()  ? 'IO::Socket::UNIX'
+                   :                                  'IO::Socket';
+        unless ($SOCKET_CLASS{$class}++) {
+            (my $file = "$class.pm") =~ s{::}{/}g;
+            require $file;
+        }
+        bless $fh, $class;
+        $fh->autoflush(1);
+    }
+    return $fh;
+}
+
+# A close-on-exec duplicate of fd, as a raw fd the caller owns, or -1
+# with $! set.
+sub dup_cloexec {
+    my ($fd) = @_;
+    require POSIX;
+    my $new = POSIX::dup($fd);
+    return -1 unless defined $new;
+    c_fcntl($new, Fcntl::F_SETFD(), Fcntl::FD_CLOEXEC());
+    return $new;
+}
+
+1;

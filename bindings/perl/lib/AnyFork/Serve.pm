@@ -1,0 +1,178 @@
+package AnyFork::Serve;
+
+# The child's side: a dispatcher (fork_set_dispatch) that performs the
+# library's eval and run calls inside this Perl interpreter, and the entry
+# point of the exec'd Perl server (AnyFork->new_exec):
+#
+#   perl -e 'use AnyFork::Serve; AnyFork::Serve::serve()'   # ANYFORK_FD set
+#
+# eval: Perl code evaluated in package main with @_ set to its strings.
+# run:  the named Perl sub (main:: when unqualified) called with the comm
+#       socket and every handle and string sent, in order; the process
+#       then exits like a Perl program (END blocks, destructors), status 0,
+#       or 255 if the sub died, 127 if there is no such function.
+# Names that are not Perl subs are looked up as C functions (libraries
+# loaded with require "libfoo.so"), so C run/eval functions still work.
+
+# Evaluates $_[0] in package main with @_ set to the rest. First in the
+# file, so that the code sees none of this module's lexicals.
+sub _eval_code {
+    local $AnyFork::Serve::CODE = shift;
+    CORE::eval("package main;\n#line 1 \"AnyFork eval\"\n$AnyFork::Serve::CODE\n;1");
+}
+
+use strict;
+use warnings;
+
+use AnyFork::Lib;
+
+our $VERSION = '0.01';
+
+# The name under which AnyFork sends Perl code to eval: the code and its
+# strings travel as the eval's strings, so any octets can be passed.
+use constant EVAL_NAME => 'AnyFork::Serve::eval';
+
+# How many of the received arguments run_args has handed out already; run
+# passes only the rest (the manual's "returns ... and clears them").
+my $TAKEN = 0;
+
+our $DISPATCH = $AnyFork::Lib::FFI->closure(\&_dispatch);
+$DISPATCH->sticky;
+
+# Makes this process (and every process forked from it) run eval and run
+# calls through this interpreter.
+sub install { AnyFork::Lib::fork_set_dispatch($DISPATCH, undef) }
+
+# The exec'd server's main: serves on $ENV{ANYFORK_FD}; never returns.
+sub serve {
+    my $fd = delete $ENV{ANYFORK_FD};
+    die "AnyFork::Serve::serve: ANYFORK_FD is not set\n" unless defined $fd && $fd =~ /^\d+\z/;
+    install();
+    AnyFork::Lib::fork_serve($fd);
+    die 'AnyFork::Serve::serve: ' . AnyFork::Lib::error() . "\n";
+}
+
+# Strings for eval are encoded so that NUL bytes survive the C string
+# interface: "s" + the bytes, or "x" + hex digits.
+sub encode_string {
+    my ($s) = @_;
+    $s = AnyFork::Lib::octets($s);
+    return $s =~ /\0/ ? 'x' . unpack('H*', $s) : "s$s";
+}
+
+sub decode_string {
+    my ($s) = @_;
+    my $tag = substr($s, 0, 1, '');
+    return $tag eq 'x' ? pack('H*', $s) : $s;
+}
+
+# Turns decoded fork_args into what Perl functions get: strings, and
+# handles that own their fds.
+sub _perl_args { map { $_->[0] == 1 ? AnyFork::Lib::fh_from_fd($_->[1]) : $_->[2] } @_ }
+
+# @args = AnyFork::Serve::run_args: inside eval code (or a function it
+# calls), the handles and strings received so far and not yet taken; they
+# are then no longer passed to the run function.
+sub run_args {
+    my $n = 0;
+    my $ptr = AnyFork::Lib::fork_child_args(\$n);
+    return () unless $ptr && $n > $TAKEN;
+    my @all = AnyFork::Lib::decode_args($ptr, $n);
+    my @new = @all[$TAKEN .. $#all];
+    $TAKEN = $n;
+    return _perl_args(@new);
+}
+
+sub _flush {
+    for my $fh (\*STDOUT, \*STDERR) {
+        local $@;
+        CORE::eval { $fh->flush if defined fileno $fh };
+    }
+}
+
+sub _complain {
+    my ($msg) = @_;
+    $msg .= "\n" unless $msg =~ /\n\z/;
+    print STDERR "AnyFork[$$]: $msg";
+    _flush();
+}
+
+# A Perl sub by name (main:: when unqualified), or undef.
+sub _perl_sub {
+    my ($name) = @_;
+    my $full = $name =~ /::/ ? $name : "main::$name";
+    $full =~ s/^::/main::/;
+    no strict 'refs';
+    return defined &{$full} ? \&{$full} : undef;
+}
+
+# A C function of this process (the program, or a library loaded with
+# fork_require), or undef.
+sub _c_function {
+    my ($name, $args, $ret) = @_;
+    return undef unless $name =~ /^[A-Za-z_][A-Za-z0-9_]*\z/;
+    my $addr = $AnyFork::Lib::SELF->find_symbol($name) or return undef;
+    return $AnyFork::Lib::SELF->function($addr => $args => $ret);
+}
+
+sub _dispatch {
+    my ($kind, $name, $fd, $args, $nargs) = @_;
+    $name = '' unless defined $name;
+    return $kind == 0 ? _eval($name, $args, $nargs) : _run($name, $fd, $args, $nargs);
+}
+
+sub _eval {
+    my ($name, $args, $nargs) = @_;
+    my @strings = map { $_->[2] } AnyFork::Lib::decode_args($args, $nargs);
+    if ($name eq EVAL_NAME) {
+        my ($code, @rest) = map { decode_string($_) } @strings;
+        $code = '' unless defined $code;
+        unless (_eval_code($code, @rest)) {
+            _complain("eval failed: $@");
+            return 255;
+        }
+        return 0;
+    }
+    if (my $sub = _perl_sub($name)) {
+        my $ok = CORE::eval { $sub->(@strings); 1 };
+        unless ($ok) {
+            _complain("eval $name failed: $@");
+            return 255;
+        }
+        return 0;
+    }
+    if (my $f = _c_function($name, ['opaque', 'size_t'] => 'int')) {
+        return $f->call($args, $nargs);
+    }
+    _complain("eval: no function '$name' in this process");
+    return 127;
+}
+
+sub _run {
+    my ($name, $fd, $args, $nargs) = @_;
+    # The manual's benchmark runs CORE::exit: leave at once, status 0.
+    CORE::exit(0) if $name eq 'CORE::exit';
+    my $sub = _perl_sub($name);
+    unless ($sub) {
+        if (my $f = _c_function($name, ['int', 'opaque', 'size_t'] => 'int')) {
+            my $rc = $f->call($fd, $args, $nargs);
+            _flush();
+            CORE::exit($rc);
+        }
+        _complain("run: no function '$name' in this process");
+        CORE::exit(127);
+    }
+    my @all = AnyFork::Lib::decode_args($args, $nargs);
+    splice @all, 0, $TAKEN < @all ? $TAKEN : scalar @all;
+    my $comm = AnyFork::Lib::fh_from_fd($fd);
+    my @perl = _perl_args(@all);
+    my $ok = CORE::eval { $sub->($comm, @perl); 1 };
+    unless ($ok) {
+        _complain("run $name died: $@");
+        CORE::exit(255);
+    }
+    # Leave as a Perl program does when its code ends.
+    CORE::exit(0);
+}
+
+1;

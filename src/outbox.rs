@@ -91,7 +91,10 @@ impl Outbox {
     /// Copies `parts` minus the first `skip` bytes into the queue.
     fn queue(&mut self, parts: &[&[u8]], mut skip: usize, fds: Vec<OwnedFd>) {
         let rest: usize = parts.iter().map(|p| p.len()).sum::<usize>() - skip;
-        let pack = matches!(self.chunks.back(), Some(c) if c.data.len() + rest <= PACK);
+        // A chunk's fds all ride with its first sendmsg, which carries at
+        // most MAX_FDS_PER_MSG of them.
+        let pack = matches!(self.chunks.back(),
+            Some(c) if c.data.len() + rest <= PACK && c.fds.len() + fds.len() <= MAX_FDS_PER_MSG);
         if !pack {
             self.chunks.push_back(Chunk {
                 data: Vec::with_capacity(rest),
@@ -121,6 +124,10 @@ impl Outbox {
                 iov.push(IoSlice::new(&c.data[c.off..]));
                 raw.extend(c.fds.iter().map(AsRawFd::as_raw_fd));
                 used += 1;
+            }
+            if used == 0 {
+                // Unreachable while queue() caps fds per chunk; never spin.
+                return Err(Errno::EINVAL);
             }
             let n = match send_raw(sock, &iov, &raw) {
                 Ok(n) => n,
@@ -169,6 +176,43 @@ fn send_raw(sock: RawFd, iov: &[IoSlice<'_>], fds: &[RawFd]) -> Result<usize, Er
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn many_queued_fds_flush_in_messages_of_at_most_253() {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let mut ob = Outbox::default();
+        // Fill the socket so that everything after queues.
+        let fill = vec![0u8; 1 << 20];
+        while ob.is_empty() {
+            ob.send(a.as_raw_fd(), &[&fill], vec![]).unwrap();
+        }
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        for _ in 0..600 {
+            let fd = OwnedFd::from(devnull.try_clone().unwrap());
+            ob.send(a.as_raw_fd(), &[b"D\0\0\0\0"], vec![fd]).unwrap();
+        }
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut s = UnixStream::from(b);
+            s.set_nonblocking(false).unwrap();
+            let mut sink = Vec::new();
+            s.read_to_end(&mut sink).unwrap();
+            sink.len()
+        });
+        let t = std::time::Instant::now();
+        while ob.flush(a.as_raw_fd()).unwrap() == Flushed::Blocked {
+            assert!(t.elapsed().as_secs() < 20, "flush made no progress");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(a);
+        assert!(reader.join().unwrap() >= 600 * 5);
+    }
+
     use super::*;
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     use std::io::Read;

@@ -6,7 +6,7 @@
 //! holds it only while it has bytes to write or reports to read.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Errno, Error, Result};
@@ -44,6 +44,9 @@ struct State {
     shut: bool,
     /// Forks since reports were last read; see [`Conn::fork`].
     unread: u32,
+    /// The latest fork, not sent yet: the child's end of its socket and
+    /// its record. See [`Conn::fork`].
+    pending: Option<(OwnedFd, Arc<Record>)>,
     phase: Phase,
     interest: u32,
     dead: Option<Error>,
@@ -76,6 +79,7 @@ impl Conn {
                 end_seen: false,
                 shut: false,
                 unread: 0,
+                pending: None,
                 phase: Phase::Open,
                 interest: 0,
                 dead: None,
@@ -90,6 +94,37 @@ impl Conn {
     /// The error that broke this connection, if any.
     pub fn dead(&self) -> Option<Error> {
         self.lock().dead.clone()
+    }
+
+    /// True when the peer is known gone: an error was seen, the socket
+    /// reports a hang-up, or `pidfd` (the process's, when it is a direct
+    /// child) says it exited; one `poll` with no timeout. The pidfd matters
+    /// because a child the template forked a moment ago may still hold a
+    /// copy of the template's socket, hiding the hang-up for a while.
+    pub fn hung_up(&self, pidfd: Option<RawFd>) -> bool {
+        let st = self.lock();
+        if st.dead.is_some() {
+            return true;
+        }
+        let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            return true;
+        };
+        let mut pfd = [
+            libc::pollfd {
+                fd,
+                events: libc::POLLRDHUP,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two pollfds (a negative fd is ignored), no timeout.
+        unsafe { libc::poll(pfd.as_mut_ptr(), 2, 0) };
+        pfd[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP) != 0
+            || pfd[1].revents != 0
     }
 
     /// Waits up to `ms` milliseconds for this socket to become readable,
@@ -127,6 +162,13 @@ impl Conn {
         parts: &[&[u8]],
         fds: Vec<OwnedFd>,
     ) -> Result<()> {
+        self.check(st)?;
+        self.flush_pending(st)?;
+        self.write_locked(st, parts, fds)
+    }
+
+    /// Whether commands may be queued now.
+    fn check(&self, st: &State) -> Result<()> {
         if self.foreign() {
             return Err(Error::new(
                 Errno::EBADF,
@@ -136,14 +178,24 @@ impl Conn {
         if let Some(e) = &st.dead {
             return Err(e.clone());
         }
-        let fd = match (&st.fd, st.phase) {
-            (Some(fd), Phase::Open) => fd.as_raw_fd(),
-            _ => {
-                return Err(Error::new(
-                    Errno::EINVAL,
-                    "the process no longer takes commands",
-                ));
-            }
+        match (&st.fd, st.phase) {
+            (Some(_), Phase::Open) => Ok(()),
+            _ => Err(Error::new(
+                Errno::EINVAL,
+                "the process no longer takes commands",
+            )),
+        }
+    }
+
+    /// Queues bytes and fds as they are (the checks were made).
+    fn write_locked(
+        self: &Arc<Self>,
+        st: &mut State,
+        parts: &[&[u8]],
+        fds: Vec<OwnedFd>,
+    ) -> Result<()> {
+        let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            return Err(Error::new(Errno::EBADF, "the socket is gone"));
         };
         if let Err(e) = st.out.send(fd, parts, fds) {
             let err = Error::sys(e, "writing to the process's socket");
@@ -155,12 +207,18 @@ impl Conn {
 
     /// Asks the process at the other end to fork: `child` is the new
     /// process's end of its socket, `rec` its record.
+    ///
+    /// The fork is held back until the next command to this process or to
+    /// the child: when that is the child's run, one frame asks for both
+    /// (fork and enter the function), which spares a write here and two
+    /// reads in the child. Any other command sends the plain fork first,
+    /// so the order of commands is what the caller wrote.
     pub fn fork(self: &Arc<Self>, child: OwnedFd, rec: Arc<Record>) -> Result<()> {
         let mut st = self.lock();
-        let frame = wire::header(Tag::Fork, 0);
-        self.send_locked(&mut st, &[&frame], vec![child])?;
+        self.check(&st)?;
+        self.flush_pending(&mut st)?;
         st.forked = true;
-        st.forks.push_back(rec);
+        st.pending = Some((child, rec));
         // A caller that creates without dispatching still has its reports
         // read now and then, so neither socket buffer fills with them.
         st.unread += 1;
@@ -170,6 +228,64 @@ impl Conn {
         }
         self.settle(&mut st);
         Ok(())
+    }
+
+    /// Sends the held-back fork, if any, as a plain fork.
+    fn flush_pending(self: &Arc<Self>, st: &mut State) -> Result<()> {
+        let Some((child, rec)) = st.pending.take() else {
+            return Ok(());
+        };
+        let frame = wire::header(Tag::Fork, 0);
+        st.forks.push_back(rec);
+        self.write_locked(st, &[&frame], vec![child])
+    }
+
+    /// The child whose record is `rec` needs its process now: sends its
+    /// fork if it is still held back.
+    pub fn materialize(self: &Arc<Self>, rec: &Arc<Record>) -> Result<()> {
+        let mut st = self.lock();
+        if !matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec)) {
+            return Ok(());
+        }
+        self.check(&st)?;
+        self.flush_pending(&mut st)?;
+        self.settle(&mut st);
+        Ok(())
+    }
+
+    /// The child whose record is `rec` runs `name` before anything else was
+    /// sent to it: if its fork is still held back, one fork-and-run frame
+    /// does both and this returns true; false means the fork went out
+    /// already and the child needs an ordinary run.
+    pub fn fork_run(self: &Arc<Self>, rec: &Arc<Record>, name: &[u8]) -> Result<bool> {
+        let mut st = self.lock();
+        if !matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec)) {
+            return Ok(false);
+        }
+        self.check(&st)?;
+        let (child, rec) = st.pending.take().expect("checked above");
+        let head = wire::fork_run_head(name.len());
+        st.forks.push_back(rec);
+        self.write_locked(&mut st, &[&head, name], vec![child])?;
+        self.settle(&mut st);
+        Ok(true)
+    }
+
+    /// The child whose record is `rec` was freed before anything was sent
+    /// to it: its process is never made.
+    pub fn cancel(&self, rec: &Arc<Record>) {
+        let mut st = self.lock();
+        if matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec)) {
+            st.pending = None;
+        }
+    }
+
+    /// This process was made and entered its run function by its
+    /// template's fork-and-run frame: nothing is left to send.
+    pub fn ran_remotely(self: &Arc<Self>) {
+        let mut st = self.lock();
+        st.phase = Phase::Running;
+        self.settle(&mut st);
     }
 
     /// Queues the run frame; the socket goes to the record once written.
@@ -194,6 +310,10 @@ impl Conn {
     /// owner.
     pub fn detach(self: &Arc<Self>, limit: std::time::Duration) -> Result<OwnedFd> {
         let deadline = std::time::Instant::now() + limit;
+        {
+            let mut st = self.lock();
+            self.flush_pending(&mut st)?;
+        }
         loop {
             self.pump();
             {
@@ -253,6 +373,8 @@ impl Conn {
         }
         let mut st = self.lock();
         if st.phase == Phase::Open {
+            // A child forked last is still owed its fork.
+            let _ = self.flush_pending(&mut st);
             st.phase = Phase::Closing;
         }
         self.settle(&mut st);
@@ -466,6 +588,9 @@ impl Conn {
         }
         st.dead = Some(err.clone());
         st.out = Outbox::default();
+        if let Some((_, r)) = st.pending.take() {
+            st.forks.push_back(r);
+        }
         drop(self.release(st));
         for r in st.forks.drain(..) {
             r.set_pid(Err(err.clone().context("no fork")));

@@ -2,6 +2,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -25,6 +26,10 @@ pub struct Process {
     rec: Arc<Record>,
     /// The template that forked this process, which reports its pid.
     parent: Option<Arc<Conn>>,
+    /// The fork may still be held back in the parent (see [`Conn::fork`]).
+    unsent: AtomicBool,
+    /// A pidfd of a direct child, to tell at once that it died.
+    pidfd: Option<OwnedFd>,
 }
 
 impl Process {
@@ -51,7 +56,9 @@ impl Process {
             Process {
                 conn,
                 rec: rec.clone(),
+                unsent: AtomicBool::new(parent.is_some()),
                 parent,
+                pidfd: None,
             },
             rec,
         ))
@@ -60,6 +67,7 @@ impl Process {
     /// Forks this process: everything sent to it so far is cloned into the
     /// child, which is returned as a new process object.
     pub fn fork(&self) -> Result<Process> {
+        self.materialize().map_err(|e| e.context("fork"))?;
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::Stream,
@@ -72,14 +80,41 @@ impl Process {
         Ok(child)
     }
 
+    /// Makes sure the fork that creates this process was sent.
+    fn materialize(&self) -> Result<()> {
+        match &self.parent {
+            Some(parent) if self.unsent.swap(false, Ordering::AcqRel) => {
+                parent.materialize(&self.rec)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Queues already-encoded frames that consume no fds.
     pub(crate) fn send_frames(&self, frames: &[u8]) -> Result<()> {
+        self.materialize()?;
         self.conn.send(&[frames], vec![])
     }
 
     /// True when the process can no longer be reached.
     pub(crate) fn is_dead(&self) -> bool {
         self.conn.dead().is_some()
+    }
+
+    /// True when the process is gone, as far as one `poll` can tell now.
+    pub(crate) fn hung_up(&self) -> bool {
+        self.conn
+            .hung_up(self.pidfd.as_ref().map(AsRawFd::as_raw_fd))
+    }
+
+    /// Remembers a pidfd of this direct child (see [`Process::hung_up`]).
+    pub(crate) fn set_pidfd(&mut self, pid: i32) {
+        // SAFETY: pidfd_open with a pid and no flags; checked below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd >= 0 {
+            // SAFETY: a fresh fd that nothing else owns.
+            self.pidfd = Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) });
+        }
     }
 
     /// Sends a duplicate of `fd` (made at once, close-on-exec; the caller
@@ -96,6 +131,7 @@ impl Process {
 
     /// Sends `fd` itself; the library closes it once it is passed.
     pub fn send_owned_fd(&mut self, fd: OwnedFd) -> Result<()> {
+        self.materialize().map_err(|e| e.context("send_fd"))?;
         let h = wire::header(Tag::Fd, 0);
         self.conn
             .send(&[&h], vec![fd])
@@ -114,6 +150,7 @@ impl Process {
                 ),
             )
         })?;
+        self.materialize().map_err(|e| e.context("send_arg"))?;
         let h = wire::header(Tag::Str, len);
         self.conn
             .send(&[&h, data], vec![])
@@ -125,6 +162,7 @@ impl Process {
     /// its stderr.
     pub fn require(&mut self, library: &str) -> Result<()> {
         let name = check_name("require", "library", library)?;
+        self.materialize()?;
         let h = wire::header(Tag::Require, name.len() as u32);
         self.conn.send(&[&h, name], vec![])
     }
@@ -134,6 +172,7 @@ impl Process {
     /// the process exit with a message on its stderr.
     pub fn eval(&mut self, function: &str, args: &[&[u8]]) -> Result<()> {
         let name = check_name("eval", "function", function)?;
+        self.materialize()?;
         let mut frame = Vec::new();
         wire::push_eval(&mut frame, name, args).ok_or_else(|| {
             Error::new(
@@ -173,7 +212,17 @@ impl Process {
 
     fn run_with(self, function: &str, cb: Option<RunCallback>) -> Result<()> {
         let name = check_name("run", "function", function)?;
-        self.conn.run(name).map_err(|e| e.context("run"))?;
+        let remote = match &self.parent {
+            Some(parent) if self.unsent.swap(false, Ordering::AcqRel) => {
+                parent.fork_run(&self.rec, name)
+            }
+            _ => Ok(false),
+        };
+        match remote {
+            Ok(true) => self.conn.ran_remotely(),
+            Ok(false) => self.conn.run(name).map_err(|e| e.context("run"))?,
+            Err(e) => return Err(e.context("run")),
+        }
         match cb {
             Some(cb) => self.rec.set_run(cb),
             None => self.rec.set_run_detached(),
@@ -209,6 +258,7 @@ impl Process {
     /// then gives up the socket, to be passed to another process and
     /// turned back into a process object there with [`Process::from_fd`].
     pub fn into_fd(self) -> Result<OwnedFd> {
+        self.materialize().map_err(|e| e.context("to_fd"))?;
         self.conn
             .detach(PID_TIMEOUT)
             .map_err(|e| e.context("to_fd"))
@@ -234,6 +284,7 @@ impl Process {
     /// from its template, so this may wait (flushing the template's queue)
     /// up to 10 seconds for the report.
     pub fn pid(&self) -> Result<i32> {
+        self.materialize().map_err(|e| e.context("pid"))?;
         let deadline = Instant::now() + PID_TIMEOUT;
         loop {
             if let Some(pid) = self.rec.pid()? {
@@ -260,6 +311,12 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if let Some(parent) = &self.parent {
+            if self.unsent.load(Ordering::Acquire) {
+                // Nothing was asked of it: the process is never made.
+                parent.cancel(&self.rec);
+            }
+        }
         self.conn.close();
     }
 }

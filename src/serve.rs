@@ -255,9 +255,14 @@ impl Server {
             }
             Frame::Require(lib) => child::require(lib),
             Frame::Eval { name, args } => child::eval(name, &args, &self.args),
-            Frame::Fork => {
+            Frame::Fork { run } => {
                 let fd = self.take_fd();
-                self.fork(fd);
+                if self.fork(fd) {
+                    if let Some(name) = run {
+                        let name = name.to_vec();
+                        self.enter(&name, false);
+                    }
+                }
             }
             Frame::Run { name, end } => {
                 let name = name.to_vec();
@@ -280,7 +285,8 @@ impl Server {
         })
     }
 
-    fn fork(&mut self, fd: OwnedFd) {
+    /// Forks; true in the child, which now serves `fd`.
+    fn fork(&mut self, fd: OwnedFd) -> bool {
         // SAFETY: this process is single-threaded, so the child may run
         // anything; both sides continue with consistent state below.
         let pid = unsafe { libc::fork() };
@@ -295,7 +301,7 @@ impl Server {
             self.reports.clear();
             self.rd.have = 0;
             self.children = 0;
-            return;
+            return true;
         }
         if pid > 0 {
             self.children += 1;
@@ -309,6 +315,10 @@ impl Server {
         };
         wire::push_pid(&mut self.reports, report);
         drop(fd);
+        // The caller may be waiting on this pid to complete a run: send it
+        // now rather than after the next (usually empty) read.
+        self.flush_reports(false);
+        false
     }
 
     fn reap(&mut self) {
@@ -448,6 +458,10 @@ pub fn exec_main() -> ! {
         }
         libc::fcntl(fd, libc::F_SETFL, 0);
         close_others(fd);
+        // The Rust runtime ignores SIGPIPE and handles SIGSEGV and SIGBUS
+        // (stack overflow reports) before main: put every signal back to its
+        // default once here, so forked processes inherit a clean state.
+        SignalState::capture(true).reset();
         serve(
             OwnedFd::from_raw_fd(fd),
             ServeOptions {

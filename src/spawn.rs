@@ -84,8 +84,9 @@ pub fn template() -> Result<Process> {
         );
     }
     drop(theirs);
-    let (p, rec) = Process::from_parts(ours, Record::direct(pid), None)?;
+    let (mut p, rec) = Process::from_parts(ours, Record::direct(pid), None)?;
     crate::direct::watch(pid, rec);
+    p.set_pidfd(pid);
     Ok(p)
 }
 
@@ -120,8 +121,9 @@ fn spawn_server(path: &CStr, argv: &[CString], search: bool) -> Result<Process> 
     let (ours, theirs) = pair("creating the server's socket (socketpair)")?;
     let pid = spawn(path, argv, &theirs, search)?;
     drop(theirs);
-    let (p, rec) = Process::from_parts(ours, Record::direct(pid), None)?;
+    let (mut p, rec) = Process::from_parts(ours, Record::direct(pid), None)?;
     crate::direct::watch(pid, rec);
+    p.set_pidfd(pid);
     let mut hello = Vec::new();
     wire::push_hello(&mut hello);
     p.send_frames(&hello)?;

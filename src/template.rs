@@ -13,7 +13,9 @@ pub fn fork_default() -> Result<Process> {
     let mut slot = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
     let mut retried = false;
     loop {
-        if slot.as_ref().is_none_or(Process::is_dead) {
+        // Forks are sent lazily (with the run), so a template that died is
+        // looked for here, where a new one can still take over.
+        if slot.as_ref().is_none_or(Process::hung_up) {
             *slot = Some(Process::new_exec()?);
         }
         let t = slot.as_ref().expect("ensured above");

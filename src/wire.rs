@@ -76,7 +76,8 @@ impl Tag {
         match self {
             Tag::Hello => (12, 12),
             Tag::Str | Tag::Eval => (0, u32::MAX),
-            Tag::Fd | Tag::Fork | Tag::End => (0, 0),
+            Tag::Fd | Tag::End => (0, 0),
+            Tag::Fork => (0, MAX_NAME as u32 + 1),
             Tag::Require => (1, MAX_NAME as u32),
             Tag::Run => (2, MAX_NAME as u32 + 1),
             Tag::Pid => (4, 4),
@@ -132,7 +133,11 @@ pub enum Frame<'a> {
         name: &'a [u8],
         args: Vec<&'a [u8]>,
     },
-    Fork,
+    /// Fork; with `run`, the new process enters that function at once
+    /// (one frame per creation when nothing else is sent to it).
+    Fork {
+        run: Option<&'a [u8]>,
+    },
     /// Enter the function `name`; with `end`, first send `End` after the
     /// last report (the caller asks when it cannot tell whether reports
     /// are still to come on this socket).
@@ -204,15 +209,15 @@ pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
             }
             Frame::Eval { name, args }
         }
-        Tag::Fork => Frame::Fork,
-        Tag::Run => Frame::Run {
-            end: match p[0] {
-                0 => false,
-                1 => true,
-                _ => return Err(WireError::BadFlags(p[0])),
-            },
-            name: name(&p[1..])?,
+        Tag::Fork if p.is_empty() => Frame::Fork { run: None },
+        Tag::Fork => match run_payload(p)? {
+            (name, false) => Frame::Fork { run: Some(name) },
+            (_, true) => return Err(WireError::BadFlags(1)),
         },
+        Tag::Run => {
+            let (name, end) = run_payload(p)?;
+            Frame::Run { name, end }
+        }
         Tag::Pid => Frame::Pid(i32::from_le_bytes([p[0], p[1], p[2], p[3]])),
         Tag::Exit => Frame::Exit {
             pid: i32::from_le_bytes([p[0], p[1], p[2], p[3]]),
@@ -273,6 +278,13 @@ pub fn run_head(name_len: usize, end: bool) -> [u8; HEADER_LEN + 1] {
     [h[0], h[1], h[2], h[3], h[4], u8::from(end)]
 }
 
+/// The header and flag byte of a fork-and-run `Fork` frame; the name
+/// follows.
+pub fn fork_run_head(name_len: usize) -> [u8; HEADER_LEN + 1] {
+    let h = header(Tag::Fork, name_len as u32 + 1);
+    [h[0], h[1], h[2], h[3], h[4], 0]
+}
+
 /// Appends a `Pid` report.
 pub fn push_pid(out: &mut Vec<u8>, pid: i32) {
     push_frame(out, Tag::Pid, &pid.to_le_bytes());
@@ -284,6 +296,19 @@ pub fn push_exit(out: &mut Vec<u8>, pid: i32, status: i32) {
     p[..4].copy_from_slice(&pid.to_le_bytes());
     p[4..].copy_from_slice(&status.to_le_bytes());
     push_frame(out, Tag::Exit, &p);
+}
+
+/// A run payload: a flag byte (bit 0: send `End` first), then the name.
+fn run_payload(p: &[u8]) -> Result<(&[u8], bool), WireError> {
+    let (&flags, rest) = p
+        .split_first()
+        .ok_or(WireError::Truncated("a run payload"))?;
+    let end = match flags {
+        0 => false,
+        1 => true,
+        _ => return Err(WireError::BadFlags(flags)),
+    };
+    Ok((name(rest)?, end))
 }
 
 fn name(p: &[u8]) -> Result<&[u8], WireError> {
@@ -396,7 +421,7 @@ mod tests {
             Err(WireError::UnknownTag(b'?'))
         );
         assert!(matches!(
-            parse_header(&header(Tag::Fork, 1)),
+            parse_header(&header(Tag::Fd, 1)),
             Err(WireError::BadLength { .. })
         ));
         assert!(matches!(
@@ -420,6 +445,12 @@ mod tests {
                 end: true
             })
         );
+        assert_eq!(decode(Tag::Fork, b""), Ok(Frame::Fork { run: None }));
+        assert_eq!(
+            decode(Tag::Fork, b"\0ab"),
+            Ok(Frame::Fork { run: Some(b"ab") })
+        );
+        assert_eq!(decode(Tag::Fork, b"\x01ab"), Err(WireError::BadFlags(1)));
         let mut bad = Vec::new();
         bad.extend_from_slice(b"anyfork\0");
         bad.extend_from_slice(&7u32.to_le_bytes());

@@ -99,7 +99,13 @@ pub unsafe fn bytes<'a>(data: *const u8, len: usize, what: &str) -> Result<&'a [
             format!("{what} is NULL but its length is {len}"),
         ));
     }
-    // SAFETY: per the contract above.
+    if len > isize::MAX as usize {
+        return Err(Error::new(
+            Errno::E2BIG,
+            format!("{what} cannot be {len} bytes long"),
+        ));
+    }
+    // SAFETY: per the contract above; the length fits an object.
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 

@@ -47,6 +47,8 @@ struct State {
     /// The latest fork, not sent yet: the child's end of its socket and
     /// its record. See [`Conn::fork`].
     pending: Option<(OwnedFd, Arc<Record>)>,
+    /// Forks queued but not yet written, with the outbox mark they end at.
+    unwritten: VecDeque<(u64, Arc<Record>)>,
     phase: Phase,
     interest: u32,
     dead: Option<Error>,
@@ -80,6 +82,7 @@ impl Conn {
                 shut: false,
                 unread: 0,
                 pending: None,
+                unwritten: VecDeque::new(),
                 phase: Phase::Open,
                 interest: 0,
                 dead: None,
@@ -236,8 +239,31 @@ impl Conn {
             return Ok(());
         };
         let frame = wire::header(Tag::Fork, 0);
-        st.forks.push_back(rec);
-        self.write_locked(st, &[&frame], vec![child])
+        st.forks.push_back(rec.clone());
+        self.write_locked(st, &[&frame], vec![child])?;
+        self.track_fork(st, rec);
+        Ok(())
+    }
+
+    /// Tells `rec` when its fork request has been written.
+    fn track_fork(&self, st: &mut State, rec: Arc<Record>) {
+        let mark = st.out.mark();
+        if st.out.past(mark) {
+            rec.fork_sent();
+        } else {
+            st.unwritten.push_back((mark, rec));
+        }
+    }
+
+    /// Tells the records whose fork requests were written since.
+    fn forks_written(&self, st: &mut State) {
+        while let Some((mark, _)) = st.unwritten.front() {
+            if !st.out.past(*mark) {
+                break;
+            }
+            let (_, rec) = st.unwritten.pop_front().expect("checked above");
+            rec.fork_sent();
+        }
     }
 
     /// The child whose record is `rec` needs its process now: sends its
@@ -265,8 +291,9 @@ impl Conn {
         self.check(&st)?;
         let (child, rec) = st.pending.take().expect("checked above");
         let head = wire::fork_run_head(name.len());
-        st.forks.push_back(rec);
+        st.forks.push_back(rec.clone());
         self.write_locked(&mut st, &[&head, name], vec![child])?;
+        self.track_fork(&mut st, rec);
         self.settle(&mut st);
         Ok(true)
     }
@@ -394,8 +421,9 @@ impl Conn {
         if st.dead.is_none() && !st.out.is_empty() {
             let fd = st.fd.as_ref().map(AsRawFd::as_raw_fd);
             if let Some(fd) = fd {
-                if let Err(e) = st.out.flush(fd) {
-                    self.fail(&mut st, Error::sys(e, "writing to the process's socket"));
+                match st.out.flush(fd) {
+                    Ok(_) => self.forks_written(&mut st),
+                    Err(e) => self.fail(&mut st, Error::sys(e, "writing to the process's socket")),
                 }
             }
         }
@@ -591,6 +619,7 @@ impl Conn {
         if let Some((_, r)) = st.pending.take() {
             st.forks.push_back(r);
         }
+        st.unwritten.clear();
         drop(self.release(st));
         for r in st.forks.drain(..) {
             r.set_pid(Err(err.clone().context("no fork")));

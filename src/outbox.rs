@@ -35,6 +35,10 @@ struct Chunk {
 pub struct Outbox {
     chunks: VecDeque<Chunk>,
     bytes: usize,
+    /// Bytes ever handed to [`Outbox::send`] and ever written: a frame is
+    /// out once `written` reaches the `accepted` it ended at.
+    accepted: u64,
+    written: u64,
 }
 
 /// What a flush achieved.
@@ -57,6 +61,16 @@ impl Outbox {
         self.bytes
     }
 
+    /// Where the bytes handed over so far end, as a mark for [`Outbox::past`].
+    pub fn mark(&self) -> u64 {
+        self.accepted
+    }
+
+    /// True once everything up to `mark` was written to the socket.
+    pub fn past(&self, mark: u64) -> bool {
+        self.written >= mark
+    }
+
     /// Queues `parts` (together one or more whole frames) with `fds`, trying
     /// to write them at once when nothing else waits. An error means the
     /// socket is broken: the peer is gone or the fd is not a socket.
@@ -67,6 +81,7 @@ impl Outbox {
         fds: Vec<OwnedFd>,
     ) -> Result<Flushed, Errno> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
+        self.accepted += total as u64;
         let mut skip = 0;
         let mut fds = fds;
         if self.chunks.is_empty() {
@@ -75,6 +90,7 @@ impl Outbox {
             match send_raw(sock, &iov, &raw) {
                 Ok(n) => {
                     fds.clear();
+                    self.written += n as u64;
                     if n == total {
                         return Ok(Flushed::All);
                     }
@@ -138,6 +154,7 @@ impl Outbox {
             for c in self.chunks.iter_mut().take(used) {
                 c.fds.clear();
             }
+            self.written += n as u64;
             self.consume(n);
         }
         Ok(Flushed::All)

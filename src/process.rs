@@ -191,11 +191,15 @@ impl Process {
     }
 
     /// Makes the process enter `int function(int fd, const fork_arg *args,
-    /// size_t nargs)` and consumes the handle. Once everything is written
-    /// (and, for a forked process, the fork is confirmed), `cb` gets the
-    /// comm socket; if that can no longer happen, it gets the error. `cb`
-    /// runs from dispatch or wait, never from inside `run`, and never when
-    /// `run` itself returns an error.
+    /// size_t nargs)` and consumes the handle. Once everything for it is
+    /// written to the kernel (its commands, and the fork request to its
+    /// template), `cb` gets the comm socket; if that can no longer happen,
+    /// it gets the error. `cb` does not wait for the template's pid report:
+    /// a fork that fails after its request left (the template died, or
+    /// fork failed there) shows as EOF on the socket, and the exit callback
+    /// and [`Process::pid`] get the error. `cb` runs from dispatch or wait,
+    /// never from inside `run`, and never when `run` itself returns an
+    /// error.
     pub fn run(
         self,
         function: &str,

@@ -32,6 +32,9 @@ enum Pid {
 struct State {
     /// The generation it was made in; see [`crate::after_fork`].
     epoch: u64,
+    /// The request that creates the process has left this process (always
+    /// true but for forks still queued for their template).
+    made: bool,
     pid: Pid,
     run: Option<RunCallback>,
     /// Run without a callback: the socket is closed once written.
@@ -52,6 +55,7 @@ impl Record {
         Arc::new(Record {
             st: Mutex::new(State {
                 epoch: crate::after_fork::epoch(),
+                made: !matches!(pid, Pid::Pending),
                 pid,
                 run: None,
                 detached: false,
@@ -112,6 +116,13 @@ impl Record {
                 st.pid = Pid::Failed(e);
             }
         }
+        poke(&mut st);
+    }
+
+    /// The fork request was written to the template's socket.
+    pub fn fork_sent(&self) {
+        let mut st = self.lock();
+        st.made = true;
         poke(&mut st);
     }
 
@@ -201,7 +212,10 @@ fn poke(st: &mut State) {
             Some(Err(e.clone()))
         } else if let Pid::Failed(e) = &st.pid {
             Some(Err(e.clone()))
-        } else if matches!(st.pid, Pid::Known(_) | Pid::Unknown) && st.sock.is_some() {
+        } else if st.made && st.sock.is_some() {
+            // The run does not wait for the template's pid report: a fork
+            // that fails after its request left shows as EOF on the comm
+            // socket, and the exit callback gets the error.
             st.sock.take().map(Ok)
         } else {
             None

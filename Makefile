@@ -3,6 +3,7 @@
 #   make demo       build and run the hello example
 #   make test       every test (cargo test runs the C examples too)
 #   make bench      the spawn benchmark
+#   make sanitize   the C examples and C tests built with ASan + UBSan, run
 #   make install PREFIX=/usr/local
 
 PREFIX    ?= /usr/local
@@ -27,7 +28,7 @@ EXAMPLES    := $(patsubst c-examples/%.c,$(OUT)/%,$(EXAMPLE_SRC)) $(patsubst c-e
 WORKERS     := $(patsubst c-examples/%.c,$(OUT)/lib%.so,$(WORKER_SRC))
 LINK        := -L$(REL) -Wl,-rpath,$(abspath $(REL)) -lanyfork
 
-.PHONY: all lib examples demo deps test bench install clean
+.PHONY: all lib examples demo deps test bench install clean sanitize
 
 all: lib examples
 
@@ -63,7 +64,7 @@ demo: lib $(OUT)/hello $(OUT)/libhello_worker.so
 
 # Debian packages the tests need: libev and libuv for the loop examples,
 # the toolchains the language bindings are tested with.
-DEPS := libev-dev libuv1-dev pkg-config golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl python3
+DEPS := libev-dev libuv1-dev pkg-config golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl python3 valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -74,6 +75,43 @@ deps:
 
 test: deps
 	$(CARGO) test
+
+# The C examples and the C tests built with AddressSanitizer and UBSan and
+# run (the Rust library itself is not instrumented). Worker libraries are
+# loaded into anyfork-serve, which has no ASan runtime: they get UBSan only.
+SAN       := build/sanitize
+SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1
+SAN_LIB   := -fsanitize=undefined -fno-sanitize-recover=all -g -O1 -shared -fPIC
+SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+SAN_C     := $(filter-out %_worker.c,$(wildcard c-examples/*.c))
+
+sanitize: lib
+	@mkdir -p $(SAN)
+	@set -e; \
+	for w in $(WORKER_SRC) tests/c/children.c tests/c/reliability_lib.c; do \
+	  n=$$(basename $$w .c); case $$n in reliability_lib) n=reliability;; esac; \
+	  $(CC) $(SAN_LIB) $(WARN) -Iinclude $$w -o $(SAN)/lib$$n.so; \
+	done; \
+	for src in $(SAN_C) tests/c/api_errors.c tests/c/bad_input.c tests/c/fd_exhaustion.c \
+	           tests/c/signal_probe.c tests/c/loop_exit.c tests/c/foreign_uid.c; do \
+	  n=$$(basename $$src .c); extra=""; \
+	  case $$n in libev) extra=-lev;; libuv) extra=-luv;; template|early|signal_probe) extra=-rdynamic;; \
+	    api_errors) extra=-pthread;; esac; \
+	  $(CC) $(SANFLAGS) $(WARN) -Iinclude $$src -o $(SAN)/$$n $(LINK) $$extra; \
+	done
+	@set -e; cd $(SAN); fail=0; \
+	run() { name="$$1"; shift; \
+	  if $(SAN_ENV) "$$@" >"$$name.out" 2>"$$name.err"; then echo "sanitize: $$name ok"; \
+	  else echo "sanitize: $$name FAILED (status $$?)"; cat "$$name.out" "$$name.err"; fail=1; fi; }; \
+	for e in $(notdir $(basename $(SAN_C))); do run $$e ./$$e; done; \
+	run api_errors ./api_errors $(abspath $(SAN))/libchildren.so; \
+	run bad_input ./bad_input $(abspath $(SAN))/libreliability.so; \
+	run fd_exhaustion ./fd_exhaustion $(abspath $(SAN))/libreliability.so; \
+	run signal_probe_untouched ./signal_probe $(abspath $(SAN))/libreliability.so untouched; \
+	run signal_probe_messy ./signal_probe $(abspath $(SAN))/libreliability.so messy; \
+	run loop_exit ./loop_exit; \
+	run foreign_uid ./foreign_uid $(abspath $(SAN))/libreliability.so; \
+	exit $$fail
 
 bench:
 	$(CARGO) bench --bench spawn

@@ -6,8 +6,9 @@
 //! A host loop that reaps every child itself (libev's child watchers do)
 //! makes that `waitpid` fail with `ECHILD`: the exit callback then gets
 //! `-ECHILD`, and nothing else breaks. On kernels without pidfds the
-//! children are polled with `waitpid(WNOHANG)` on every dispatch, and
-//! `wait` wakes at least every 20 ms while any is pending.
+//! children are polled with `waitpid(WNOHANG)` on every dispatch, and a
+//! timerfd in the loop fd ticks every 20 ms while any is pending, so an
+//! event loop wakes for them too.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,7 @@ pub fn watch(pid: i32, rec: Arc<Record>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(child);
+    r.set_ticking(true);
 }
 
 impl DirectChild {
@@ -110,14 +112,15 @@ impl DirectChild {
         if let Ok(mut fd) = self.pidfd.try_lock() {
             drop(fd.take());
         }
-        std::mem::forget(self);
     }
 }
 
 /// Forgets the parent's children (in a forked child).
 pub fn abandon_fallback() {
     if let Ok(mut v) = FALLBACK.try_lock() {
-        std::mem::forget(std::mem::take(&mut *v));
+        // Their records belong to the parent's generation: dropping them
+        // calls nothing.
+        drop(std::mem::take(&mut *v));
     }
 }
 

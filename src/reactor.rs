@@ -38,6 +38,10 @@ struct Due {
 pub struct Reactor {
     ep: OwnedFd,
     wake: OwnedFd,
+    /// A timerfd that ticks while direct children without a pidfd wait to
+    /// be reaped (see [`crate::direct`]).
+    tick: OwnedFd,
+    ticking: std::sync::atomic::AtomicBool,
     sources: Mutex<HashMap<u64, Source>>,
     next: AtomicU64,
     due: Mutex<Due>,
@@ -45,6 +49,7 @@ pub struct Reactor {
 }
 
 const WAKE: u64 = 0;
+const TICK: u64 = u64::MAX;
 
 thread_local! {
     /// This thread is processing events in `dispatch`: what it makes due
@@ -94,8 +99,10 @@ impl Reactor {
         if p.is_null() {
             return;
         }
-        // SAFETY: reactors are never freed; this one is leaked for good.
-        let r = unsafe { &*p };
+        // SAFETY: in a forked child only this thread exists, and no
+        // reference to the old reactor is live on its stack here: the box
+        // can be taken back and freed (its fds close as it drops).
+        let r = unsafe { Box::from_raw(p) };
         if let Ok(mut sources) = r.sources.try_lock() {
             for (_, src) in sources.drain() {
                 match src {
@@ -104,12 +111,7 @@ impl Reactor {
                 }
             }
         }
-        // SAFETY: closing fds this process inherited; the leaked struct
-        // never drops its copies.
-        unsafe {
-            libc::close(r.ep.as_raw_fd());
-            libc::close(r.wake.as_raw_fd());
-        }
+        drop(r);
     }
 
     fn create() -> Result<Reactor> {
@@ -121,6 +123,22 @@ impl Reactor {
         let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         let wake = Errno::result(wake).map_err(|e| Error::sys(e, "creating the loop's eventfd"))?;
         let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+        let tick = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
+            )
+        };
+        let tick = Errno::result(tick).map_err(|e| Error::sys(e, "creating the loop's timerfd"))?;
+        let tick = unsafe { OwnedFd::from_raw_fd(tick) };
+        epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            tick.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            TICK,
+        )
+        .map_err(|e| Error::sys(e, "adding the timerfd to the loop fd"))?;
         epoll_ctl(
             ep.as_raw_fd(),
             libc::EPOLL_CTL_ADD,
@@ -132,6 +150,8 @@ impl Reactor {
         Ok(Reactor {
             ep,
             wake,
+            tick,
+            ticking: std::sync::atomic::AtomicBool::new(false),
             sources: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             due: Mutex::new(Due {
@@ -196,6 +216,35 @@ impl Reactor {
         self.waiting.load(Ordering::Acquire)
     }
 
+    /// Starts (every 20 ms) or stops the tick that makes the loop fd
+    /// readable while children without a pidfd wait to be reaped.
+    pub fn set_ticking(&self, on: bool) {
+        if self.ticking.swap(on, Ordering::AcqRel) == on {
+            return;
+        }
+        let period = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: if on { 20_000_000 } else { 0 },
+        };
+        let spec = libc::itimerspec {
+            it_interval: period,
+            it_value: period,
+        };
+        // SAFETY: arms or disarms our timerfd with a valid spec.
+        unsafe { libc::timerfd_settime(self.tick.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+    }
+
+    /// Makes the loop fd readable (callbacks are due).
+    fn wake(&self) {
+        let mut due = lock(&self.due);
+        if !due.signaled {
+            due.signaled = true;
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer.
+            unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+        }
+    }
+
     /// Queues a callback for the next dispatch and makes the loop fd
     /// readable, unless this thread is inside dispatch and will run it
     /// before returning anyway.
@@ -229,6 +278,12 @@ impl Reactor {
             if token == WAKE {
                 continue;
             }
+            if token == TICK {
+                let mut buf = [0u8; 8];
+                // SAFETY: drains the timerfd's expiry count into `buf`.
+                unsafe { libc::read(self.tick.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+                continue;
+            }
             let src = lock(&self.sources).get(&token).cloned();
             match src {
                 Some(Source::Conn(c)) => c.on_ready(bits),
@@ -237,6 +292,9 @@ impl Reactor {
             }
         }
         crate::direct::poll_fallback();
+        if !crate::direct::fallback_pending() {
+            self.set_ticking(false);
+        }
         IN_DISPATCH.set(false);
         let ready = {
             let mut due = lock(&self.due);
@@ -250,9 +308,20 @@ impl Reactor {
             q
         };
         let ran = ready.len();
-        for cb in ready {
+        let mut ready = ready;
+        while let Some(cb) = ready.pop_front() {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            cb();
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
+                // A Rust callback panicked: the others still run, in a
+                // later dispatch, before the panic goes on to the caller.
+                let mut due = lock(&self.due);
+                while let Some(rest) = ready.pop_back() {
+                    due.queue.push_front(rest);
+                }
+                drop(due);
+                self.wake();
+                std::panic::resume_unwind(panic);
+            }
         }
         Ok(ran)
     }
@@ -266,7 +335,7 @@ impl Reactor {
             if ran > 0 || self.waiting() == 0 {
                 return Ok(ran);
             }
-            let mut left = if timeout_ms < 0 {
+            let left = if timeout_ms < 0 {
                 -1
             } else {
                 let spent = start.elapsed().as_millis().min(i32::MAX as u128) as i32;
@@ -275,9 +344,6 @@ impl Reactor {
                 }
                 timeout_ms - spent
             };
-            if crate::direct::fallback_pending() {
-                left = if left < 0 { 20 } else { left.min(20) };
-            }
             let mut pfd = libc::pollfd {
                 fd: self.ep.as_raw_fd(),
                 events: libc::POLLIN,

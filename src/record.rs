@@ -202,7 +202,7 @@ fn poke(st: &mut State) {
         return;
     }
     let failed = st.run_error.is_some() || matches!(st.pid, Pid::Failed(_));
-    if st.detached && (st.sock.is_some() || failed) {
+    if st.detached && ((st.made && st.sock.is_some()) || failed) {
         st.detached = false;
         st.sock = None;
         unexpect();

@@ -102,7 +102,7 @@ pub unsafe fn bytes<'a>(data: *const u8, len: usize, what: &str) -> Result<&'a [
     if len > isize::MAX as usize {
         return Err(Error::new(
             Errno::E2BIG,
-            format!("{what} cannot be {len} bytes long"),
+            format!("{what} cannot be {len} bytes long (a string holds less than 4 GiB)"),
         ));
     }
     // SAFETY: per the contract above; the length fits an object.

@@ -180,14 +180,16 @@ pub unsafe extern "C" fn fork_eval(
         let h = unsafe { handle(p, "the process")? };
         // SAFETY: per the function contract.
         let name = unsafe { text(function, "the function name")? };
+        let size = nargs
+            .checked_mul(size_of::<*const c_char>())
+            .ok_or_else(|| {
+                Error::new(
+                    Errno::E2BIG,
+                    format!("{nargs} arguments are more than memory holds"),
+                )
+            })?;
         // SAFETY: per the function contract.
-        let ptrs = unsafe {
-            bytes(
-                args.cast::<u8>(),
-                nargs * size_of::<*const c_char>(),
-                "args",
-            )?
-        };
+        let ptrs = unsafe { bytes(args.cast::<u8>(), size, "args")? };
         let ptrs: &[*const c_char] = if nargs == 0 {
             &[]
         } else {

@@ -14,11 +14,33 @@ pub fn root() -> PathBuf {
 }
 
 /// Where cargo put libanyfork.so and anyfork-serve for this build.
+///
+/// `cargo test` builds the cdylib under `deps/` but copies it up beside
+/// the binaries only in `cargo build`; the first call here brings the copy
+/// up to date, so C tests never link a stale (or missing) library.
 pub fn lib_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_anyfork-serve"))
+    static FRESH: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_anyfork-serve"))
         .parent()
         .unwrap()
-        .to_path_buf()
+        .to_path_buf();
+    FRESH.get_or_init(|| {
+        let built = dir.join("deps/libanyfork.so");
+        let used = dir.join("libanyfork.so");
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if let Some(b) = mtime(&built) {
+            if mtime(&used).is_none_or(|u| u < b) {
+                let tmp = dir.join(format!(".libanyfork.so.{}", std::process::id()));
+                std::fs::copy(&built, &tmp).expect("copying the fresh libanyfork.so");
+                std::fs::rename(&tmp, &used).expect("replacing libanyfork.so");
+            }
+        }
+        let soname = dir.join("libanyfork.so.0");
+        if std::fs::read_link(&soname).is_err() {
+            let _ = std::os::unix::fs::symlink("libanyfork.so", &soname);
+        }
+    });
+    dir
 }
 
 /// Where compiled C test artefacts go.

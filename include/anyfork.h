@@ -456,8 +456,9 @@ int fork_eval_n(struct fork_proc *p,
  for a forked process the fork request to its template. `cb` does not
  wait for the template to report the pid (that would cost a round trip
  per process): if the fork fails after its request left (fork failed in
- the template, or the template died first), the comm socket reads EOF at
- once, and `fork_on_exit`'s callback gets pid -1 and the `-errno`.
+ the template, or the template died first), reading the comm socket
+ ends at once (EOF, or `ECONNRESET` when commands written to it were lost
+ unread), and `fork_on_exit`'s callback gets pid -1 and the `-errno`.
 
  Returns 0, or `-EINVAL` (NULL `p` or `function`, an empty name),
  `-EPIPE` (the process is gone) with `fork_last_error()` set; after an

@@ -87,7 +87,10 @@ impl Reader {
                     let chunk = (len - old).min(READ_CHUNK);
                     self.payload.resize(old + chunk, 0);
                     let (p, h) = (&mut self.payload[old..], &mut self.hdr[self.have..]);
-                    let n = if tag == Tag::Run {
+                    // The next header may be read along only with the last
+                    // bytes of the payload, and never after a run frame.
+                    let last = chunk == len - old;
+                    let n = if tag == Tag::Run || !last {
                         recv(sock, &mut [IoSliceMut::new(p)], &mut self.cmsg, fdq)
                     } else {
                         recv(

@@ -302,3 +302,36 @@ pub fn run_in_session(cmd: &mut Command, limit: Duration, grace: Duration) -> Se
         leftovers,
     }
 }
+
+/// Runs `body` in a fresh process of this test binary (the test `name`,
+/// re-executed alone, in a session of its own): it gets the library to
+/// itself (its own default template and loop fd), a hang fails the test
+/// after `limit` instead of blocking the suite, and a failure cannot leave
+/// broken process-wide state to other tests. `env` is set in the child.
+pub fn isolated(name: &str, limit: Duration, env: &[(&str, String)], body: impl FnOnce()) {
+    const ENV: &str = "ANYFORK_TEST_ISOLATED";
+    if std::env::var(ENV).as_deref() == Ok(name) {
+        body();
+        return;
+    }
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        name,
+        "--exact",
+        "--nocapture",
+        "--include-ignored",
+        "--test-threads=1",
+    ])
+    .env(ENV, name);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let r = run_in_session(&mut cmd, limit, Duration::from_secs(10));
+    assert!(
+        r.status.success() && r.stdout.contains("1 passed"),
+        "{name} (isolated, {}):\n{}\n{}",
+        r.status,
+        r.stdout,
+        r.stderr
+    );
+}

@@ -308,32 +308,8 @@ pub fn raw(fd: &impl AsRawFd) -> i32 {
     fd.as_raw_fd()
 }
 
-/// Runs `body` in a fresh process of this test binary (this same test,
-/// re-executed alone): for tests that leave the library's process-wide
-/// state broken when they fail, so that no other test inherits it. The
-/// parent fails with the child's output if the child fails or runs longer
-/// than `limit`.
+/// Runs `body` alone in a fresh process of this test binary
+/// ([`common::isolated`]).
 pub fn isolated(name: &str, limit: Duration, body: impl FnOnce()) {
-    const ENV: &str = "ANYFORK_RELIABILITY_ISOLATED";
-    if std::env::var(ENV).as_deref() == Ok(name) {
-        body();
-        return;
-    }
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        name,
-        "--exact",
-        "--nocapture",
-        "--include-ignored",
-        "--test-threads=1",
-    ])
-    .env(ENV, name);
-    let r = common::run_in_session(&mut cmd, limit, Duration::from_secs(10));
-    assert!(
-        r.status.success() && r.stdout.contains("1 passed"),
-        "{name} (isolated, {}):\n{}\n{}",
-        r.status,
-        r.stdout,
-        r.stderr
-    );
+    common::isolated(name, limit, &[], body)
 }

@@ -447,74 +447,9 @@ pub fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
 }
 
-/// Runs `body` in a fresh process of this test binary (the test called
-/// `name`, re-executed with `--exact`), so that it has the library to
-/// itself (its own default template and loop fd) and so that a hang in the
-/// library fails the test after `limit` instead of blocking the suite.
-/// The subprocess is killed on timeout; its templates then see EOF.
+/// Runs `body` alone in a fresh process of this test binary
+/// ([`common::isolated`]), which compiles nothing again: it is told where
+/// libchildren.so is.
 pub fn isolated(name: &str, limit: Duration, body: impl FnOnce()) {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    const ENV: &str = "ANYFORK_TEST_ISOLATED";
-    if std::env::var(ENV).as_deref() == Ok(name) {
-        body();
-        return;
-    }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--nocapture",
-            "--include-ignored",
-            "--test-threads=1",
-        ])
-        .env(ENV, name)
-        .env(LIB_ENV, lib())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("re-executing the test binary");
-    let (tx, rx) = mpsc::channel();
-    for mut r in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = r.read_to_end(&mut s);
-            let _ = tx.send(String::from_utf8_lossy(&s).into_owned());
-        });
-    }
-    let t = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // Output may stay open in a process the subprocess left running: give
-    // the readers a moment, not forever.
-    let mut out = String::new();
-    for _ in 0..2 {
-        if let Ok(s) = rx.recv_timeout(Duration::from_secs(5)) {
-            out.push_str(&s);
-        }
-    }
-    match status {
-        None => panic!("{name}: hung for more than {limit:?} and was killed; its output:\n{out}"),
-        Some(st) if !st.success() => panic!("{name}: failed ({st}); its output:\n{out}"),
-        Some(_) => {
-            assert!(
-                out.contains("1 passed"),
-                "{name}: the test did not run:\n{out}"
-            );
-        }
-    }
+    common::isolated(name, limit, &[(LIB_ENV, lib().to_string())], body)
 }

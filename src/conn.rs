@@ -389,7 +389,19 @@ impl Conn {
             st.dead.get_or_insert_with(|| {
                 Error::new(Errno::EBADF, "inherited from the parent process")
             });
-            drop(st.fd.take());
+            if let Some(fd) = st.fd.take() {
+                if crate::after_fork::inherited_fds_gone() {
+                    // Closed already; the number may be someone else's now.
+                    let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+                }
+            }
+            // So are the child's end of a fork held back and queued fds.
+            if crate::after_fork::inherited_fds_gone() {
+                if let Some((fd, _)) = st.pending.take() {
+                    let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
+                }
+                std::mem::forget(std::mem::take(&mut st.out));
+            }
         }
     }
 

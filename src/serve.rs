@@ -32,6 +32,10 @@ pub struct ServeOptions {
     /// may have installed some: a template fork of the caller, a custom
     /// server); an exec'd `anyfork-serve` starts with all at default.
     pub scan_signals: bool,
+    /// Other threads may exist (a custom server calling `fork_serve`): one
+    /// of them may take a SIGCHLD meant for the signalfd, so children are
+    /// also reaped on a 50 ms tick.
+    pub threaded: bool,
 }
 
 struct Reader {
@@ -165,6 +169,8 @@ struct Server {
     /// Forked and not yet reaped.
     children: usize,
     expect_hello: bool,
+    /// Poll timeout in ms: -1, or a tick for [`ServeOptions::threaded`].
+    tick: libc::c_int,
 }
 
 /// Serves commands on `sock` until EOF or a run; never returns.
@@ -183,7 +189,15 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
                 format_args!("signalfd: {}", std::io::Error::last_os_error()),
             );
         }
-        OwnedFd::from_raw_fd(fd)
+        // Out of the way of the low fd numbers that the code the server
+        // hosts may expect to hand out or find (an interpreter's own).
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+        if high >= 0 {
+            libc::close(fd);
+            OwnedFd::from_raw_fd(high)
+        } else {
+            OwnedFd::from_raw_fd(fd)
+        }
     };
     child::set_comm(sock.as_raw_fd());
     let mut s = Server {
@@ -196,6 +210,7 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         rd: Reader::new(),
         children: 0,
         expect_hello: opts.expect_hello,
+        tick: if opts.threaded { 50 } else { -1 },
     };
     s.main_loop()
 }
@@ -229,8 +244,8 @@ impl Server {
                 },
             ];
             // SAFETY: two valid pollfds.
-            unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
-            if pfd[1].revents != 0 {
+            unsafe { libc::poll(pfd.as_mut_ptr(), 2, self.tick) };
+            if pfd[1].revents != 0 || (self.tick >= 0 && self.children > 0) {
                 self.reap();
             }
         }
@@ -406,11 +421,11 @@ impl Server {
                 },
             ];
             // SAFETY: two valid pollfds.
-            unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) };
+            unsafe { libc::poll(pfd.as_mut_ptr(), 2, self.tick) };
             if pfd[0].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
                 break;
             }
-            if pfd[1].revents != 0 {
+            if pfd[1].revents != 0 || self.tick >= 0 {
                 self.reap();
             }
             alive = self.flush_reports(false);
@@ -470,6 +485,7 @@ pub fn exec_main() -> ! {
             ServeOptions {
                 expect_hello: true,
                 scan_signals: false,
+                threaded: false,
             },
         )
     }
@@ -507,6 +523,7 @@ pub fn serve_custom(fd: RawFd) -> crate::error::Result<std::convert::Infallible>
             ServeOptions {
                 expect_hello: true,
                 scan_signals: true,
+                threaded: true,
             },
         )
     }

@@ -70,6 +70,9 @@ pub fn template() -> Result<Process> {
         crate::after_fork::reset();
         let fd = theirs.as_raw_fd();
         crate::serve::close_others(fd);
+        // Handles inherited from the caller now name closed (soon reused)
+        // fd numbers: dropping one must not close anything.
+        crate::after_fork::forget_inherited_fds();
         // SAFETY: plain fcntl/prctl on our own fd and process.
         unsafe {
             libc::fcntl(fd, libc::F_SETFL, 0);
@@ -80,6 +83,7 @@ pub fn template() -> Result<Process> {
             crate::serve::ServeOptions {
                 expect_hello: false,
                 scan_signals: true,
+                threaded: false,
             },
         );
     }

@@ -1,0 +1,75 @@
+# frozen_string_literal: true
+
+require "ffi"
+
+class AnyFork
+  # libanyfork's C API as the ffi gem sees it (include/anyfork.h). Nothing
+  # here has logic of its own; AnyFork wraps it.
+  module Lib
+    extend FFI::Library
+
+    # Where libanyfork is: $ANYFORK_LIB (a file, a directory holding
+    # libanyfork.so, or a bare name for the dynamic linker), else the
+    # installed libanyfork.so.0.
+    def self.path
+      env = ENV.fetch("ANYFORK_LIB", "")
+      return "libanyfork.so.0" if env.empty?
+
+      File.directory?(env) ? File.join(env, "libanyfork.so") : env
+    end
+
+    begin
+      ffi_lib path
+    rescue LoadError => e
+      raise LoadError, "anyfork: cannot load #{path}: #{e.message} " \
+                       "(set ANYFORK_LIB to the path of libanyfork.so, or `make install`)"
+    end
+
+    FORK_ARG_STRING = 0
+    FORK_ARG_FD = 1
+    FORK_CALL_EVAL = 0
+    FORK_CALL_RUN = 1
+    # What a dispatcher returns for a name it leaves to dlsym.
+    FORK_DISPATCH_PASS = -2**31
+
+    # struct fork_arg.
+    class Arg < FFI::Struct
+      layout :kind, :int,
+             :fd, :int,
+             :data, :pointer,
+             :len, :size_t
+    end
+
+    callback :run_cb, %i[int pointer], :void
+    callback :exit_cb, %i[pid_t int pointer], :void
+    callback :dispatch_fn, %i[int pointer int pointer size_t pointer], :int
+
+    attach_function :fork_new, [], :pointer
+    attach_function :fork_new_exec, [], :pointer
+    attach_function :fork_new_exec_argv, [:pointer], :pointer
+    # Not blocking: the copy it makes runs Ruby code (the dispatcher) on
+    # this very thread, which must hold the GVL there as it does here.
+    attach_function :fork_template, [], :pointer
+    attach_function :fork_fork, [:pointer], :pointer
+    attach_function :fork_send_fd, %i[pointer int], :int
+    attach_function :fork_send_arg, %i[pointer buffer_in size_t], :int
+    attach_function :fork_require, %i[pointer string], :int
+    attach_function :fork_eval_n, %i[pointer string pointer pointer size_t], :int
+    attach_function :fork_run, %i[pointer string run_cb pointer], :int
+    attach_function :fork_exec, %i[pointer pointer pointer run_cb pointer], :int
+    attach_function :fork_on_exit, %i[pointer exit_cb pointer], :int
+    # May wait up to 10 s for a template's report: let other threads run.
+    attach_function :fork_pid, [:pointer], :pid_t, blocking: true
+    attach_function :fork_free, [:pointer], :void
+    attach_function :fork_last_error, [], :string
+    attach_function :fork_last_errno, [], :int
+    attach_function :fork_loop_fd, [], :int
+    attach_function :fork_loop_dispatch, [], :int
+    # Blocks: other Ruby threads run meanwhile; callbacks take the GVL back.
+    attach_function :fork_wait, [:int], :int, blocking: true
+    attach_function :fork_pending, [], :size_t
+    attach_function :fork_set_dispatch, %i[dispatch_fn pointer], :void
+    # Never returns in a working server, which runs Ruby in its children.
+    attach_function :fork_serve, [:int], :int
+  end
+end

@@ -10,6 +10,15 @@
  * from fork_loop_dispatch() or fork_wait(); a call that returns an error
  * never calls its callback. Any thread may call any function; one
  * fork_proc is used by one thread at a time.
+ *
+ * Callbacks: each runs exactly once, on the thread that calls dispatch or
+ * wait, with no library lock held, in the order they became due. A
+ * callback may call any function here, including creating and running
+ * processes and dispatching; what it makes due runs in a later dispatch.
+ * At exit, callbacks still pending are not run: the library's sockets
+ * close with the process, so its templates exit and processes that had
+ * not run yet see EOF and exit; processes already running are on their
+ * own. In a child you forked yourself, call fork_reset_after_fork first.
  */
 
 #ifndef ANYFORK_H

@@ -460,3 +460,32 @@ fn spawn_example_reports_a_program_that_cannot_be_executed() {
     );
     assert_empty_dir(&tmp);
 }
+
+// ---------------------------------------------------------------------
+// The C++ wrapper.
+
+/// c-examples/cpp_hello.cpp builds with -std=c++17 -Wall -Wextra -Werror
+/// against include/anyfork.hpp and runs: echo's line comes back through
+/// the comm socket and its exit status through the exit callback.
+#[test]
+fn cpp_hello_builds_strictly_and_runs() {
+    let out = examples_dir().join("cpp_hello");
+    let lib = common::lib_dir();
+    let status = std::process::Command::new(std::env::var("CXX").unwrap_or_else(|_| "c++".into()))
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O1"])
+        .arg(format!("-I{}", common::root().join("include").display()))
+        .arg(common::root().join("c-examples/cpp_hello.cpp"))
+        .arg("-o")
+        .arg(&out)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lanyfork")
+        .status()
+        .expect("running the C++ compiler");
+    assert!(status.success(), "compiling cpp_hello.cpp failed");
+    let mut cmd = std::process::Command::new(&out);
+    let r = common::run_in_session(&mut cmd, SHORT, GRACE);
+    assert!(r.status.success(), "{}", describe(&r));
+    assert_eq!(r.stdout, "hello from C++\nok\n", "{}", describe(&r));
+    assert!(r.leftovers.is_empty(), "{}", describe(&r));
+}

@@ -86,13 +86,7 @@ fn go_binding_tests_pass() {
     );
     let mut cmd = go_command(&["test", "-count=1", "-v", "./..."]);
     let r = common::run_in_session(&mut cmd, LIMIT, GRACE);
-    let all = format!(
-        "{}\n--- stdout\n{}--- stderr\n{}--- left behind\n{}",
-        r.status,
-        r.stdout,
-        r.stderr,
-        r.leftovers.join("\n")
-    );
+    let all = r.describe();
     println!("{all}");
     assert!(r.status.success(), "go test failed: {all}");
     assert!(

@@ -17,21 +17,14 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(600);
 const GRACE: Duration = Duration::from_secs(10);
 
-fn have(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn perl_binding_tests_pass() {
     assert!(
-        have("prove", &["--version"]),
+        common::have("prove", &["--version"]),
         "perl's prove is missing: `make deps` installs perl"
     );
     assert!(
-        have("perl", &["-MFFI::Platypus", "-e1"]),
+        common::have("perl", &["-MFFI::Platypus", "-e1"]),
         "FFI::Platypus is missing: `make deps` installs libffi-platypus-perl"
     );
 
@@ -50,13 +43,7 @@ fn perl_binding_tests_pass() {
         .env_remove("PERL5OPT")
         .env_remove("HARNESS_OPTIONS");
     let r = common::run_in_session(&mut cmd, LIMIT, GRACE);
-    let all = format!(
-        "{}\n--- stdout\n{}--- stderr\n{}--- left behind\n{}",
-        r.status,
-        r.stdout,
-        r.stderr,
-        r.leftovers.join("\n")
-    );
+    let all = r.describe();
     println!("{all}");
     assert!(r.status.success(), "the Perl tests failed: {all}");
     assert!(

@@ -34,13 +34,7 @@ fn python_binding_tests_pass() {
         .env("TMPDIR", &tmp)
         .env_remove("PYTHONPATH");
     let r = common::run_in_session(&mut cmd, LIMIT, GRACE);
-    let all = format!(
-        "{}\n--- stdout\n{}--- stderr\n{}--- left behind\n{}",
-        r.status,
-        r.stdout,
-        r.stderr,
-        r.leftovers.join("\n")
-    );
+    let all = r.describe();
     println!("{all}");
     assert!(r.status.success(), "the Python tests failed: {all}");
     assert!(

@@ -18,21 +18,14 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(600);
 const GRACE: Duration = Duration::from_secs(10);
 
-fn have(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn ruby_binding_tests_pass() {
     assert!(
-        have("ruby", &["--version"]),
+        common::have("ruby", &["--version"]),
         "ruby is missing: `make deps` installs it"
     );
     assert!(
-        have("ruby", &["-rffi", "-e", "exit 0"]),
+        common::have("ruby", &["-rffi", "-e", "exit 0"]),
         "the ffi gem is missing: `make deps` installs ruby-ffi"
     );
 
@@ -64,13 +57,7 @@ fn ruby_binding_tests_pass() {
     .env_remove("RUBYOPT")
     .env_remove("RUBYLIB");
     let r = common::run_in_session(&mut cmd, LIMIT, GRACE);
-    let all = format!(
-        "{}\n--- stdout\n{}--- stderr\n{}--- left behind\n{}",
-        r.status,
-        r.stdout,
-        r.stderr,
-        r.leftovers.join("\n")
-    );
+    let all = r.describe();
     println!("{all}");
     assert!(r.status.success(), "the Ruby tests failed: {all}");
     assert!(
@@ -83,7 +70,7 @@ fn ruby_binding_tests_pass() {
 #[test]
 fn ruby_example_runs() {
     assert!(
-        have("ruby", &["-rffi", "-e", "exit 0"]),
+        common::have("ruby", &["-rffi", "-e", "exit 0"]),
         "ruby or the ffi gem is missing: `make deps` installs ruby and ruby-ffi"
     );
     let dir = common::root().join("bindings").join("ruby");
@@ -95,13 +82,7 @@ fn ruby_example_runs() {
         .env_remove("RUBYOPT")
         .env_remove("RUBYLIB");
     let r = common::run_in_session(&mut cmd, Duration::from_secs(120), GRACE);
-    let all = format!(
-        "{}\n--- stdout\n{}--- stderr\n{}--- left behind\n{}",
-        r.status,
-        r.stdout,
-        r.stderr,
-        r.leftovers.join("\n")
-    );
+    let all = r.describe();
     println!("{all}");
     assert!(r.status.success(), "example.rb failed: {all}");
     assert!(r.stdout.contains("example: all good"), "{all}");

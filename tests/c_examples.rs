@@ -93,14 +93,7 @@ fn run(example: &str, worker: &str, args: &[&str], limit: Duration) -> SessionRu
 }
 
 fn describe(r: &SessionRun) -> String {
-    format!(
-        "pid {}, {}\n--- stdout\n{}--- stderr\n{}--- left behind\n{}",
-        r.pid,
-        r.status,
-        r.stdout,
-        r.stderr,
-        r.leftovers.join("\n")
-    )
+    r.describe()
 }
 
 /// Exit status 0, nothing on stderr, no process left behind.

@@ -116,14 +116,7 @@ fn run_c(exe: &Path, args: &[&str]) -> SessionRun {
 }
 
 fn describe(r: &SessionRun) -> String {
-    format!(
-        "pid {}, {}\n--- stdout\n{}--- stderr\n{}--- left behind\n{}",
-        r.pid,
-        r.status,
-        r.stdout,
-        r.stderr,
-        r.leftovers.join("\n")
-    )
+    r.describe()
 }
 
 fn assert_clean(r: &SessionRun) {

@@ -176,6 +176,28 @@ pub fn compile(out: &Path, args: &[String], link_anyfork: bool) -> PathBuf {
     out.to_path_buf()
 }
 
+/// True when `program args` runs and succeeds (a tool is installed).
+pub fn have(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+impl SessionRun {
+    /// Everything seen, for a failure message.
+    pub fn describe(&self) -> String {
+        format!(
+            "pid {}, {}\n--- stdout\n{}--- stderr\n{}--- left behind\n{}",
+            self.pid,
+            self.status,
+            self.stdout,
+            self.stderr,
+            self.leftovers.join("\n")
+        )
+    }
+}
+
 /// What [`run_in_session`] saw.
 pub struct SessionRun {
     /// The pid of the program, which is also its session id.

@@ -209,10 +209,21 @@ pub fn eval(name: &[u8], eval_args: &[&[u8]], received: &[Arg]) {
 /// Enters the run function `name` with the comm socket and everything
 /// received; exits with its return value.
 pub fn run(name: &[u8], sock: RawFd, received: &[Arg]) -> ! {
-    let name = cname(name);
+    // A short name is made a C string on the stack: a new process touches
+    // as few pages as it can before user code (each first touch faults).
+    let mut short = [0u8; 64];
+    let owned;
+    let name: &CStr = if name.len() < short.len() {
+        short[..name.len()].copy_from_slice(name);
+        CStr::from_bytes_until_nul(&short)
+            .unwrap_or_else(|_| die(125, "a function name with a NUL byte passed the decoder"))
+    } else {
+        owned = cname(name);
+        &owned
+    };
     let all = args::views(received);
     args::publish(&all);
-    let rc = call(ForkCallKind::FORK_CALL_RUN, &name, sock, &all);
+    let rc = call(ForkCallKind::FORK_CALL_RUN, name, sock, &all);
     exit(rc)
 }
 

@@ -277,15 +277,11 @@ impl Server {
                 let fd = self.take_fd();
                 if self.fork(fd) {
                     if let Some(name) = run {
-                        let name = name.to_vec();
-                        self.enter(&name, false);
+                        self.enter(name, false);
                     }
                 }
             }
-            Frame::Run { name, end } => {
-                let name = name.to_vec();
-                self.enter(&name, end);
-            }
+            Frame::Run { name, end } => self.enter(name, end),
             Frame::Pid(_) | Frame::Exit { .. } | Frame::End => die(
                 125,
                 format_args!("corrupt command stream: report frame {tag:?} sent to a server"),

@@ -68,6 +68,14 @@ impl Arg {
     }
 }
 
+/// A placeholder view (an fd of -1), for filling arrays.
+pub const EMPTY: ForkArg = ForkArg {
+    kind: ForkArgKind::FORK_ARG_FD,
+    fd: -1,
+    data: std::ptr::null(),
+    len: 0,
+};
+
 /// The C view of a list of arguments.
 pub fn views(args: &[Arg]) -> Vec<ForkArg> {
     args.iter().map(Arg::view).collect()

@@ -221,9 +221,20 @@ pub fn run(name: &[u8], sock: RawFd, received: &[Arg]) -> ! {
         owned = cname(name);
         &owned
     };
-    let all = args::views(received);
-    args::publish(&all);
-    let rc = call(ForkCallKind::FORK_CALL_RUN, name, sock, &all);
+    // Up to 16 arguments are viewed from the stack, for the same reason.
+    let mut few = [args::EMPTY; 16];
+    let many;
+    let all: &[ForkArg] = if received.len() <= few.len() {
+        for (v, a) in few.iter_mut().zip(received) {
+            *v = a.view();
+        }
+        &few[..received.len()]
+    } else {
+        many = args::views(received);
+        &many
+    };
+    args::publish(all);
+    let rc = call(ForkCallKind::FORK_CALL_RUN, name, sock, all);
     exit(rc)
 }
 

@@ -234,13 +234,14 @@ impl Reactor {
         unsafe { libc::timerfd_settime(self.tick.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
     }
 
-    /// Makes the loop fd readable (callbacks are due).
-    fn wake(&self) {
-        let mut due = lock(&self.due);
+    /// Makes the loop fd readable (callbacks are due), once until the next
+    /// dispatch takes the queue.
+    fn signal(&self, due: &mut Due) {
         if !due.signaled {
             due.signaled = true;
             let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes from a live buffer.
+            // SAFETY: writes 8 bytes from a live buffer; an eventfd that
+            // is already nonzero stays readable, so a failure loses nothing.
             unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
         }
     }
@@ -251,12 +252,8 @@ impl Reactor {
     pub fn schedule(&self, cb: Box<dyn FnOnce() + Send>) {
         let mut due = lock(&self.due);
         due.queue.push_back(cb);
-        if !due.signaled && !IN_DISPATCH.get() {
-            due.signaled = true;
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: writes 8 bytes from a live buffer; an eventfd that
-            // is already nonzero stays readable, so a failure loses nothing.
-            unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+        if !IN_DISPATCH.get() {
+            self.signal(&mut due);
         }
     }
 
@@ -318,8 +315,8 @@ impl Reactor {
                 while let Some(rest) = ready.pop_back() {
                     due.queue.push_front(rest);
                 }
+                self.signal(&mut due);
                 drop(due);
-                self.wake();
                 std::panic::resume_unwind(panic);
             }
         }

@@ -4,7 +4,9 @@
 //!
 //! Run builtins:
 //! - `anyfork_exit`: exits at once, with the first string argument as the
-//!   status (default 0): "a process that does nothing".
+//!   status (default 0): "a process that does nothing". The server handles
+//!   it before it prepares the process for user code, and exits with
+//!   `_exit`: the stdio buffers copied from the template are not written.
 //! - `anyfork_exec`: the faster fork+exec. Every string received is argv
 //!   (the first is the program, searched in `PATH` when it has no slash);
 //!   the fds received become fds 0, 1, 2, … of the program in the order
@@ -25,7 +27,7 @@
 use std::ffi::{CStr, CString, c_int};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::args::{ForkArg, ForkArgKind};
+use crate::args::{Arg, ForkArg, ForkArgKind};
 use crate::child::ForkCallKind;
 
 /// Fds (bit N = fd N) that `anyfork_exec` makes copies of the comm socket.
@@ -37,7 +39,6 @@ pub fn find(name: &[u8], kind: ForkCallKind) -> Option<*mut libc::c_void> {
         return None;
     }
     let f: *mut libc::c_void = match (kind, name) {
-        (ForkCallKind::FORK_CALL_RUN, b"anyfork_exit") => anyfork_exit as *mut libc::c_void,
         (ForkCallKind::FORK_CALL_RUN, b"anyfork_exec") => anyfork_exec as *mut libc::c_void,
         (ForkCallKind::FORK_CALL_EVAL, b"anyfork_setenv") => anyfork_setenv as *mut libc::c_void,
         (ForkCallKind::FORK_CALL_EVAL, b"anyfork_clearenv") => {
@@ -77,13 +78,23 @@ fn complain(what: std::fmt::Arguments<'_>) -> c_int {
     1
 }
 
-unsafe extern "C" fn anyfork_exit(_fd: c_int, args: *const ForkArg, n: usize) -> c_int {
-    // SAFETY: called by the server with its argument array.
-    let args = unsafe { slice(args, n) };
-    strings(args)
-        .next()
-        .and_then(|s| std::str::from_utf8(s).ok()?.trim().parse().ok())
-        .unwrap_or(0)
+/// `anyfork_exit`, which the server performs before it prepares the
+/// process for user code (nothing runs after it): the exit status the
+/// process gets, or `None` when `name` is another function. It exits with
+/// `_exit`, so stdio buffers copied from the template are not written again.
+pub fn exit_status(name: &[u8], args: &[Arg]) -> Option<c_int> {
+    if name != b"anyfork_exit" {
+        return None;
+    }
+    let first = args.iter().find_map(|a| match a {
+        Arg::Str(b) => Some(&b[..b.len() - 1]),
+        Arg::Fd(_) => None,
+    });
+    Some(
+        first
+            .and_then(|s| std::str::from_utf8(s).ok()?.trim().parse().ok())
+            .unwrap_or(0),
+    )
 }
 
 unsafe extern "C" fn anyfork_setenv(args: *const ForkArg, n: usize) -> c_int {

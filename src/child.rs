@@ -121,33 +121,29 @@ fn lookup(name: &CStr) -> Result<*mut libc::c_void, String> {
 /// Performs one eval (`fd` -1) or run: a builtin, else the dispatcher,
 /// else the symbol; exits 127 when there is none.
 fn call(kind: ForkCallKind, name: &CStr, fd: RawFd, args: &[ForkArg]) -> libc::c_int {
-    let builtin = crate::builtins::find(name.to_bytes(), kind);
-    let target = match (builtin, dispatcher()) {
-        (Some(f), _) => f,
-        (None, Some(Dispatcher(f, ud))) => {
-            // SAFETY: the dispatcher was registered by this process's
-            // owner with exactly this signature.
-            let rc = unsafe { f(kind, name.as_ptr(), fd, args.as_ptr(), args.len(), ud) };
-            if rc != DISPATCH_PASS {
-                return rc;
+    let missing = |e: String| -> ! {
+        let what = if kind == ForkCallKind::FORK_CALL_RUN {
+            "run"
+        } else {
+            "eval"
+        };
+        die(127, format_args!("{what}: {e}"))
+    };
+    // The dispatcher's lock is taken only when no builtin has the name: a
+    // write to its page costs a new process a copy-on-write fault.
+    let target = match crate::builtins::find(name.to_bytes(), kind) {
+        Some(f) => f,
+        None => {
+            if let Some(Dispatcher(f, ud)) = dispatcher() {
+                // SAFETY: the dispatcher was registered by this process's
+                // owner with exactly this signature.
+                let rc = unsafe { f(kind, name.as_ptr(), fd, args.as_ptr(), args.len(), ud) };
+                if rc != DISPATCH_PASS {
+                    return rc;
+                }
             }
-            lookup(name).unwrap_or_else(|e| {
-                let what = if kind == ForkCallKind::FORK_CALL_RUN {
-                    "run"
-                } else {
-                    "eval"
-                };
-                die(127, format_args!("{what}: {e}"))
-            })
+            lookup(name).unwrap_or_else(|e| missing(e))
         }
-        (None, None) => lookup(name).unwrap_or_else(|e| {
-            let what = if kind == ForkCallKind::FORK_CALL_RUN {
-                "run"
-            } else {
-                "eval"
-            };
-            die(127, format_args!("{what}: {e}"))
-        }),
     };
     // SAFETY: builtins have the signature of their kind; for symbols the
     // user promises it.

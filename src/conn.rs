@@ -572,6 +572,11 @@ impl Conn {
             if st.end_seen {
                 return;
             }
+            // A short read emptied the socket: the level-triggered loop fd
+            // says when more comes, so no read is spent to hear EAGAIN.
+            if !exact && n.is_ok_and(|k| (k as usize) < want) {
+                return;
+            }
         }
     }
 

@@ -44,6 +44,10 @@ struct Reader {
     cur: Option<(Tag, usize)>,
     payload: Vec<u8>,
     cmsg: Vec<u8>,
+    /// The last read returned less than it asked for: the socket was empty
+    /// then, so the next read waits for `poll` (which is level-triggered)
+    /// instead of costing a syscall that would only say `EAGAIN`.
+    dry: bool,
 }
 
 enum Next {
@@ -60,6 +64,7 @@ impl Reader {
             cur: None,
             payload: Vec::new(),
             cmsg: nix::cmsg_space!([RawFd; wire::MAX_FDS_PER_MSG]),
+            dry: false,
         }
     }
 
@@ -81,10 +86,17 @@ impl Reader {
                 }
                 _ => {}
             }
+            if self.dry {
+                self.dry = false;
+                return Next::Again;
+            }
             let n = match self.cur {
                 None => {
+                    let want = HEADER_LEN - self.have;
                     let mut iov = [IoSliceMut::new(&mut self.hdr[self.have..])];
-                    recv(sock, &mut iov, &mut self.cmsg, fdq)
+                    let n = recv(sock, &mut iov, &mut self.cmsg, fdq);
+                    self.dry = matches!(n, Some(k) if k > 0 && k < want);
+                    n
                 }
                 Some((tag, len)) => {
                     let old = self.payload.len();
@@ -94,17 +106,16 @@ impl Reader {
                     // The next header may be read along only with the last
                     // bytes of the payload, and never after a run frame.
                     let last = chunk == len - old;
-                    let n = if tag == Tag::Run || !last {
-                        recv(sock, &mut [IoSliceMut::new(p)], &mut self.cmsg, fdq)
+                    let (n, want) = if tag == Tag::Run || !last {
+                        let n = recv(sock, &mut [IoSliceMut::new(p)], &mut self.cmsg, fdq);
+                        (n, chunk)
                     } else {
-                        recv(
-                            sock,
-                            &mut [IoSliceMut::new(p), IoSliceMut::new(h)],
-                            &mut self.cmsg,
-                            fdq,
-                        )
+                        let want = chunk + h.len();
+                        let mut iov = [IoSliceMut::new(p), IoSliceMut::new(h)];
+                        (recv(sock, &mut iov, &mut self.cmsg, fdq), want)
                     };
                     let got = n.unwrap_or(0);
+                    self.dry = got > 0 && got < want;
                     self.payload.truncate(old + got.min(chunk));
                     self.have += got.saturating_sub(chunk);
                     n
@@ -171,6 +182,11 @@ struct Server {
     expect_hello: bool,
     /// Poll timeout in ms: -1, or a tick for [`ServeOptions::threaded`].
     tick: libc::c_int,
+    /// Other code may run threads or fork here ([`ServeOptions::threaded`]).
+    threaded: bool,
+    /// How to fork: glibc's `_Fork` while nothing but this crate and libc
+    /// is in the process, else `fork` (see [`Server::fork`]).
+    fork_fn: unsafe extern "C" fn() -> libc::pid_t,
 }
 
 /// Serves commands on `sock` until EOF or a run; never returns.
@@ -211,6 +227,12 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         children: 0,
         expect_hello: opts.expect_hello,
         tick: if opts.threaded { 50 } else { -1 },
+        threaded: opts.threaded,
+        fork_fn: if opts.scan_signals || opts.threaded {
+            libc::fork
+        } else {
+            bare_fork().unwrap_or(libc::fork)
+        },
     };
     s.main_loop()
 }
@@ -271,7 +293,12 @@ impl Server {
                 let fd = self.take_fd();
                 self.args.push(Arg::Fd(fd));
             }
-            Frame::Require(lib) => child::require(lib),
+            Frame::Require(lib) => {
+                // The library may register fork handlers (pthread_atfork)
+                // that its code relies on: from now on they run.
+                self.fork_fn = libc::fork;
+                child::require(lib)
+            }
             Frame::Eval { name, args } => child::eval(name, &args, &self.args),
             Frame::Fork { run } => {
                 let fd = self.take_fd();
@@ -300,10 +327,17 @@ impl Server {
     }
 
     /// Forks; true in the child, which now serves `fd`.
+    ///
+    /// An exec'd `anyfork-serve` that has loaded no library forks with
+    /// `_Fork`: with one thread and no fork handlers registered, glibc's
+    /// `fork` adds only work (locks taken and reset, handler lists walked)
+    /// whose every first write to a page costs both processes a
+    /// copy-on-write fault.
     fn fork(&mut self, fd: OwnedFd) -> bool {
-        // SAFETY: this process is single-threaded, so the child may run
-        // anything; both sides continue with consistent state below.
-        let pid = unsafe { libc::fork() };
+        // SAFETY: this process is single-threaded (or forks with `fork`,
+        // which handles other threads), so the child may run anything;
+        // both sides continue with consistent state below.
+        let pid = unsafe { (self.fork_fn)() };
         if pid == 0 {
             // The child serves its own socket from here on. What was read
             // or queued for the parent's socket is not ours.
@@ -314,6 +348,7 @@ impl Server {
             self.fdq.clear();
             self.reports.clear();
             self.rd.have = 0;
+            self.rd.dry = false;
             self.children = 0;
             return true;
         }
@@ -336,12 +371,16 @@ impl Server {
     }
 
     fn reap(&mut self) {
-        let mut buf = [0u8; 128 * 8];
-        // SAFETY: drains the nonblocking signalfd into a local buffer.
-        while unsafe { libc::read(self.sigfd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0
-        {
-        }
-        loop {
+        let mut buf = [0u8; 32 * size_of::<libc::signalfd_siginfo>()];
+        // SAFETY: drains the nonblocking signalfd into a local buffer; a
+        // read that did not fill it took everything there was.
+        while unsafe { libc::read(self.sigfd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+            == buf.len() as isize
+        {}
+        // SIGCHLDs merge, so one may stand for several exits: reap until
+        // none is left, or (in a server no other code forks in) until
+        // every child we made is accounted for.
+        while self.children > 0 || self.threaded {
             let mut status = 0;
             // SAFETY: waitpid with a valid status pointer.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
@@ -440,6 +479,10 @@ impl Server {
             self.reports.extend_from_slice(&wire::header(Tag::End, 0));
         }
         self.flush_reports(true);
+        if let Some(status) = crate::builtins::exit_status(name, &self.args) {
+            // SAFETY: ends the process; nothing of it is needed any more.
+            unsafe { libc::_exit(status) }
+        }
         let sock = self.sock.as_raw_fd();
         // SAFETY: closes the signalfd we own; it must not leak into user code.
         unsafe { libc::close(self.sigfd.as_raw_fd()) };
@@ -522,6 +565,16 @@ pub fn serve_custom(fd: RawFd) -> crate::error::Result<std::convert::Infallible>
                 threaded: true,
             },
         )
+    }
+}
+
+/// glibc's `_Fork` (2.34 and later): fork without fork handlers, looked
+/// up at run time so that an older libc still gets `fork`.
+fn bare_fork() -> Option<unsafe extern "C" fn() -> libc::pid_t> {
+    // SAFETY: dlsym with a valid C string; a found `_Fork` has this type.
+    unsafe {
+        let p = libc::dlsym(libc::RTLD_DEFAULT, c"_Fork".as_ptr());
+        (!p.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, _>(p))
     }
 }
 

@@ -345,6 +345,22 @@ fn require_eval_and_run_call_functions_of_a_test_library() {
 }
 
 #[test]
+fn fork_handlers_of_a_required_library_run_in_every_new_process() {
+    // The server forks without fork handlers only while no library is
+    // loaded; once one is, its pthread_atfork child handlers run as usual.
+    let t = new_template();
+    for _ in 0..2 {
+        let out = run_output(t.fork().unwrap(), "show_atfork");
+        assert_eq!(String::from_utf8_lossy(&out), "1");
+    }
+    // A process that required the library itself was forked before it
+    // was loaded: no handler of it ran there.
+    let mut p = new_child();
+    p.require(lib()).unwrap();
+    assert_eq!(String::from_utf8_lossy(&run_output(p, "show_atfork")), "0");
+}
+
+#[test]
 fn eval_in_a_template_is_inherited_by_every_fork() {
     let mut t = new_template();
     t.send_arg(b"before eval").unwrap();

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -383,4 +384,23 @@ int show_env(int fd, const fork_arg *args, size_t nargs) {
     if (!v)
         v = "(unset)";
     return write_all(fd, v, strlen(v)) < 0 ? 98 : 0;
+}
+
+/* Fork handlers of a loaded library: the constructor registers one that
+ * counts, in each new process, the forks that made it; run function
+ * show_atfork writes the count as text. */
+static int forked_children;
+
+static void count_fork(void) { forked_children++; }
+
+__attribute__((constructor)) static void register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, count_fork);
+}
+
+int show_atfork(int fd, const fork_arg *args, size_t nargs) {
+    (void)args;
+    (void)nargs;
+    char text[16];
+    int n = snprintf(text, sizeof text, "%d", forked_children);
+    return write_all(fd, text, (size_t)n) < 0 ? 98 : 0;
 }

@@ -171,6 +171,10 @@ fn recv(
 
 struct Server {
     sock: OwnedFd,
+    /// In a new process, its copy of the template's socket until it is
+    /// closed: in `enter`, or before serving the process's own commands
+    /// (`anyfork_exit` leaves without spending a syscall on it).
+    inherited: Option<OwnedFd>,
     sigfd: OwnedFd,
     signals: SignalState,
     fdq: VecDeque<OwnedFd>,
@@ -218,6 +222,7 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
     child::set_comm(sock.as_raw_fd());
     let mut s = Server {
         sock,
+        inherited: None,
         sigfd,
         signals,
         fdq: VecDeque::new(),
@@ -303,8 +308,12 @@ impl Server {
             Frame::Fork { run } => {
                 let fd = self.take_fd();
                 if self.fork(fd) {
-                    if let Some(name) = run {
-                        self.enter(name, false);
+                    match run {
+                        Some(name) => self.enter(name, false),
+                        None => {
+                            self.inherited = None;
+                            child::set_comm(self.sock.as_raw_fd());
+                        }
                     }
                 }
             }
@@ -340,11 +349,10 @@ impl Server {
         let pid = unsafe { (self.fork_fn)() };
         if pid == 0 {
             // The child serves its own socket from here on. What was read
-            // or queued for the parent's socket is not ours.
-            // SAFETY: clears O_NONBLOCK on a socket we own.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, 0) };
-            child::set_comm(fd.as_raw_fd());
-            self.sock = fd;
+            // or queued for the parent's socket is not ours. (It is still
+            // nonblocking: `enter` makes it blocking for the run function.
+            // Until then each write is a page the child need not copy.)
+            self.inherited = Some(std::mem::replace(&mut self.sock, fd));
             self.fdq.clear();
             self.reports.clear();
             self.rd.have = 0;
@@ -352,6 +360,8 @@ impl Server {
             self.children = 0;
             return true;
         }
+        // The caller sees EOF once the child and we closed the socket.
+        drop(fd);
         if pid > 0 {
             self.children += 1;
         }
@@ -363,15 +373,17 @@ impl Server {
             pid
         };
         wire::push_pid(&mut self.reports, report);
-        drop(fd);
         // The caller may be waiting on this pid to complete a run: send it
         // now rather than after the next (usually empty) read.
         self.flush_reports(false);
         false
     }
 
+    // Kept out of line: its buffer would otherwise widen the main loop's
+    // stack frame, and each stack page a new process writes is a fault.
+    #[inline(never)]
     fn reap(&mut self) {
-        let mut buf = [0u8; 32 * size_of::<libc::signalfd_siginfo>()];
+        let mut buf = [0u8; 8 * size_of::<libc::signalfd_siginfo>()];
         // SAFETY: drains the nonblocking signalfd into a local buffer; a
         // read that did not fill it took everything there was.
         while unsafe { libc::read(self.sigfd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
@@ -436,6 +448,8 @@ impl Server {
     /// owed still go out; while the caller keeps reading (it half-closed)
     /// the template stays to report the exits of its running children, and
     /// it leaves as soon as the caller's end is closed for good (POLLHUP).
+    #[cold]
+    #[inline(never)]
     fn drain_and_exit(&mut self) -> ! {
         let mut alive = self.flush_reports(true);
         while alive && self.children > 0 {
@@ -483,7 +497,12 @@ impl Server {
             // SAFETY: ends the process; nothing of it is needed any more.
             unsafe { libc::_exit(status) }
         }
+        self.inherited = None;
         let sock = self.sock.as_raw_fd();
+        child::set_comm(sock);
+        // SAFETY: clears O_NONBLOCK on the socket we own: the run function
+        // gets a blocking comm socket.
+        unsafe { libc::fcntl(sock, libc::F_SETFL, 0) };
         // SAFETY: closes the signalfd we own; it must not leak into user code.
         unsafe { libc::close(self.sigfd.as_raw_fd()) };
         self.signals.reset();
@@ -515,9 +534,9 @@ pub fn exec_main() -> ! {
         }
         libc::fcntl(fd, libc::F_SETFL, 0);
         close_others(fd);
-        // The Rust runtime ignores SIGPIPE and handles SIGSEGV and SIGBUS
-        // (stack overflow reports) before main: put every signal back to its
-        // default once here, so forked processes inherit a clean state.
+        // An exec keeps the signals its caller ignored (SIGPIPE, often)
+        // and the signal mask: put every signal back to its default once
+        // here, so forked processes inherit a clean state.
         SignalState::capture(true).reset();
         serve(
             OwnedFd::from_raw_fd(fd),

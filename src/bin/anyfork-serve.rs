@@ -1,4 +1,10 @@
 //! The exec'd template server. Everything lives in the library.
+//!
+//! It has its own C `main`, not Rust's: the runtime's setup (an alternate
+//! signal stack with its guard page, SIGPIPE ignored) would only be undone
+//! again, and its two mappings would be copied by every fork and torn
+//! down by every exit.
+#![no_main]
 
 /// Child-side functions that code loaded into this server (with
 /// `fork_require`) may call; kept so the linker exports them.
@@ -13,6 +19,10 @@ static KEEP: Keep = Keep([
     anyfork::capi::fork_set_dispatch as *const (),
 ]);
 
-fn main() {
+#[unsafe(no_mangle)]
+extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
     anyfork::serve::exec_main()
 }

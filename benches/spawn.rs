@@ -14,7 +14,7 @@
 //!   [`DEFAULT_WINDOW`] for why there is a limit);
 //! - `ANYFORK_BENCH_FLOOR_DYNAMIC=1`: link the floor template dynamically
 //!   (to see what dynamic linking costs a template);
-//! - `--only M` (M one of a b bq c d e f fx s): measure one method at 5 MB
+//! - `--only M` (M one of a b bq c d e f fx s w): measure one method at 5 MB
 //!   and print its rates, for profiling with strace or perf.
 //!
 //! At each size the benchmark touches every page of its own heap until its
@@ -38,10 +38,11 @@
 //!   see [`DEFAULT_WINDOW`]);
 //! - e: `fork()` of a template made with `Process::new_exec()` that holds 2
 //!   strings and 2 fds, plus 1 string after the fork, `run("anyfork_exit")`;
-//! - f: `Process::new()` + `exec(["/bin/true"])`, with `anyfork_comm_fd 3`
-//!   so that the comm socket stays open in /bin/true and its EOF means
-//!   "exited" (the same end point as waitpid); f′: the plain `exec`, whose
-//!   EOF comes when the exec closes the socket (program loaded, not run);
+//! - f: `Process::new()` + `exec(["/bin/true"])`, until the exit callback
+//!   has /bin/true's wait status (the same end point as waitpid); the
+//!   template spawns it (`posix_spawn`, see `src/exec_spawn.rs`); f′: the
+//!   same, but only until the comm socket's EOF, which comes when the exec
+//!   closes it (program loaded, not run);
 //! - s: posix_spawn(/bin/true) + waitpid, from the caller;
 //! - g: latency p50/p99 of c (and b), and the caller's own CPU time
 //!   (getrusage RUSAGE_SELF: user + sys, children excluded) per creation.
@@ -90,7 +91,7 @@ struct Config {
     window: usize,
     /// Short runs each repetition of a method is made of.
     parts: usize,
-    /// `--only M`: measure just method M (a, b, bq, c, d, e, f, fx, s) at
+    /// `--only M`: measure just method M (a, b, bq, c, d, e, f, fx, s, w) at
     /// 5 MB and print its rates; for profiling with strace or perf.
     only: Option<M>,
 }
@@ -426,6 +427,25 @@ fn await_sock() -> OwnedFd {
     }
 }
 
+static EXITS: Mutex<Vec<anyfork::Result<i32>>> = Mutex::new(Vec::new());
+
+fn exits() -> std::sync::MutexGuard<'static, Vec<anyfork::Result<i32>>> {
+    EXITS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Turns the reactor until an exit callback delivered a wait status.
+fn await_exit() -> i32 {
+    loop {
+        if let Some(r) = exits().pop() {
+            return r.unwrap_or_else(|e| panic!("exit callback: {e}"));
+        }
+        let ran = anyfork::wait(-1).unwrap_or_else(|e| panic!("anyfork::wait: {e}"));
+        if ran == 0 && anyfork::pending() == 0 && exits().is_empty() {
+            panic!("anyfork::wait: no callback is waiting, yet none delivered an exit");
+        }
+    }
+}
+
 fn ok<T>(r: anyfork::Result<T>, what: &str) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
@@ -444,9 +464,24 @@ enum M {
     F,
     Fx,
     S,
+    W,
 }
 
-const METHODS: [M; 9] = [M::A, M::B, M::Bq, M::C, M::D, M::E, M::F, M::Fx, M::S];
+const METHODS: [M; 10] = [
+    M::A,
+    M::B,
+    M::Bq,
+    M::C,
+    M::D,
+    M::E,
+    M::F,
+    M::Fx,
+    M::S,
+    M::W,
+];
+
+/// Children the template of method w keeps waiting.
+const WARM: &[u8] = b"2";
 
 impl M {
     fn key(self) -> &'static str {
@@ -460,6 +495,7 @@ impl M {
             M::F => "f_exec_true",
             M::Fx => "f_exec_true_eof_at_exec",
             M::S => "posix_spawn_true",
+            M::W => "w_warm_pool",
         }
     }
 
@@ -474,6 +510,7 @@ impl M {
             M::F => "f",
             M::Fx => "fx",
             M::S => "s",
+            M::W => "w",
         }
     }
 
@@ -488,9 +525,10 @@ impl M {
             M::C => "c. anyfork new+run(anyfork_exit)",
             M::D => "d. anyfork, 1,000 queued",
             M::E => "e. fork of a prepared template (2 str + 2 fd, +1 str)",
-            M::F => "f. anyfork exec /bin/true (EOF at exit)",
+            M::F => "f. anyfork exec /bin/true, until its exit report",
             M::Fx => "f′. anyfork exec /bin/true (EOF at exec)",
             M::S => "posix_spawn /bin/true + waitpid",
+            M::W => "w. warm pool of 2: fork+run(anyfork_exit)",
         };
         s.to_string()
     }
@@ -500,7 +538,7 @@ impl M {
     }
 
     fn timed(self) -> bool {
-        matches!(self, M::B | M::C)
+        matches!(self, M::B | M::C | M::W)
     }
 }
 
@@ -509,6 +547,9 @@ struct Ctx {
     /// The template of method e: a fresh anyfork-serve with 2 strings and
     /// 2 fds queued before every fork.
     tmpl: Process,
+    /// The template of method w: a fresh anyfork-serve keeping a warm
+    /// pool (`anyfork_warm`).
+    warm: Process,
     /// Epoll set of the pipelined anyfork method: anyfork's loop fd plus
     /// the comm sockets not at EOF yet.
     ep_any: OwnedFd,
@@ -555,6 +596,8 @@ impl Ctx {
         ok(tmpl.send_fd(std::os::fd::AsFd::as_fd(&null)), "send_fd");
         let (x, _y) = pair(false);
         ok(tmpl.send_fd(std::os::fd::AsFd::as_fd(&x)), "send_fd");
+        let mut warm = ok(Process::new_exec(), "Process::new_exec");
+        ok(warm.eval("anyfork_warm", &[WARM]), "eval anyfork_warm");
         let ep_any = epoll_new();
         epoll_ctl(
             &ep_any,
@@ -565,6 +608,7 @@ impl Ctx {
         Ctx {
             floor,
             tmpl,
+            warm,
             ep_any,
             ep_floor: epoll_new(),
             open: HashMap::new(),
@@ -604,6 +648,14 @@ impl Ctx {
                 self.marks[1] = Some(Instant::now());
                 wait_eof(sock.as_raw_fd());
             }
+            M::W => {
+                let p = ok(self.warm.fork(), "Process::fork");
+                ok(p.run("anyfork_exit", to_inbox), "run");
+                self.marks[0] = Some(Instant::now());
+                let sock = await_sock();
+                self.marks[1] = Some(Instant::now());
+                wait_eof(sock.as_raw_fd());
+            }
             M::E => {
                 let mut p = ok(self.tmpl.fork(), "Process::fork");
                 ok(p.send_arg(b"string three"), "send_arg");
@@ -612,9 +664,10 @@ impl Ctx {
             }
             M::F => {
                 let mut p = ok(Process::new(), "Process::new");
-                ok(p.eval("anyfork_comm_fd", &[b"3"]), "eval anyfork_comm_fd");
-                ok(p.exec(&[b"/bin/true"], None, to_inbox), "exec");
-                wait_eof(await_sock().as_raw_fd());
+                p.on_exit(|_, st| exits().push(st));
+                ok(p.exec(&[b"/bin/true"], None, drop), "exec");
+                let st = await_exit();
+                assert_eq!(st, 0, "/bin/true ended with wait status {st:#x}");
             }
             M::Fx => {
                 let p = ok(Process::new(), "Process::new");
@@ -1109,6 +1162,7 @@ fn report(
     }
     for (m, name) in [
         (M::C, "c latency p50 / p99 (µs)"),
+        (M::W, "w latency p50 / p99 (µs)"),
         (M::B, "b latency p50 / p99 (µs)"),
     ] {
         row(
@@ -1206,6 +1260,15 @@ fn report(
         &|c| c.p50_ratio(M::C, M::B),
         "≤ 1.15",
         &|x| x <= 1.15,
+        false,
+    );
+    ratio_row(
+        &mut t,
+        &mut checks,
+        "p50 w ÷ p50 c (warm pool)",
+        &|c| c.p50_ratio(M::W, M::C),
+        "< 1 to keep it",
+        &|x| x < 1.0,
         false,
     );
     ratio_row(
@@ -1483,6 +1546,8 @@ fn json(
                             jstat(s.ratio(M::Fx, M::S)),
                         ),
                         ("e_over_c".into(), jstat(s.ratio(M::E, M::C))),
+                        ("w_over_c".into(), jstat(s.ratio(M::W, M::C))),
+                        ("p50_w_over_p50_c".into(), jstat(s.p50_ratio(M::W, M::C))),
                         ("b_pipelined_over_b".into(), jstat(s.ratio(M::Bq, M::B))),
                     ]),
                 ),

@@ -41,6 +41,11 @@
 #define FORK_FROM_FD_ANY_UID 1
 
 /*
+ Most children a pool keeps waiting.
+ */
+#define MAX 64
+
+/*
  What one `fork_arg` holds.
 
  The variant names are the C enumerators' names.

@@ -21,17 +21,25 @@
 //! - `anyfork_clearenv`: empties the environment;
 //! - `anyfork_chdir`: changes the working directory to the argument;
 //! - `anyfork_setsid`: starts a new session (`setsid`);
+//! - `anyfork_warm`: the argument K (0 to 64) is how many children this
+//!   process, as a template, keeps forked and waiting for its fork
+//!   requests (the warm pool, see `pool.rs`); 0 ends the pool.
 //! - `anyfork_comm_fd`: each argument is a number N; `anyfork_exec` makes
 //!   the comm socket fd N of the program (e.g. "2" for stderr).
 
 use std::ffi::{CStr, CString, c_int};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::args::{Arg, ForkArg, ForkArgKind};
 use crate::child::ForkCallKind;
 
 /// Fds (bit N = fd N) that `anyfork_exec` makes copies of the comm socket.
 static COMM_FDS: AtomicU64 = AtomicU64::new(0);
+
+/// The fds (bit N = fd N) that `anyfork_comm_fd` asked for so far.
+pub fn comm_fds() -> u64 {
+    COMM_FDS.load(Ordering::Relaxed)
+}
 
 /// The builtin called `name` for `kind`, as an untyped function pointer.
 pub fn find(name: &[u8], kind: ForkCallKind) -> Option<*mut libc::c_void> {
@@ -47,6 +55,7 @@ pub fn find(name: &[u8], kind: ForkCallKind) -> Option<*mut libc::c_void> {
         (ForkCallKind::FORK_CALL_EVAL, b"anyfork_chdir") => anyfork_chdir as *mut libc::c_void,
         (ForkCallKind::FORK_CALL_EVAL, b"anyfork_setsid") => anyfork_setsid as *mut libc::c_void,
         (ForkCallKind::FORK_CALL_EVAL, b"anyfork_comm_fd") => anyfork_comm_fd as *mut libc::c_void,
+        (ForkCallKind::FORK_CALL_EVAL, b"anyfork_warm") => anyfork_warm as *mut libc::c_void,
         _ => return None,
     };
     Some(f)
@@ -184,6 +193,41 @@ unsafe extern "C" fn anyfork_comm_fd(args: *const ForkArg, n: usize) -> c_int {
         }
     }
     0
+}
+
+/// The pool size the last `anyfork_warm` asked for, not yet taken by the
+/// server (`usize::MAX`: none).
+static WARM: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Takes the pool size an `anyfork_warm` eval just asked for.
+pub fn take_warm() -> Option<usize> {
+    match WARM.swap(usize::MAX, Ordering::AcqRel) {
+        usize::MAX => None,
+        k => Some(k),
+    }
+}
+
+unsafe extern "C" fn anyfork_warm(args: *const ForkArg, n: usize) -> c_int {
+    // SAFETY: called by the server with its argument array.
+    let args = unsafe { slice(args, n) };
+    let mut it = strings(args);
+    let k = match (it.next(), it.next()) {
+        (Some(s), None) => std::str::from_utf8(s)
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .filter(|&k| k <= crate::pool::MAX),
+        _ => None,
+    };
+    match k {
+        Some(k) => {
+            WARM.store(k, Ordering::Release);
+            0
+        }
+        None => complain(format_args!(
+            "anyfork_warm: give one argument, the number of waiting children (0 to {})",
+            crate::pool::MAX
+        )),
+    }
 }
 
 /// Writes `msg` to `fd` (the comm socket) and exits 127.

@@ -263,6 +263,11 @@ impl SignalState {
         SignalState { handled }
     }
 
+    /// The signals found away from their default disposition.
+    pub fn handled(&self) -> &[libc::c_int] {
+        &self.handled
+    }
+
     /// Gives every signal its default disposition and empties the mask.
     pub fn reset(&self) {
         // SAFETY: plain sigaction/sigprocmask calls on valid structs.

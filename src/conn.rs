@@ -298,6 +298,27 @@ impl Conn {
         Ok(true)
     }
 
+    /// The child whose record is `rec` execs `argv` before anything else
+    /// was sent to it: if its fork is still held back, one spawn frame asks
+    /// for both (the template may then spawn without copying itself) and
+    /// this returns true; false means the fork went out already.
+    pub fn fork_exec(self: &Arc<Self>, rec: &Arc<Record>, argv: &[&[u8]]) -> Result<bool> {
+        let mut st = self.lock();
+        if !matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec)) {
+            return Ok(false);
+        }
+        self.check(&st)?;
+        let mut frame = Vec::new();
+        wire::push_spawn(&mut frame, argv)
+            .ok_or_else(|| Error::new(Errno::E2BIG, "exec: argv exceeds the 4 GiB frame limit"))?;
+        let (child, rec) = st.pending.take().expect("checked above");
+        st.forks.push_back(rec.clone());
+        self.write_locked(&mut st, &[&frame], vec![child])?;
+        self.track_fork(&mut st, rec);
+        self.settle(&mut st);
+        Ok(true)
+    }
+
     /// The child whose record is `rec` was freed before anything was sent
     /// to it: its process is never made.
     pub fn cancel(&self, rec: &Arc<Record>) {

@@ -29,6 +29,8 @@ mod conn;
 mod direct;
 pub mod error;
 pub mod outbox;
+mod exec_spawn;
+mod pool;
 mod process;
 mod reactor;
 mod record;

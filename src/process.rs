@@ -248,6 +248,21 @@ impl Process {
         if argv.is_empty() {
             return Err(Error::new(Errno::EINVAL, "exec: argv is empty"));
         }
+        if env.is_none() {
+            // Nothing else was sent to a process whose fork is held back:
+            // its template is asked to spawn the program directly.
+            let remote = match &self.parent {
+                Some(parent) if self.unsent.swap(false, Ordering::AcqRel) => {
+                    parent.fork_exec(&self.rec, argv)
+                }
+                _ => Ok(false),
+            };
+            if remote.map_err(|e| e.context("exec"))? {
+                self.conn.ran_remotely();
+                self.rec.set_run(Box::new(cb));
+                return Ok(());
+            }
+        }
         if let Some(env) = env {
             self.eval("anyfork_clearenv", &[])?;
             self.eval("anyfork_setenv", env)?;

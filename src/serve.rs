@@ -19,6 +19,7 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 
 use crate::args::Arg;
 use crate::child::{self, SignalState, die};
+use crate::pool::Pool;
 use crate::wire::{self, Frame, HEADER_LEN, Tag};
 
 /// Most payload bytes read (and so allocated) ahead of their arrival.
@@ -191,6 +192,11 @@ struct Server {
     /// How to fork: glibc's `_Fork` while nothing but this crate and libc
     /// is in the process, else `fork` (see [`Server::fork`]).
     fork_fn: unsafe extern "C" fn() -> libc::pid_t,
+    /// Children forked ahead of time (`anyfork_warm`).
+    pool: Pool,
+    /// This process waits in a pool: its socket is a leash, and the fork
+    /// request that comes down it makes it the requested process.
+    pooled: bool,
 }
 
 /// Serves commands on `sock` until EOF or a run; never returns.
@@ -238,6 +244,8 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         } else {
             bare_fork().unwrap_or(libc::fork)
         },
+        pool: Pool::default(),
+        pooled: false,
     };
     s.main_loop()
 }
@@ -253,6 +261,9 @@ impl Server {
                 }
             }
             self.flush_reports(false);
+            if !self.pooled && self.pool.short() {
+                self.fork_waiting();
+            }
             let mut pfd = [
                 libc::pollfd {
                     fd: self.sock.as_raw_fd(),
@@ -270,8 +281,15 @@ impl Server {
                     revents: 0,
                 },
             ];
+            // While the pool fills, one child per turn, a request that
+            // arrived meanwhile is read first.
+            let timeout = if !self.pooled && self.pool.short() {
+                0
+            } else {
+                self.tick
+            };
             // SAFETY: two valid pollfds.
-            unsafe { libc::poll(pfd.as_mut_ptr(), 2, self.tick) };
+            unsafe { libc::poll(pfd.as_mut_ptr(), 2, timeout) };
             if pfd[1].revents != 0 || (self.tick >= 0 && self.children > 0) {
                 self.reap();
             }
@@ -288,6 +306,13 @@ impl Server {
         let payload = std::mem::take(&mut self.rd.payload);
         let frame = wire::decode(tag, &payload)
             .unwrap_or_else(|e| die(125, format_args!("corrupt command stream: {e}")));
+        if matches!(
+            frame,
+            Frame::Str(_) | Frame::Fd | Frame::Require(_) | Frame::Eval { .. }
+        ) {
+            // Waiting children are copies of this process as it was.
+            self.pool.dismiss();
+        }
         match frame {
             Frame::Hello { .. } => self.expect_hello = false,
             Frame::Str(_) => {
@@ -304,10 +329,20 @@ impl Server {
                 self.fork_fn = libc::fork;
                 child::require(lib)
             }
-            Frame::Eval { name, args } => child::eval(name, &args, &self.args),
+            Frame::Eval { name, args } => {
+                child::eval(name, &args, &self.args);
+                if let Some(k) = crate::builtins::take_warm() {
+                    self.pool.want = k;
+                }
+            }
             Frame::Fork { run } => {
                 let fd = self.take_fd();
-                if self.fork(fd) {
+                let head = wire::header(Tag::Fork, payload.len() as u32);
+                if let Some(pid) = self.pool.hand_over(&[&head, &payload], fd.as_raw_fd()) {
+                    drop(fd);
+                    wire::push_pid(&mut self.reports, pid);
+                    self.flush_reports(false);
+                } else if self.fork(fd) {
                     match run {
                         Some(name) => self.enter(name, false),
                         None => {
@@ -315,6 +350,29 @@ impl Server {
                             child::set_comm(self.sock.as_raw_fd());
                         }
                     }
+                }
+            }
+            Frame::Spawn { argv } => {
+                let fd = self.take_fd();
+                let req = crate::exec_spawn::Request {
+                    held: &self.args,
+                    argv: &argv,
+                    comm: fd.as_raw_fd(),
+                    comm_to: crate::builtins::comm_fds(),
+                    handled: self.signals.handled(),
+                };
+                if let Some(pid) = crate::exec_spawn::spawn(&req) {
+                    drop(fd);
+                    self.children += 1;
+                    wire::push_pid(&mut self.reports, pid);
+                    self.flush_reports(false);
+                } else if self.fork(fd) {
+                    // Whatever posix_spawn could not do, the builtin does
+                    // (or explains) in a forked child.
+                    for a in &argv {
+                        self.args.push(Arg::string(a.to_vec()));
+                    }
+                    self.enter(b"anyfork_exec", false);
                 }
             }
             Frame::Run { name, end } => self.enter(name, end),
@@ -343,6 +401,13 @@ impl Server {
     /// whose every first write to a page costs both processes a
     /// copy-on-write fault.
     fn fork(&mut self, fd: OwnedFd) -> bool {
+        if self.pooled {
+            // Handed a request: become the process it asks for, as a
+            // newly forked child would (the leash closes in `enter`).
+            self.pooled = false;
+            self.inherited = Some(std::mem::replace(&mut self.sock, fd));
+            return true;
+        }
         // SAFETY: this process is single-threaded (or forks with `fork`,
         // which handles other threads), so the child may run anything;
         // both sides continue with consistent state below.
@@ -353,6 +418,7 @@ impl Server {
             // nonblocking: `enter` makes it blocking for the run function.
             // Until then each write is a page the child need not copy.)
             self.inherited = Some(std::mem::replace(&mut self.sock, fd));
+            self.pool.forget();
             self.fdq.clear();
             self.reports.clear();
             self.rd.have = 0;
@@ -379,6 +445,46 @@ impl Server {
         false
     }
 
+    /// Forks one child for the pool. In it, returns with this server
+    /// serving the leash; if the fork fails, the pool stays smaller.
+    #[cold]
+    #[inline(never)]
+    fn fork_waiting(&mut self) {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let Ok((ours, leash)) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        ) else {
+            self.pool.want = self.pool.len();
+            return;
+        };
+        // SAFETY: as in `fork`.
+        let pid = unsafe { (self.fork_fn)() };
+        if pid == 0 {
+            drop(ours);
+            self.pool.forget();
+            self.pooled = true;
+            // The template's socket is closed now, before any request.
+            self.sock = leash;
+            self.inherited = None;
+            child::set_comm(self.sock.as_raw_fd());
+            self.fdq.clear();
+            self.reports.clear();
+            self.rd.have = 0;
+            self.rd.dry = false;
+            self.children = 0;
+            return;
+        }
+        if pid < 0 {
+            self.pool.want = self.pool.len();
+            return;
+        }
+        self.children += 1;
+        self.pool.add(pid, ours);
+    }
+
     // Kept out of line: its buffer would otherwise widen the main loop's
     // stack frame, and each stack page a new process writes is a fault.
     #[inline(never)]
@@ -399,8 +505,10 @@ impl Server {
             if pid <= 0 {
                 break;
             }
-            wire::push_exit(&mut self.reports, pid, status);
             self.children = self.children.saturating_sub(1);
+            if !self.pool.silent_exit(pid) {
+                wire::push_exit(&mut self.reports, pid, status);
+            }
         }
     }
 
@@ -451,6 +559,7 @@ impl Server {
     #[cold]
     #[inline(never)]
     fn drain_and_exit(&mut self) -> ! {
+        self.pool.dismiss();
         let mut alive = self.flush_reports(true);
         while alive && self.children > 0 {
             let mut pfd = [
@@ -488,6 +597,7 @@ impl Server {
     /// Enters the run function: reports end, the process gets clean
     /// signal state, and the server is gone.
     fn enter(&mut self, name: &[u8], end: bool) -> ! {
+        self.pool.dismiss();
         if end {
             self.reap();
             self.reports.extend_from_slice(&wire::header(Tag::End, 0));

@@ -39,6 +39,7 @@ pub enum Tag {
     Require = b'L',
     Eval = b'E',
     Fork = b'F',
+    Spawn = b'V',
     Run = b'R',
     Pid = b'P',
     Exit = b'X',
@@ -55,6 +56,7 @@ impl Tag {
             b'L' => Tag::Require,
             b'E' => Tag::Eval,
             b'F' => Tag::Fork,
+            b'V' => Tag::Spawn,
             b'R' => Tag::Run,
             b'P' => Tag::Pid,
             b'X' => Tag::Exit,
@@ -66,7 +68,7 @@ impl Tag {
     /// How many fds from the FIFO a frame of this tag consumes.
     pub fn fds(self) -> usize {
         match self {
-            Tag::Fd | Tag::Fork => 1,
+            Tag::Fd | Tag::Fork | Tag::Spawn => 1,
             _ => 0,
         }
     }
@@ -76,6 +78,7 @@ impl Tag {
         match self {
             Tag::Hello => (12, 12),
             Tag::Str | Tag::Eval => (0, u32::MAX),
+            Tag::Spawn => (1, u32::MAX),
             Tag::Fd | Tag::End => (0, 0),
             Tag::Fork => (0, MAX_NAME as u32 + 1),
             Tag::Require => (1, MAX_NAME as u32),
@@ -137,6 +140,12 @@ pub enum Frame<'a> {
     /// (one frame per creation when nothing else is sent to it).
     Fork {
         run: Option<&'a [u8]>,
+    },
+    /// Fork and exec at once, as a new process running `anyfork_exec`
+    /// would: `argv` follows the strings the template holds. The template
+    /// may spawn without copying itself (`posix_spawn`).
+    Spawn {
+        argv: Vec<&'a [u8]>,
     },
     /// Enter the function `name`; with `end`, first send `End` after the
     /// last report (the caller asks when it cannot tell whether reports
@@ -214,6 +223,21 @@ pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
             (name, false) => Frame::Fork { run: Some(name) },
             (_, true) => return Err(WireError::BadFlags(1)),
         },
+        Tag::Spawn => {
+            let mut r = p;
+            let count = take_varint(&mut r)?;
+            if count > r.len() as u64 {
+                return Err(WireError::Truncated("the argument count"));
+            }
+            let mut argv = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                argv.push(take_bytes(&mut r, "an argument")?);
+            }
+            if !r.is_empty() {
+                return Err(WireError::BadLength { tag, len });
+            }
+            Frame::Spawn { argv }
+        }
         Tag::Run => {
             let (name, end) = run_payload(p)?;
             Frame::Run { name, end }
@@ -283,6 +307,19 @@ pub fn run_head(name_len: usize, end: bool) -> [u8; HEADER_LEN + 1] {
 pub fn fork_run_head(name_len: usize) -> [u8; HEADER_LEN + 1] {
     let h = header(Tag::Fork, name_len as u32 + 1);
     [h[0], h[1], h[2], h[3], h[4], 0]
+}
+
+/// Appends a `Spawn` frame; `None` when it would exceed the 4 GiB frame
+/// limit.
+pub fn push_spawn(out: &mut Vec<u8>, argv: &[&[u8]]) -> Option<()> {
+    let mut p = Vec::new();
+    push_varint(&mut p, argv.len() as u64);
+    for a in argv {
+        push_bytes(&mut p, a);
+    }
+    u32::try_from(p.len()).ok()?;
+    push_frame(out, Tag::Spawn, &p);
+    Some(())
 }
 
 /// Appends a `Pid` report.

@@ -766,6 +766,111 @@ fn exec_argv_follows_strings_sent_before_even_through_a_template() {
     );
 }
 
+// An exec right after a fork, with nothing else sent to the new process,
+// is one spawn request: its template runs the program with posix_spawn
+// instead of copying itself. What the program gets must not change.
+
+#[test]
+fn a_spawned_exec_gets_the_templates_strings_fds_and_comm_fd() {
+    let file = common::out_dir().join("modes").join("spawn-fd3-file");
+    std::fs::write(&file, b"").unwrap();
+    let f3: OwnedFd = std::fs::File::open(&file).unwrap().into();
+    let (in_r, mut in_w) = pipe().unwrap();
+    in_w.write_all(b"stdin of a spawned program").unwrap();
+    drop(in_w);
+    let (mut out_r, out_w) = pipe().unwrap();
+    let (mut err_r, err_w) = pipe().unwrap();
+    let mut t = Process::new_exec().expect("new_exec");
+    for fd in [in_r.as_fd(), out_w.as_fd(), err_w.as_fd(), f3.as_fd()] {
+        t.send_fd(fd).unwrap();
+    }
+    drop((in_r, out_w, err_w));
+    t.send_arg(&probe_bytes()).unwrap();
+    t.send_arg(b"held by the template").unwrap();
+    // fd 5, above the four mapped ones and past an unmapped fd 4.
+    t.eval("anyfork_comm_fd", &[b"5"]).unwrap();
+    let mut c = t.fork().expect("fork");
+    let exit = exit_rx(&mut c);
+    let (cb, run) = run_cb();
+    c.exec(&[b"from-exec", b""], None, cb).expect("exec");
+    let (comm, pid, status) = finish(run, exit, "spawned exec");
+    // The template holds the pipes' write ends until it goes.
+    drop(t);
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    out_r.read_to_string(&mut stdout).unwrap();
+    err_r.read_to_string(&mut stderr).unwrap();
+    let o = Outcome {
+        stdout,
+        stderr,
+        comm,
+        pid,
+        status,
+    };
+    assert_eq!(exited(o.status), Some(0), "{}", o.show());
+    let p = o.probe();
+    assert_eq!(
+        p.argv,
+        vec![
+            probe().display().to_string(),
+            "held by the template".into(),
+            "from-exec".into(),
+            "".into()
+        ],
+        "{}",
+        o.show()
+    );
+    assert_eq!(p.pid, o.pid, "the exit callback's pid is not the program's");
+    assert_eq!(p.stdin.as_deref(), Some("stdin of a spawned program"));
+    assert_eq!(o.stderr, "probe stderr\n", "{}", o.show());
+    let nums: Vec<i32> = p.fds.iter().map(|f| f.0).collect();
+    assert_eq!(nums, vec![0, 1, 2, 3, 5], "{:?}\n{}", p.fds, o.show());
+    assert_eq!(Path::new(&p.fds[3].1), file.canonicalize().unwrap());
+    assert!(p.fds[4].1.starts_with("socket:"), "{:?}", p.fds);
+}
+
+#[test]
+fn a_spawned_exec_starts_with_no_signal_blocked_or_ignored() {
+    // The template blocks SIGCHLD (its signalfd); a forked child unblocks
+    // it before user code, and a spawned program must start the same.
+    let mut t = Process::new_exec().expect("new_exec");
+    t.eval("anyfork_comm_fd", &[b"1"]).unwrap();
+    let p = t.fork().expect("fork");
+    let (tx, rx) = mpsc::channel();
+    p.exec(&[b"/bin/cat", b"/proc/self/status"], None, move |r| {
+        tx.send(r).unwrap()
+    })
+    .unwrap();
+    let sock = pump(&rx, "exec").unwrap();
+    let status = String::from_utf8(common::read_to_eof(sock)).unwrap();
+    for key in ["SigBlk:", "SigIgn:"] {
+        let v = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("no {key} in\n{status}"));
+        // Bits 31 and 32 are glibc's own (cancellation, setxid).
+        assert_eq!(v & !((1 << 31) | (1 << 32)), 0, "{key} {v:#x}");
+    }
+}
+
+#[test]
+fn a_spawned_exec_of_a_missing_program_says_why_with_status_127() {
+    for prog in [
+        &b"/nonexistent/anyfork-no-such-program"[..],
+        b"anyfork-no-such-program-in-path",
+    ] {
+        let name = String::from_utf8_lossy(prog).into_owned();
+        let o = exec_collect(new(), &[prog], None, None);
+        assert_eq!(exited(o.status), Some(127), "{name}: {}", o.show());
+        assert!(
+            o.comm
+                .starts_with(&format!("anyfork_exec: cannot execute {name:?}")),
+            "{name}: {}",
+            o.show()
+        );
+    }
+}
+
 #[test]
 fn exec_searches_path_for_a_name_without_slash() {
     let o = exec_stdio(

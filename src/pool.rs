@@ -1,0 +1,94 @@
+//! The warm pool: children a template forked ahead of time, each waiting
+//! on its own socket (its leash) for the fork request it will serve.
+//!
+//! A fork request that arrives while a child waits is handed to it (the
+//! request's frame and fd, sent down the leash) instead of forking: the
+//! fork already happened while the template was idle. A waiting child was
+//! copied from the template as it was then, so anything that changes the
+//! template (a string, an fd, a require, an eval) dismisses the waiting
+//! children; the template forks new ones when it next goes idle.
+//!
+//! Children of the pool are reported to the caller only once handed a
+//! request (pid, then exit); a dismissed child's exit is not reported.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+
+/// Most children a pool keeps waiting.
+pub const MAX: usize = 64;
+
+#[derive(Default)]
+pub struct Pool {
+    /// How many children to keep waiting.
+    pub want: usize,
+    /// Waiting children: pid and the template's end of the leash.
+    idle: Vec<(libc::pid_t, OwnedFd)>,
+    /// Dismissed children not yet reaped: their exits are not reported.
+    quiet: Vec<libc::pid_t>,
+}
+
+impl Pool {
+    /// True when fewer children wait than wanted.
+    pub fn short(&self) -> bool {
+        self.idle.len() < self.want
+    }
+
+    /// How many children wait.
+    pub fn len(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// Adds a child that now waits on `leash`.
+    pub fn add(&mut self, pid: libc::pid_t, leash: OwnedFd) {
+        self.idle.push((pid, leash));
+    }
+
+    /// Closes every leash (a waiting child exits at EOF); their exits
+    /// will not be reported.
+    pub fn dismiss(&mut self) {
+        self.quiet.extend(self.idle.drain(..).map(|(pid, _)| pid));
+    }
+
+    /// Forgets the pool in a new process: the leashes are the template's.
+    pub fn forget(&mut self) {
+        self.idle.clear();
+        self.quiet.clear();
+        self.want = 0;
+    }
+
+    /// Hands the fork request `frame` (header and payload as received)
+    /// with its `fd` to a waiting child; its pid, or `None` when no child
+    /// could take it (none waits, or each one tried had died).
+    pub fn hand_over(&mut self, frame: &[&[u8]], fd: RawFd) -> Option<libc::pid_t> {
+        while let Some((pid, leash)) = self.idle.pop() {
+            let iov: Vec<std::io::IoSlice<'_>> =
+                frame.iter().map(|b| std::io::IoSlice::new(b)).collect();
+            let fds = [fd];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            let total: usize = frame.iter().map(|b| b.len()).sum();
+            // The leash is empty (nothing else is ever sent on it), so a
+            // small frame goes whole or not at all.
+            match sendmsg::<()>(leash.as_raw_fd(), &iov, &cmsg, flags, None) {
+                Ok(n) if n == total => return Some(pid),
+                _ => self.quiet.push(pid),
+            }
+        }
+        None
+    }
+
+    /// True when the exit of `pid` is not to be reported (a dismissed or
+    /// never used child); forgets it either way.
+    pub fn silent_exit(&mut self, pid: libc::pid_t) -> bool {
+        if let Some(i) = self.quiet.iter().position(|&p| p == pid) {
+            self.quiet.swap_remove(i);
+            return true;
+        }
+        if let Some(i) = self.idle.iter().position(|(p, _)| *p == pid) {
+            self.idle.swap_remove(i);
+            return true;
+        }
+        false
+    }
+}

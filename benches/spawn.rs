@@ -467,18 +467,7 @@ enum M {
     W,
 }
 
-const METHODS: [M; 10] = [
-    M::A,
-    M::B,
-    M::Bq,
-    M::C,
-    M::D,
-    M::E,
-    M::F,
-    M::Fx,
-    M::S,
-    M::W,
-];
+const METHODS: [M; 10] = [M::A, M::B, M::Bq, M::C, M::D, M::E, M::F, M::Fx, M::S, M::W];
 
 /// Children the template of method w keeps waiting.
 const WARM: &[u8] = b"2";

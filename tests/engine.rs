@@ -360,6 +360,78 @@ fn fork_handlers_of_a_required_library_run_in_every_new_process() {
     assert_eq!(String::from_utf8_lossy(&run_output(p, "show_atfork")), "0");
 }
 
+/// The children a warm template keeps waiting, once there are `n`.
+fn waiting(tpid: i32, n: usize) -> Vec<i32> {
+    let mut kids = Vec::new();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            kids = common::children_of(tpid);
+            kids.len() == n
+        }),
+        "the template has children {kids:?}, not {n} waiting ones"
+    );
+    kids
+}
+
+#[test]
+fn a_warm_template_hands_forks_to_waiting_children_that_hold_its_current_args() {
+    let mut t = new_template();
+    t.send_arg(b"one").unwrap();
+    t.eval("anyfork_warm", &[b"2"]).unwrap();
+    let tpid = t.pid().unwrap();
+    let before = waiting(tpid, 2);
+
+    // A fork is one of the waiting children: its pid was there before.
+    let mut p = t.fork().unwrap();
+    let ex = exit_rx(&mut p);
+    let pid = p.pid().unwrap();
+    assert!(before.contains(&pid), "pid {pid} is not one of {before:?}");
+    let d = parse_dump(&run_output(p, "dump_args"));
+    assert_args(&d.args, &[Want::S(b"one")]);
+    let (xpid, st) = wait_exit(&ex);
+    assert_eq!((xpid, exited(status_of(st))), (pid, Some(0)));
+
+    // A string sent to the template dismisses the waiting children (they
+    // were copied without it); new ones come, and forks see the string.
+    let stale = waiting(tpid, 2);
+    t.send_arg(b"two").unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(10), || stale
+            .iter()
+            .all(|&k| !common::alive(k))),
+        "dismissed children {stale:?} did not exit"
+    );
+    let fresh = waiting(tpid, 2);
+    for _ in 0..3 {
+        let mut p = t.fork().unwrap();
+        let ex = exit_rx(&mut p);
+        let d = parse_dump(&run_output(p, "dump_args"));
+        assert_args(&d.args, &[Want::S(b"one"), Want::S(b"two")]);
+        assert_eq!(exited(status_of(wait_exit(&ex).1)), Some(0));
+    }
+    assert!(fresh.iter().all(|k| !stale.contains(k)));
+
+    // Freed, the template and every waiting child go.
+    drop(t);
+    assert!(
+        common::eventually(Duration::from_secs(10), || !common::alive(tpid)
+            && common::children_of(tpid).is_empty()),
+        "the template {tpid} or its waiting children stayed"
+    );
+}
+
+#[test]
+fn anyfork_warm_rejects_a_size_it_cannot_keep() {
+    for bad in [&b"65"[..], b"-1", b"many", b""] {
+        let mut t = new_template();
+        let ex = exit_rx(&mut t);
+        t.eval("anyfork_warm", &[bad]).unwrap();
+        // A failing eval ends the template with its status.
+        let (_, st) = wait_exit(&ex);
+        assert_eq!(exited(status_of(st)), Some(1), "{bad:?}");
+    }
+}
+
 #[test]
 fn eval_in_a_template_is_inherited_by_every_fork() {
     let mut t = new_template();

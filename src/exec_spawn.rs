@@ -25,16 +25,18 @@ unsafe extern "C" {
 
 type CloseFrom = unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, c_int) -> c_int;
 
-/// glibc 2.34's `posix_spawn_file_actions_addclosefrom_np`, if present.
+/// glibc 2.34's `posix_spawn_file_actions_addclosefrom_np`, if present
+/// (looked up once).
 fn closefrom_action() -> Option<CloseFrom> {
+    static F: std::sync::OnceLock<Option<CloseFrom>> = std::sync::OnceLock::new();
     // SAFETY: dlsym with a valid C string; the symbol has this type.
-    unsafe {
+    *F.get_or_init(|| unsafe {
         let p = libc::dlsym(
             libc::RTLD_DEFAULT,
             c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
         );
         (!p.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, CloseFrom>(p))
-    }
+    })
 }
 
 /// Everything a spawn needs from the server.

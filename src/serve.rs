@@ -22,6 +22,11 @@ use crate::child::{self, SignalState, die};
 use crate::pool::Pool;
 use crate::wire::{self, Frame, HEADER_LEN, Tag};
 
+/// How long a pid report may wait for its process's exit report, so that
+/// a short-lived process costs the caller one wake-up, not two. Nothing
+/// waits for the pid but `fork_pid` (and the exit report, which needs it).
+const PID_HOLD: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Most payload bytes read (and so allocated) ahead of their arrival.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -197,6 +202,8 @@ struct Server {
     /// This process waits in a pool: its socket is a leash, and the fork
     /// request that comes down it makes it the requested process.
     pooled: bool,
+    /// Since when `reports` holds nothing but pid reports (see [`PID_HOLD`]).
+    pids_since: Option<std::time::Instant>,
 }
 
 /// Serves commands on `sock` until EOF or a run; never returns.
@@ -246,6 +253,7 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         },
         pool: Pool::default(),
         pooled: false,
+        pids_since: None,
     };
     s.main_loop()
 }
@@ -260,7 +268,13 @@ impl Server {
                     Next::Eof => self.drain_and_exit(),
                 }
             }
-            self.flush_reports(false);
+            let hold = self
+                .pids_since
+                .map(|t| PID_HOLD.saturating_sub(t.elapsed()))
+                .filter(|d| !d.is_zero());
+            if hold.is_none() {
+                self.flush_reports(false);
+            }
             if !self.pooled && self.pool.short() {
                 self.fork_waiting();
             }
@@ -268,7 +282,7 @@ impl Server {
                 libc::pollfd {
                     fd: self.sock.as_raw_fd(),
                     events: libc::POLLIN
-                        | if self.reports.is_empty() {
+                        | if self.reports.is_empty() || hold.is_some() {
                             0
                         } else {
                             libc::POLLOUT
@@ -283,13 +297,23 @@ impl Server {
             ];
             // While the pool fills, one child per turn, a request that
             // arrived meanwhile is read first.
-            let timeout = if !self.pooled && self.pool.short() {
-                0
+            let mut timeout = if !self.pooled && self.pool.short() {
+                Some(std::time::Duration::ZERO)
             } else {
-                self.tick
+                u64::try_from(self.tick)
+                    .ok()
+                    .map(std::time::Duration::from_millis)
             };
-            // SAFETY: two valid pollfds.
-            unsafe { libc::poll(pfd.as_mut_ptr(), 2, timeout) };
+            if let Some(h) = hold {
+                timeout = Some(timeout.map_or(h, |t| t.min(h)));
+            }
+            let ts = timeout.map(|t| libc::timespec {
+                tv_sec: t.as_secs() as libc::time_t,
+                tv_nsec: t.subsec_nanos() as libc::c_long,
+            });
+            let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+            // SAFETY: two valid pollfds; a live timespec or NULL.
+            unsafe { libc::ppoll(pfd.as_mut_ptr(), 2, tsp, std::ptr::null()) };
             if pfd[1].revents != 0 || (self.tick >= 0 && self.children > 0) {
                 self.reap();
             }
@@ -340,8 +364,7 @@ impl Server {
                 let head = wire::header(Tag::Fork, payload.len() as u32);
                 if let Some(pid) = self.pool.hand_over(&[&head, &payload], fd.as_raw_fd()) {
                     drop(fd);
-                    wire::push_pid(&mut self.reports, pid);
-                    self.flush_reports(false);
+                    self.push_pid(pid);
                 } else if self.fork(fd) {
                     match run {
                         Some(name) => self.enter(name, false),
@@ -364,8 +387,7 @@ impl Server {
                 if let Some(pid) = crate::exec_spawn::spawn(&req) {
                     drop(fd);
                     self.children += 1;
-                    wire::push_pid(&mut self.reports, pid);
-                    self.flush_reports(false);
+                    self.push_pid(pid);
                 } else if self.fork(fd) {
                     // Whatever posix_spawn could not do, the builtin does
                     // (or explains) in a forked child.
@@ -421,6 +443,7 @@ impl Server {
             self.pool.forget();
             self.fdq.clear();
             self.reports.clear();
+            self.pids_since = None;
             self.rd.have = 0;
             self.rd.dry = false;
             self.children = 0;
@@ -438,11 +461,20 @@ impl Server {
         } else {
             pid
         };
-        wire::push_pid(&mut self.reports, report);
-        // The caller may be waiting on this pid to complete a run: send it
-        // now rather than after the next (usually empty) read.
-        self.flush_reports(false);
+        self.push_pid(report);
         false
+    }
+
+    /// Queues the pid report of a new process (a negative errno if the
+    /// fork failed). A pid waits up to [`PID_HOLD`] to share one write
+    /// with its process's exit; a failure goes out at once.
+    fn push_pid(&mut self, pid: libc::pid_t) {
+        if self.reports.is_empty() && pid > 0 {
+            self.pids_since = Some(std::time::Instant::now());
+        } else if pid <= 0 {
+            self.pids_since = None;
+        }
+        wire::push_pid(&mut self.reports, pid);
     }
 
     /// Forks one child for the pool. In it, returns with this server
@@ -472,6 +504,7 @@ impl Server {
             child::set_comm(self.sock.as_raw_fd());
             self.fdq.clear();
             self.reports.clear();
+            self.pids_since = None;
             self.rd.have = 0;
             self.rd.dry = false;
             self.children = 0;
@@ -508,6 +541,7 @@ impl Server {
             self.children = self.children.saturating_sub(1);
             if !self.pool.silent_exit(pid) {
                 wire::push_exit(&mut self.reports, pid, status);
+                self.pids_since = None;
             }
         }
     }
@@ -528,6 +562,9 @@ impl Server {
             };
             if n > 0 {
                 self.reports.drain(..n as usize);
+                if self.reports.is_empty() {
+                    self.pids_since = None;
+                }
                 continue;
             }
             let e = std::io::Error::last_os_error().raw_os_error();
@@ -545,6 +582,7 @@ impl Server {
                 Some(libc::EAGAIN) => return true,
                 _ => {
                     self.reports.clear();
+                    self.pids_since = None;
                     return false;
                 }
             }

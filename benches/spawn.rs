@@ -9,12 +9,13 @@
 //! - `ANYFORK_BENCH_REPS=N` (default 7, at least 5), `ANYFORK_BENCH_MS=N`
 //!   (milliseconds per measurement, default 400), `ANYFORK_BENCH_PARTS=N`
 //!   (short runs a measurement is split into, default 4);
+//! - `ANYFORK_BENCH_BIG_ROUNDS=N` (default 15, 7 with `--quick`, 0 skips):
+//!   creations timed with and without a warm pool from a template as large
+//!   as the caller (see [`big_template_latency`]);
 //! - `ANYFORK_BENCH_INFLIGHT=N`: most creations of method d waiting for
 //!   their run callback at once (default 128, 0 = all 1,000; see
 //!   [`DEFAULT_WINDOW`] for why there is a limit);
-//! - `ANYFORK_BENCH_FLOOR_DYNAMIC=1`: link the floor template dynamically
-//!   (to see what dynamic linking costs a template);
-//! - `--only M` (M one of a b bq c d e f fx s w): measure one method at 5 MB
+//! - `--only M` (M one of a b bq bd c d e f fx s w): measure one method at 5 MB
 //!   and print its rates, for profiling with strace or perf.
 //!
 //! At each size the benchmark touches every page of its own heap until its
@@ -31,6 +32,8 @@
 //! - b: the floor template (`benches/floor.c`, built here): one byte plus
 //!   an fd over `SCM_RIGHTS`, it forks, the child `_exit`s, we wait for EOF;
 //!   b′: the same with 1,000 requests queued before the EOFs are awaited;
+//!   b″: the same floor linked dynamically, as anyfork-serve must be to
+//!   load libraries (the limit for a template that can);
 //! - c: `Process::new()` + `run("anyfork_exit")`, wait for EOF on the comm
 //!   socket, one at a time;
 //! - d: the same with 1,000 creations queued, then all EOFs awaited (by
@@ -91,9 +94,12 @@ struct Config {
     window: usize,
     /// Short runs each repetition of a method is made of.
     parts: usize,
-    /// `--only M`: measure just method M (a, b, bq, c, d, e, f, fx, s, w) at
+    /// `--only M`: measure just method M (a, b, bq, bd, c, d, e, f, fx, s, w) at
     /// 5 MB and print its rates; for profiling with strace or perf.
     only: Option<M>,
+    /// Creations with and without a warm pool from a template as large as
+    /// the caller (`ANYFORK_BENCH_BIG_ROUNDS`, default 15; 0 skips).
+    big_rounds: usize,
 }
 
 fn env_flag(name: &str) -> bool {
@@ -124,6 +130,8 @@ impl Config {
             skip_2g: has("--no-2g") || env_flag("ANYFORK_BENCH_SKIP_2G"),
             parts: env_num("ANYFORK_BENCH_PARTS").map_or(4, |p| p.clamp(1, 100) as usize),
             window: env_num("ANYFORK_BENCH_INFLIGHT").map_or(DEFAULT_WINDOW, |w| w as usize),
+            big_rounds: env_num("ANYFORK_BENCH_BIG_ROUNDS")
+                .map_or(if quick { 7 } else { 15 }, |n| n as usize),
             only: args
                 .iter()
                 .position(|a| a == "--only")
@@ -334,14 +342,18 @@ struct Floor {
     linkage: &'static str,
 }
 
-/// Compiles benches/floor.c, statically if the toolchain can.
-fn build_floor(out_dir: &Path) -> (PathBuf, &'static str) {
+/// Compiles benches/floor.c: statically if the toolchain can, or (with
+/// `dynamic`) linked dynamically like anyfork-serve, which must be to load
+/// libraries.
+fn build_floor(out_dir: &Path, dynamic: bool) -> (PathBuf, &'static str) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/floor.c");
-    let out = out_dir.join("anyfork-floor");
+    let out = out_dir.join(if dynamic {
+        "anyfork-floor-dyn"
+    } else {
+        "anyfork-floor"
+    });
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    // ANYFORK_BENCH_FLOOR_DYNAMIC=1 links it dynamically on purpose, to
-    // see what a dynamically linked template costs per fork.
-    let skip = usize::from(env_flag("ANYFORK_BENCH_FLOOR_DYNAMIC"));
+    let skip = usize::from(dynamic);
     for (linkage, flags) in [
         ("static", &["-O2", "-static"][..]),
         ("dynamic", &["-O2"][..]),
@@ -365,8 +377,8 @@ fn build_floor(out_dir: &Path) -> (PathBuf, &'static str) {
 }
 
 impl Floor {
-    fn start(out_dir: &Path) -> Floor {
-        let (path, linkage) = build_floor(out_dir);
+    fn start(out_dir: &Path, dynamic: bool) -> Floor {
+        let (path, linkage) = build_floor(out_dir, dynamic);
         let (ctl, theirs) = pair(false);
         let child = Command::new(&path)
             .stdin(Stdio::from(theirs))
@@ -458,6 +470,7 @@ enum M {
     A,
     B,
     Bq,
+    Bd,
     C,
     D,
     E,
@@ -467,7 +480,19 @@ enum M {
     W,
 }
 
-const METHODS: [M; 10] = [M::A, M::B, M::Bq, M::C, M::D, M::E, M::F, M::Fx, M::S, M::W];
+const METHODS: [M; 11] = [
+    M::A,
+    M::B,
+    M::Bq,
+    M::Bd,
+    M::C,
+    M::D,
+    M::E,
+    M::F,
+    M::Fx,
+    M::S,
+    M::W,
+];
 
 /// Children the template of method w keeps waiting.
 const WARM: &[u8] = b"2";
@@ -478,6 +503,7 @@ impl M {
             M::A => "a_fork",
             M::B => "b_floor",
             M::Bq => "b_floor_pipelined",
+            M::Bd => "b_floor_dynamic",
             M::C => "c_anyfork",
             M::D => "d_anyfork_pipelined",
             M::E => "e_template_fork",
@@ -493,6 +519,7 @@ impl M {
             M::A => "a",
             M::B => "b",
             M::Bq => "bq",
+            M::Bd => "bd",
             M::C => "c",
             M::D => "d",
             M::E => "e",
@@ -511,6 +538,7 @@ impl M {
             M::A => "a. socketpair+fork+_exit+EOF+waitpid",
             M::B => "b. floor template (static C)",
             M::Bq => "b′. floor template, 1,000 queued",
+            M::Bd => "b″. floor template linked dynamically",
             M::C => "c. anyfork new+run(anyfork_exit)",
             M::D => "d. anyfork, 1,000 queued",
             M::E => "e. fork of a prepared template (2 str + 2 fd, +1 str)",
@@ -527,12 +555,16 @@ impl M {
     }
 
     fn timed(self) -> bool {
-        matches!(self, M::B | M::C | M::W)
+        matches!(self, M::B | M::Bd | M::C | M::W)
     }
 }
 
 struct Ctx {
+    /// benches/grow.c, built: makes a template as large as the caller.
+    grow: PathBuf,
     floor: Floor,
+    /// The floor template linked dynamically (method b″).
+    floor_dyn: Floor,
     /// The template of method e: a fresh anyfork-serve with 2 strings and
     /// 2 fds queued before every fork.
     tmpl: Process,
@@ -577,7 +609,9 @@ fn epoll_ctl(ep: &OwnedFd, op: i32, fd: RawFd, token: u64) {
 
 impl Ctx {
     fn new(out_dir: &Path, window: usize) -> Ctx {
-        let floor = Floor::start(out_dir);
+        let grow = build_grow(out_dir);
+        let floor = Floor::start(out_dir, false);
+        let floor_dyn = Floor::start(out_dir, true);
         let mut tmpl = ok(Process::new_exec(), "Process::new_exec");
         ok(tmpl.send_arg(b"string one"), "send_arg");
         ok(tmpl.send_arg(b"string two"), "send_arg");
@@ -595,7 +629,9 @@ impl Ctx {
             LOOP_TOKEN,
         );
         Ctx {
+            grow,
             floor,
+            floor_dyn,
             tmpl,
             warm,
             ep_any,
@@ -622,9 +658,14 @@ impl Ctx {
                 wait_eof(ours.as_raw_fd());
                 waitpid(pid);
             }
-            M::B => {
+            M::B | M::Bd => {
                 let (ours, theirs) = pair(true);
-                self.floor.request(&theirs);
+                let floor = if m == M::B {
+                    &self.floor
+                } else {
+                    &self.floor_dyn
+                };
+                floor.request(&theirs);
                 drop(theirs);
                 self.marks = [Some(Instant::now()); 2];
                 wait_eof(ours.as_raw_fd());
@@ -878,6 +919,9 @@ struct SizeResult {
     target: usize,
     rss: usize,
     samples: HashMap<M, Vec<Sample>>,
+    /// Latencies (ns, sorted) of single creations from a template as
+    /// large as the caller, without and with a warm pool.
+    big: Option<(Vec<u64>, Vec<u64>)>,
 }
 
 impl SizeResult {
@@ -981,12 +1025,88 @@ fn run_size(
         }
         eprintln!("[spawn] {label}: repetition {}/{} done", rep + 1, cfg.reps);
     }
+    let big = (cfg.big_rounds > 0).then(|| big_template_latency(&ctx.grow, rss, cfg.big_rounds));
     SizeResult {
         label,
         target,
         rss,
         samples,
+        big,
     }
+}
+
+/// Builds benches/grow.c as a library a template can require.
+fn build_grow(out_dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = out_dir.join("libanyfork-bench-grow.so");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let ok = Command::new(&cc)
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&out)
+        .arg(root.join("benches/grow.c"))
+        .arg("-I")
+        .arg(root.join("include"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "cannot compile benches/grow.c with {cc}");
+    out
+}
+
+/// One creation from `t`: fork and run `bench_hello`; ns until its byte
+/// arrives (the new process runs user code). Its exit, which for a large
+/// process takes as long as the fork, is not waited for.
+fn one_from(t: &Process) -> u64 {
+    let s = Instant::now();
+    let p = ok(t.fork(), "Process::fork");
+    ok(p.run("bench_hello", to_inbox), "run");
+    let sock = await_sock();
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    check(unsafe { libc::poll(&mut pfd, 1, 60_000) }, "poll");
+    let ns = s.elapsed().as_nanos() as u64;
+    let mut b = 0u8;
+    // SAFETY: reads one byte into a local.
+    let n = unsafe { libc::read(sock.as_raw_fd(), (&mut b as *mut u8).cast(), 1) };
+    assert_eq!((n, b), (1, b'!'), "bench_hello did not answer");
+    ns
+}
+
+/// The warm pool's case: a template as large as the caller (`bytes`),
+/// single creations with pauses between them, timed until the new process
+/// runs user code. `rounds` creations without a pool, then as many with a
+/// pool of one child, each after a pause of four times the pool-less p50
+/// (time for the last process to exit and the pool to refill). Sorted
+/// latencies (ns) of both.
+fn big_template_latency(grow: &Path, bytes: usize, rounds: usize) -> (Vec<u64>, Vec<u64>) {
+    let mut t = ok(Process::new_exec(), "Process::new_exec");
+    ok(t.require(&grow.display().to_string()), "require");
+    let mib = (bytes / MB).to_string();
+    ok(t.eval("bench_grow", &[mib.as_bytes()]), "eval bench_grow");
+    one_from(&t);
+    let mut cold: Vec<u64> = (0..rounds)
+        .map(|_| {
+            let ns = one_from(&t);
+            std::thread::sleep(Duration::from_nanos(2 * ns));
+            ns
+        })
+        .collect();
+    cold.sort_unstable();
+    let pause = Duration::from_nanos(4 * cold[cold.len() / 2]) + Duration::from_millis(1);
+    ok(t.eval("anyfork_warm", &[b"1"]), "eval anyfork_warm");
+    std::thread::sleep(pause);
+    let mut warm: Vec<u64> = (0..rounds)
+        .map(|_| {
+            let ns = one_from(&t);
+            std::thread::sleep(pause);
+            ns
+        })
+        .collect();
+    warm.sort_unstable();
+    (cold, warm)
 }
 
 // ---------------------------------------------------------------------------
@@ -1012,9 +1132,13 @@ impl Memory {
 fn memory(ctx: &Ctx) -> Memory {
     let me = std::process::id() as i32;
     let tmpl_pid = ctx.tmpl.pid().ok();
+    let warm_pid = ctx.warm.pid().ok();
+    // The default template: the oldest server that is none of ours (the
+    // large templates of the warm-pool figures come later).
     let serve_pid = children_named(me, "anyfork-serve")
         .into_iter()
-        .find(|&p| Some(p) != tmpl_pid);
+        .filter(|&p| Some(p) != tmpl_pid && Some(p) != warm_pid)
+        .min();
     let rss = |pid: Option<i32>| proc_kb(&format!("/proc/{}/status", pid?), "VmRSS");
     // A process forked from the default template that has not run yet: it
     // sits in the server loop, reading its socket.
@@ -1153,6 +1277,7 @@ fn report(
         (M::C, "c latency p50 / p99 (µs)"),
         (M::W, "w latency p50 / p99 (µs)"),
         (M::B, "b latency p50 / p99 (µs)"),
+        (M::Bd, "b″ latency p50 / p99 (µs)"),
     ] {
         row(
             &mut t,
@@ -1251,14 +1376,31 @@ fn report(
         &|x| x <= 1.15,
         false,
     );
-    ratio_row(
+    // What a dynamically linked template can reach: anyfork-serve must be
+    // one to load libraries (see the README).
+    row(
         &mut t,
-        &mut checks,
+        "c ÷ b″ (floor linked dynamically)",
+        cols.iter()
+            .map(|c| fmt_stat(c.ratio(M::C, M::Bd), fmt_num))
+            .collect(),
+        "",
+    );
+    row(
+        &mut t,
+        "p50 c ÷ p50 b″",
+        cols.iter()
+            .map(|c| fmt_stat(c.p50_ratio(M::C, M::Bd), fmt_num))
+            .collect(),
+        "",
+    );
+    row(
+        &mut t,
         "p50 w ÷ p50 c (warm pool)",
-        &|c| c.p50_ratio(M::W, M::C),
-        "< 1 to keep it",
-        &|x| x < 1.0,
-        false,
+        cols.iter()
+            .map(|c| fmt_stat(c.p50_ratio(M::W, M::C), fmt_num))
+            .collect(),
+        "",
     );
     ratio_row(
         &mut t,
@@ -1338,6 +1480,43 @@ fn report(
         cells[cols.len() - 1] = fmt_num(b.latency(M::C).0 / s.latency(M::C).0);
     }
     row(&mut t, "c p50 latency at 2 GB ÷ at 5 MB", cells, "");
+
+    // The warm pool where it matters: a template as large as the caller.
+    let big = |f: &dyn Fn(&[u64], &[u64]) -> String| -> Vec<String> {
+        cols.iter()
+            .map(|c| c.big.as_ref().map_or(String::new(), |(a, b)| f(a, b)))
+            .collect()
+    };
+    row(
+        &mut t,
+        "template as large as the caller, until user code runs: p50 / p99 (µs)",
+        big(&|a, _| {
+            format!(
+                "{} / {}",
+                fmt_num(pct(a, 50) / 1e3),
+                fmt_num(pct(a, 99) / 1e3)
+            )
+        }),
+        "",
+    );
+    row(
+        &mut t,
+        "the same with a warm pool of 1, creations spaced (µs)",
+        big(&|_, b| {
+            format!(
+                "{} / {}",
+                fmt_num(pct(b, 50) / 1e3),
+                fmt_num(pct(b, 99) / 1e3)
+            )
+        }),
+        "",
+    );
+    row(
+        &mut t,
+        "p50 without ÷ p50 with the warm pool",
+        big(&|a, b| fmt_num(pct(a, 50) / pct(b, 50))),
+        "",
+    );
 
     // Memory: one figure each, independent of the caller's size.
     let mut one =
@@ -1523,6 +1702,18 @@ fn json(
                 ("rss_bytes".into(), J::N(s.rss as f64)),
                 ("methods".into(), J::O(methods)),
                 (
+                    "big_template".into(),
+                    match &s.big {
+                        Some((a, b)) => J::O(vec![
+                            ("p50_us_no_pool".into(), J::N(pct(a, 50) / 1e3)),
+                            ("p99_us_no_pool".into(), J::N(pct(a, 99) / 1e3)),
+                            ("p50_us_warm_pool".into(), J::N(pct(b, 50) / 1e3)),
+                            ("p99_us_warm_pool".into(), J::N(pct(b, 99) / 1e3)),
+                        ]),
+                        None => J::O(vec![]),
+                    },
+                ),
+                (
                     "ratios".into(),
                     J::O(vec![
                         ("c_over_b".into(), jstat(s.ratio(M::C, M::B))),
@@ -1538,6 +1729,11 @@ fn json(
                         ("w_over_c".into(), jstat(s.ratio(M::W, M::C))),
                         ("p50_w_over_p50_c".into(), jstat(s.p50_ratio(M::W, M::C))),
                         ("b_pipelined_over_b".into(), jstat(s.ratio(M::Bq, M::B))),
+                        ("c_over_b_dynamic".into(), jstat(s.ratio(M::C, M::Bd))),
+                        (
+                            "p50_c_over_p50_b_dynamic".into(),
+                            jstat(s.p50_ratio(M::C, M::Bd)),
+                        ),
                     ]),
                 ),
             ])

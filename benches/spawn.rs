@@ -259,37 +259,6 @@ fn page_size() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-/// Pids of live processes whose parent is `ppid` and whose comm is `comm`.
-fn children_named(ppid: i32, comm: &str) -> Vec<i32> {
-    let mut v = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return v;
-    };
-    for e in dir.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let mut f = stat[close + 1..].split_whitespace();
-        let _state = f.next();
-        if f.next().and_then(|p| p.parse::<i32>().ok()) != Some(ppid) {
-            continue;
-        }
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if name.trim_end() == comm {
-            v.push(pid);
-        }
-    }
-    v.sort();
-    v
-}
-
 // ---------------------------------------------------------------------------
 // Growing the caller
 
@@ -1130,20 +1099,17 @@ impl Memory {
 }
 
 fn memory(ctx: &Ctx) -> Memory {
-    let me = std::process::id() as i32;
     let tmpl_pid = ctx.tmpl.pid().ok();
-    let warm_pid = ctx.warm.pid().ok();
-    // The default template: the oldest server that is none of ours (the
-    // large templates of the warm-pool figures come later).
-    let serve_pid = children_named(me, "anyfork-serve")
-        .into_iter()
-        .filter(|&p| Some(p) != tmpl_pid && Some(p) != warm_pid)
-        .min();
     let rss = |pid: Option<i32>| proc_kb(&format!("/proc/{}/status", pid?), "VmRSS");
     // A process forked from the default template that has not run yet: it
     // sits in the server loop, reading its socket.
     let p = ok(Process::new(), "Process::new");
     let child_pid = p.pid().ok();
+    // Its parent is the default template.
+    let serve_pid = child_pid.and_then(|c| {
+        let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+    });
     std::thread::sleep(Duration::from_millis(50));
     let rollup = |key| proc_kb(&format!("/proc/{}/smaps_rollup", child_pid?), key);
     let m = Memory {

@@ -282,6 +282,11 @@ int fork_serve(int fd);
  becomes stderr) prepare the rest. An exec failure is written to the
  comm socket and the process exits with status 127.
 
+ When nothing was sent to `p` since `fork_new` or `fork_fork` made it
+ and `envp` is NULL, its template starts the program with `posix_spawn`
+ instead of copying itself first: the same program, fds and signal
+ state, at the cost of `posix_spawn` whatever the template's size.
+
  Consumes `p` like `fork_run`, even on failure; `cb` as for `fork_run`.
  Returns 0, or `-errno` with `fork_last_error()` set (then `cb` never
  runs).
@@ -421,6 +426,13 @@ int fork_require(struct fork_proc *p, const char *library);
  `fork_child_args` gives every fd and string received so far. A missing
  function (status 127) or a non-zero return (that status) makes the
  process write why to its stderr and exit.
+
+ Builtin evals: `anyfork_setenv`, `anyfork_clearenv`, `anyfork_chdir`,
+ `anyfork_setsid`, `anyfork_comm_fd` (see `fork_exec`) and
+ `anyfork_warm` ("K", 0 to 64): the process, as a template, keeps K
+ children forked and waiting, and hands each `fork_fork` request to one
+ of them (the warm pool; a string, fd, require or eval sent to the
+ template dismisses them, and new ones are forked when it is idle).
 
  Returns 0 once queued, or `-EINVAL` (NULL `p` or `function`, an empty
  name, NULL `args` with `nargs` > 0, a NULL string) with

@@ -50,6 +50,13 @@ impl Pool {
         self.quiet.extend(self.idle.drain(..).map(|(pid, _)| pid));
     }
 
+    /// Closes every leash and returns the pids of all dismissed children
+    /// not yet reaped, for the caller to reap itself.
+    pub fn dismiss_all(&mut self) -> Vec<libc::pid_t> {
+        self.dismiss();
+        std::mem::take(&mut self.quiet)
+    }
+
     /// Forgets the pool in a new process: the leashes are the template's.
     pub fn forget(&mut self) {
         self.idle.clear();

@@ -635,7 +635,14 @@ impl Server {
     /// Enters the run function: reports end, the process gets clean
     /// signal state, and the server is gone.
     fn enter(&mut self, name: &[u8], end: bool) -> ! {
-        self.pool.dismiss();
+        // Waiting children leave before the run function starts, reaped
+        // here: user code finds no child of this process it did not make.
+        for pid in self.pool.dismiss_all() {
+            // SAFETY: waits for a child of ours that is exiting (its leash
+            // just closed).
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            self.children = self.children.saturating_sub(1);
+        }
         if end {
             self.reap();
             self.reports.extend_from_slice(&wire::header(Tag::End, 0));

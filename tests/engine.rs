@@ -420,6 +420,48 @@ fn a_warm_template_hands_forks_to_waiting_children_that_hold_its_current_args() 
     );
 }
 
+/// Children of `ppid`, zombies included.
+fn any_children(ppid: i32) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        if after.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(ppid) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+#[test]
+fn a_warm_template_that_enters_a_run_function_leaves_it_no_children() {
+    let mut t = new_template();
+    t.eval("anyfork_warm", &[b"2"]).unwrap();
+    let tpid = t.pid().unwrap();
+    let kids = waiting(tpid, 2);
+    // The template itself runs wait_eof: its waiting children are gone,
+    // reaped, before user code starts.
+    let sock = run(t, "wait_eof").unwrap();
+    // (Unreaped, they would stay zombies for as long as it runs.)
+    let mut left = Vec::new();
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            left = any_children(tpid);
+            left.is_empty()
+        }),
+        "children {left:?} left to user code (the waiting ones were {kids:?})"
+    );
+    drop(sock);
+    assert!(common::eventually(Duration::from_secs(10), || {
+        !common::alive(tpid)
+    }));
+}
+
 #[test]
 fn anyfork_warm_rejects_a_size_it_cannot_keep() {
     for bad in [&b"65"[..], b"-1", b"many", b""] {

@@ -109,6 +109,11 @@ pub extern "C" fn fork_serve(fd: c_int) -> c_int {
 /// becomes stderr) prepare the rest. An exec failure is written to the
 /// comm socket and the process exits with status 127.
 ///
+/// When nothing was sent to `p` since `fork_new` or `fork_fork` made it
+/// and `envp` is NULL, its template starts the program with `posix_spawn`
+/// instead of copying itself first: the same program, fds and signal
+/// state, at the cost of `posix_spawn` whatever the template's size.
+///
 /// Consumes `p` like `fork_run`, even on failure; `cb` as for `fork_run`.
 /// Returns 0, or `-errno` with `fork_last_error()` set (then `cb` never
 /// runs).

@@ -161,6 +161,13 @@ pub unsafe extern "C" fn fork_require(p: *mut fork_proc, library: *const c_char)
 /// function (status 127) or a non-zero return (that status) makes the
 /// process write why to its stderr and exit.
 ///
+/// Builtin evals: `anyfork_setenv`, `anyfork_clearenv`, `anyfork_chdir`,
+/// `anyfork_setsid`, `anyfork_comm_fd` (see `fork_exec`) and
+/// `anyfork_warm` ("K", 0 to 64): the process, as a template, keeps K
+/// children forked and waiting, and hands each `fork_fork` request to one
+/// of them (the warm pool; a string, fd, require or eval sent to the
+/// template dismisses them, and new ones are forked when it is idle).
+///
 /// Returns 0 once queued, or `-EINVAL` (NULL `p` or `function`, an empty
 /// name, NULL `args` with `nargs` > 0, a NULL string) with
 /// `fork_last_error()` set. Everything is copied.

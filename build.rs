@@ -47,7 +47,4 @@ fn main() {
         "cargo:rustc-link-arg-bin=anyfork-serve=-Wl,--dynamic-list={}",
         list.display()
     );
-    // One mapping for code and read-only data instead of three: every
-    // mapping is copied by each fork and torn down by each exit.
-    println!("cargo:rustc-link-arg-bin=anyfork-serve=-Wl,-z,noseparate-code");
 }

@@ -13,8 +13,8 @@
 //!   creations timed with and without a warm pool from a template as large
 //!   as the caller (see [`big_template_latency`]);
 //! - `ANYFORK_BENCH_INFLIGHT=N`: most creations of method d waiting for
-//!   their run callback at once (default 128, 0 = all 1,000; see
-//!   [`DEFAULT_WINDOW`] for why there is a limit);
+//!   their run callback at once (default 0: all 1,000, see
+//!   [`DEFAULT_WINDOW`]);
 //! - `--only M` (M one of a b bq bd c d e f fx s w): measure one method at 5 MB
 //!   and print its rates, for profiling with strace or perf.
 //!
@@ -36,9 +36,9 @@
 //!   load libraries (the limit for a template that can);
 //! - c: `Process::new()` + `run("anyfork_exit")`, wait for EOF on the comm
 //!   socket, one at a time;
-//! - d: the same with 1,000 creations queued, then all EOFs awaited (by
-//!   default at most 128 of them waiting for their run callback at a time,
-//!   see [`DEFAULT_WINDOW`]);
+//! - d: the same with 1,000 creations queued, then all EOFs awaited
+//!   (`ANYFORK_BENCH_INFLIGHT` can limit how many wait for their run
+//!   callback at a time);
 //! - e: `fork()` of a template made with `Process::new_exec()` that holds 2
 //!   strings and 2 fds, plus 1 string after the fork, `run("anyfork_exit")`;
 //! - f: `Process::new()` + `exec(["/bin/true"])`, until the exit callback
@@ -66,13 +66,10 @@ use anyfork::Process;
 
 /// Creations queued at once by the pipelined methods.
 const BATCH: usize = 1000;
-/// Default limit on method d's creations in flight. With more than about
-/// 280 + 253 fork requests queued while the template is behind, the
-/// engine's outbox packs over 253 fds (SCM_MAX_FD) into one chunk and
-/// `Outbox::flush` then spins on empty sendmsg calls forever (reported with
-/// the benchmark). Set `ANYFORK_BENCH_INFLIGHT=0` to queue all 1,000 at
-/// once, the literal method, once that is fixed.
-const DEFAULT_WINDOW: usize = 128;
+/// Default limit on method d's creations waiting for their run callback:
+/// none, all 1,000 are queued at once (issue 5's method). A limit (say
+/// 128) keeps fewer fds in flight, which this machine runs a little faster.
+const DEFAULT_WINDOW: usize = 0;
 /// Epoll token of anyfork's loop fd in our own epoll set.
 const LOOP_TOKEN: u64 = u64::MAX;
 

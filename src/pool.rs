@@ -12,11 +12,18 @@
 //! request (pid, then exit); a dismissed child's exit is not reported.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 /// Most children a pool keeps waiting.
 pub const MAX: usize = 64;
+
+/// How long after a hand-over the template waits before it forks a
+/// replacement: the child just handed a request (and the caller it
+/// answers) should not have to share the CPUs with a fork of a large
+/// template, which on a busy machine costs them a scheduler tick.
+const REFILL_DELAY: Duration = Duration::from_millis(2);
 
 #[derive(Default)]
 pub struct Pool {
@@ -26,12 +33,29 @@ pub struct Pool {
     idle: Vec<(libc::pid_t, OwnedFd)>,
     /// Dismissed children not yet reaped: their exits are not reported.
     quiet: Vec<libc::pid_t>,
+    /// The last hand-over, while it holds back the refill.
+    handed: Option<Instant>,
 }
 
 impl Pool {
     /// True when fewer children wait than wanted.
     pub fn short(&self) -> bool {
         self.idle.len() < self.want
+    }
+
+    /// When short: how long until a replacement may be forked (zero:
+    /// now). `None` when the pool is full.
+    pub fn refill_in(&mut self) -> Option<Duration> {
+        if !self.short() {
+            return None;
+        }
+        let left = self
+            .handed
+            .map_or(Duration::ZERO, |t| REFILL_DELAY.saturating_sub(t.elapsed()));
+        if left.is_zero() {
+            self.handed = None;
+        }
+        Some(left)
     }
 
     /// How many children wait.
@@ -78,7 +102,10 @@ impl Pool {
             // The leash is empty (nothing else is ever sent on it), so a
             // small frame goes whole or not at all.
             match sendmsg::<()>(leash.as_raw_fd(), &iov, &cmsg, flags, None) {
-                Ok(n) if n == total => return Some(pid),
+                Ok(n) if n == total => {
+                    self.handed = Some(Instant::now());
+                    return Some(pid);
+                }
                 _ => self.quiet.push(pid),
             }
         }

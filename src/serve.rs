@@ -275,8 +275,18 @@ impl Server {
             if hold.is_none() {
                 self.flush_reports(false);
             }
-            if !self.pooled && self.pool.short() {
+            let mut refill = if self.pooled {
+                None
+            } else {
+                self.pool.refill_in()
+            };
+            if refill == Some(std::time::Duration::ZERO) {
                 self.fork_waiting();
+                refill = if self.pool.short() {
+                    Some(std::time::Duration::ZERO)
+                } else {
+                    None
+                };
             }
             let mut pfd = [
                 libc::pollfd {
@@ -297,16 +307,16 @@ impl Server {
             ];
             // While the pool fills, one child per turn, a request that
             // arrived meanwhile is read first.
-            let mut timeout = if !self.pooled && self.pool.short() {
-                Some(std::time::Duration::ZERO)
-            } else {
+            let timeout = [
                 u64::try_from(self.tick)
                     .ok()
-                    .map(std::time::Duration::from_millis)
-            };
-            if let Some(h) = hold {
-                timeout = Some(timeout.map_or(h, |t| t.min(h)));
-            }
+                    .map(std::time::Duration::from_millis),
+                refill,
+                hold,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let ts = timeout.map(|t| libc::timespec {
                 tv_sec: t.as_secs() as libc::time_t,
                 tv_nsec: t.subsec_nanos() as libc::c_long,

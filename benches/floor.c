@@ -12,10 +12,16 @@
  * exactly one recvmsg, one fork and one close here. EOF on fd 0 ends the
  * server. The benchmark compiles this with `cc -O2 -static` when a static
  * libc is installed, so the process is as small as a process gets.
+ *
+ * A request byte 'S' instead asks for the least a template can do to run
+ * a program for its caller: posix_spawn /bin/true, wait for it, then close
+ * the fd (the EOF says "exited", as waitpid would).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -34,6 +40,20 @@ static int attached_fd(struct msghdr *msg)
         }
     }
     return fd;
+}
+
+extern char **environ;
+
+/* Spawns /bin/true and waits for it. SIGCHLD is ignored, so the kernel
+ * reaps it: waitpid returns (ECHILD) once it has exited. */
+static void spawn_true(void)
+{
+    char *argv[] = {"/bin/true", NULL};
+    pid_t pid;
+
+    if (posix_spawn(&pid, argv[0], NULL, NULL, argv, environ) == 0)
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
 }
 
 int main(void)
@@ -69,6 +89,11 @@ int main(void)
         int fd = attached_fd(&msg);
         if (fd < 0)
             continue;
+        if (byte == 'S') {
+            spawn_true();
+            close(fd);
+            continue;
+        }
         pid_t pid = fork();
         if (pid == 0)
             _exit(0);

@@ -15,7 +15,7 @@
 //! - `ANYFORK_BENCH_INFLIGHT=N`: most creations of method d waiting for
 //!   their run callback at once (default 0: all 1,000, see
 //!   [`DEFAULT_WINDOW`]);
-//! - `--only M` (M one of a b bq bd c d e f fx s w): measure one method at 5 MB
+//! - `--only M` (M one of a b bq bd c d e f fx fs s w): measure one method at 5 MB
 //!   and print its rates, for profiling with strace or perf.
 //!
 //! At each size the benchmark touches every page of its own heap until its
@@ -46,6 +46,9 @@
 //!   template spawns it (`posix_spawn`, see `src/exec_spawn.rs`); f′: the
 //!   same, but only until the comm socket's EOF, which comes when the exec
 //!   closes it (program loaded, not run);
+//! - f‴: the floor template asked to posix_spawn /bin/true and wait for
+//!   it, then close the fd it was sent (the least a template can do to run
+//!   a program for its caller);
 //! - s: posix_spawn(/bin/true) + waitpid, from the caller;
 //! - g: latency p50/p99 of c (and b), and the caller's own CPU time
 //!   (getrusage RUSAGE_SELF: user + sys, children excluded) per creation.
@@ -91,7 +94,7 @@ struct Config {
     window: usize,
     /// Short runs each repetition of a method is made of.
     parts: usize,
-    /// `--only M`: measure just method M (a, b, bq, bd, c, d, e, f, fx, s, w) at
+    /// `--only M`: measure just method M (a, b, bq, bd, c, d, e, f, fx, fs, s, w) at
     /// 5 MB and print its rates; for profiling with strace or perf.
     only: Option<M>,
     /// Creations with and without a warm pool from a template as large as
@@ -357,11 +360,11 @@ impl Floor {
         }
     }
 
-    /// Sends one request: a byte and `fd`.
-    fn request(&self, fd: &OwnedFd) {
+    /// Sends one request: `fork` (b"F") or `spawn` (b"S"), and `fd`.
+    fn request(&self, fd: &OwnedFd, what: &[u8; 1]) {
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
         let raw = [fd.as_raw_fd()];
-        let iov = [std::io::IoSlice::new(b"F")];
+        let iov = [std::io::IoSlice::new(what)];
         let cmsg = [ControlMessage::ScmRights(&raw)];
         loop {
             match sendmsg::<()>(
@@ -442,11 +445,12 @@ enum M {
     E,
     F,
     Fx,
+    Fs,
     S,
     W,
 }
 
-const METHODS: [M; 11] = [
+const METHODS: [M; 12] = [
     M::A,
     M::B,
     M::Bq,
@@ -456,6 +460,7 @@ const METHODS: [M; 11] = [
     M::E,
     M::F,
     M::Fx,
+    M::Fs,
     M::S,
     M::W,
 ];
@@ -475,6 +480,7 @@ impl M {
             M::E => "e_template_fork",
             M::F => "f_exec_true",
             M::Fx => "f_exec_true_eof_at_exec",
+            M::Fs => "floor_spawn_true",
             M::S => "posix_spawn_true",
             M::W => "w_warm_pool",
         }
@@ -491,6 +497,7 @@ impl M {
             M::E => "e",
             M::F => "f",
             M::Fx => "fx",
+            M::Fs => "fs",
             M::S => "s",
             M::W => "w",
         }
@@ -510,6 +517,7 @@ impl M {
             M::E => "e. fork of a prepared template (2 str + 2 fd, +1 str)",
             M::F => "f. anyfork exec /bin/true, until its exit report",
             M::Fx => "f′. anyfork exec /bin/true (EOF at exec)",
+            M::Fs => "f‴. floor template: posix_spawn /bin/true, wait, EOF",
             M::S => "posix_spawn /bin/true + waitpid",
             M::W => "w. warm pool of 2: fork+run(anyfork_exit)",
         };
@@ -631,7 +639,7 @@ impl Ctx {
                 } else {
                     &self.floor_dyn
                 };
-                floor.request(&theirs);
+                floor.request(&theirs, b"F");
                 drop(theirs);
                 self.marks = [Some(Instant::now()); 2];
                 wait_eof(ours.as_raw_fd());
@@ -669,6 +677,12 @@ impl Ctx {
                 let p = ok(Process::new(), "Process::new");
                 ok(p.exec(&[b"/bin/true"], None, to_inbox), "exec");
                 wait_eof(await_sock().as_raw_fd());
+            }
+            M::Fs => {
+                let (ours, theirs) = pair(true);
+                self.floor.request(&theirs, b"S");
+                drop(theirs);
+                wait_eof(ours.as_raw_fd());
             }
             M::S => {
                 let path = c"/bin/true";
@@ -714,7 +728,7 @@ impl Ctx {
         if m == M::Bq {
             for _ in 0..BATCH {
                 let (ours, theirs) = pair(true);
-                self.floor.request(&theirs);
+                self.floor.request(&theirs, b"F");
                 drop(theirs);
                 Self::watch(&mut self.open, &self.ep_floor, ours);
             }
@@ -1385,6 +1399,23 @@ fn report(
         &|x| x >= 0.9,
         false,
     );
+    // What any template can reach: the floor asked to spawn and wait.
+    row(
+        &mut t,
+        "f‴ ÷ posix_spawn (floor template spawning)",
+        cols.iter()
+            .map(|c| fmt_stat(c.ratio(M::Fs, M::S), fmt_num))
+            .collect(),
+        "",
+    );
+    row(
+        &mut t,
+        "f ÷ f‴",
+        cols.iter()
+            .map(|c| fmt_stat(c.ratio(M::F, M::Fs), fmt_num))
+            .collect(),
+        "",
+    );
     ratio_row(
         &mut t,
         &mut checks,
@@ -1691,6 +1722,11 @@ fn json(
                             jstat(s.ratio(M::Fx, M::S)),
                         ),
                         ("e_over_c".into(), jstat(s.ratio(M::E, M::C))),
+                        (
+                            "floor_spawn_over_posix_spawn".into(),
+                            jstat(s.ratio(M::Fs, M::S)),
+                        ),
+                        ("f_over_floor_spawn".into(), jstat(s.ratio(M::F, M::Fs))),
                         ("w_over_c".into(), jstat(s.ratio(M::W, M::C))),
                         ("p50_w_over_p50_c".into(), jstat(s.p50_ratio(M::W, M::C))),
                         ("b_pipelined_over_b".into(), jstat(s.ratio(M::Bq, M::B))),

@@ -1483,28 +1483,23 @@ fn report(
             .map(|c| c.big.as_ref().map_or(String::new(), |(a, b)| f(a, b)))
             .collect()
     };
+    let p50_p99 = |v: &[u64]| {
+        format!(
+            "{} / {}",
+            fmt_num(pct(v, 50) / 1e3),
+            fmt_num(pct(v, 99) / 1e3)
+        )
+    };
     row(
         &mut t,
         "template as large as the caller, until user code runs: p50 / p99 (µs)",
-        big(&|a, _| {
-            format!(
-                "{} / {}",
-                fmt_num(pct(a, 50) / 1e3),
-                fmt_num(pct(a, 99) / 1e3)
-            )
-        }),
+        big(&|a, _| p50_p99(a)),
         "",
     );
     row(
         &mut t,
         "the same with a warm pool of 1, creations spaced (µs)",
-        big(&|_, b| {
-            format!(
-                "{} / {}",
-                fmt_num(pct(b, 50) / 1e3),
-                fmt_num(pct(b, 99) / 1e3)
-            )
-        }),
+        big(&|_, b| p50_p99(b)),
         "",
     );
     row(

@@ -450,13 +450,7 @@ impl Server {
             // nonblocking: `enter` makes it blocking for the run function.
             // Until then each write is a page the child need not copy.)
             self.inherited = Some(std::mem::replace(&mut self.sock, fd));
-            self.pool.forget();
-            self.fdq.clear();
-            self.reports.clear();
-            self.pids_since = None;
-            self.rd.have = 0;
-            self.rd.dry = false;
-            self.children = 0;
+            self.forget_parent();
             return true;
         }
         // The caller sees EOF once the child and we closed the socket.
@@ -487,6 +481,18 @@ impl Server {
         wire::push_pid(&mut self.reports, pid);
     }
 
+    /// In a new process: drops what belongs to the template it was copied
+    /// from (its pool, unconsumed fds, reports, read state, children).
+    fn forget_parent(&mut self) {
+        self.pool.forget();
+        self.fdq.clear();
+        self.reports.clear();
+        self.pids_since = None;
+        self.rd.have = 0;
+        self.rd.dry = false;
+        self.children = 0;
+    }
+
     /// Forks one child for the pool. In it, returns with this server
     /// serving the leash; if the fork fails, the pool stays smaller.
     #[cold]
@@ -512,12 +518,7 @@ impl Server {
             self.sock = leash;
             self.inherited = None;
             child::set_comm(self.sock.as_raw_fd());
-            self.fdq.clear();
-            self.reports.clear();
-            self.pids_since = None;
-            self.rd.have = 0;
-            self.rd.dry = false;
-            self.children = 0;
+            self.forget_parent();
             return;
         }
         if pid < 0 {

@@ -203,19 +203,7 @@ pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
         Tag::Eval => {
             let mut r = p;
             let name = name(take_bytes(&mut r, "the function name")?)?;
-            let count = take_varint(&mut r)?;
-            // Each argument needs at least one byte, so a forged count
-            // cannot make us reserve more than the payload could hold.
-            if count > r.len() as u64 {
-                return Err(WireError::Truncated("the argument count"));
-            }
-            let mut args = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                args.push(take_bytes(&mut r, "an argument")?);
-            }
-            if !r.is_empty() {
-                return Err(WireError::BadLength { tag, len });
-            }
+            let args = take_list(r).map_err(|e| e.unwrap_or(WireError::BadLength { tag, len }))?;
             Frame::Eval { name, args }
         }
         Tag::Fork if p.is_empty() => Frame::Fork { run: None },
@@ -224,18 +212,7 @@ pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
             (_, true) => return Err(WireError::BadFlags(1)),
         },
         Tag::Spawn => {
-            let mut r = p;
-            let count = take_varint(&mut r)?;
-            if count > r.len() as u64 {
-                return Err(WireError::Truncated("the argument count"));
-            }
-            let mut argv = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                argv.push(take_bytes(&mut r, "an argument")?);
-            }
-            if !r.is_empty() {
-                return Err(WireError::BadLength { tag, len });
-            }
+            let argv = take_list(p).map_err(|e| e.unwrap_or(WireError::BadLength { tag, len }))?;
             Frame::Spawn { argv }
         }
         Tag::Run => {
@@ -369,6 +346,25 @@ fn push_varint(out: &mut Vec<u8>, mut v: u64) {
 fn push_bytes(out: &mut Vec<u8>, b: &[u8]) {
     push_varint(out, b.len() as u64);
     out.extend_from_slice(b);
+}
+
+/// A varint count, then that many varint-prefixed strings, filling `r`
+/// exactly; `Err(None)` when bytes are left over.
+fn take_list(mut r: &[u8]) -> Result<Vec<&[u8]>, Option<WireError>> {
+    let count = take_varint(&mut r)?;
+    // Each string needs at least one byte, so a forged count cannot make
+    // us reserve more than the payload could hold.
+    if count > r.len() as u64 {
+        return Err(Some(WireError::Truncated("the argument count")));
+    }
+    let mut list = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        list.push(take_bytes(&mut r, "an argument")?);
+    }
+    if !r.is_empty() {
+        return Err(None);
+    }
+    Ok(list)
 }
 
 fn take_varint(r: &mut &[u8]) -> Result<u64, WireError> {

@@ -420,24 +420,6 @@ fn a_warm_template_hands_forks_to_waiting_children_that_hold_its_current_args() 
     );
 }
 
-/// Children of `ppid`, zombies included.
-fn any_children(ppid: i32) -> Vec<i32> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        if after.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(ppid) {
-            v.push(pid);
-        }
-    }
-    v
-}
-
 #[test]
 fn a_warm_template_that_enters_a_run_function_leaves_it_no_children() {
     let mut t = new_template();
@@ -451,7 +433,7 @@ fn a_warm_template_that_enters_a_run_function_leaves_it_no_children() {
     let mut left = Vec::new();
     assert!(
         common::eventually(Duration::from_secs(10), || {
-            left = any_children(tpid);
+            left = common::children_and_zombies_of(tpid);
             left.is_empty()
         }),
         "children {left:?} left to user code (the waiting ones were {kids:?})"

@@ -20,6 +20,24 @@ proptest! {
     }
 
     #[test]
+    fn spawn_frames_round_trip(argv in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
+        let refs: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+        let mut out = Vec::new();
+        wire::push_spawn(&mut out, &refs).unwrap();
+        let (tag, p, used) = wire::split(&out).unwrap().unwrap();
+        prop_assert_eq!(used, out.len());
+        prop_assert_eq!(tag.fds(), 1);
+        prop_assert_eq!(wire::decode(tag, p).unwrap(), Frame::Spawn { argv: refs.clone() });
+        // A byte more or less is an error, never a different argv.
+        let mut longer = p.to_vec();
+        longer.push(0);
+        prop_assert!(wire::decode(tag, &longer).is_err());
+        if p.len() > 1 {
+            prop_assert!(wire::decode(tag, &p[..p.len() - 1]).is_err());
+        }
+    }
+
+    #[test]
     fn a_stream_of_frames_splits_back_in_order(strs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..30), cut in any::<prop::sample::Index>()) {
         let mut out = Vec::new();
         let mut ends = vec![0];

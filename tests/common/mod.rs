@@ -94,6 +94,15 @@ pub fn executable(name: &str, srcs: &[&str], extra: &[&str]) -> PathBuf {
 
 /// Pids of live processes whose parent is `ppid`.
 pub fn children_of(ppid: i32) -> Vec<i32> {
+    children(ppid, false)
+}
+
+/// Pids of the children of `ppid`, zombies (exited, not reaped) included.
+pub fn children_and_zombies_of(ppid: i32) -> Vec<i32> {
+    children(ppid, true)
+}
+
+fn children(ppid: i32, zombies: bool) -> Vec<i32> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -106,7 +115,7 @@ pub fn children_of(ppid: i32) -> Vec<i32> {
         let mut f = after.split(' ');
         let state = f.next().unwrap_or("");
         let parent: i32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if parent == ppid && state != "Z" {
+        if parent == ppid && (zombies || state != "Z") {
             v.push(pid);
         }
     }

@@ -95,13 +95,7 @@ impl DirectChild {
         let fd = guard.take();
         drop(guard);
         if let (Some(fd), Ok(r)) = (fd, Reactor::get()) {
-            let _ = r.set_interest(
-                self.token,
-                fd.as_raw_fd(),
-                libc::EPOLLIN as u32,
-                0,
-                || unreachable!(),
-            );
+            let _ = r.unwatch(self.token, fd.as_raw_fd());
         }
     }
 }

@@ -191,14 +191,17 @@ impl Reactor {
                     lock(&self.sources).remove(&token);
                 })
             }
-            (_, 0) => {
-                let r = epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, 0, token);
-                lock(&self.sources).remove(&token);
-                r
-            }
+            (_, 0) => return self.unwatch(token, fd),
             _ => epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, new, token),
         };
         r.map_err(|e| Error::sys(e, format_args!("registering fd {fd} in the loop fd")))
+    }
+
+    /// Takes a registered fd out of the loop fd.
+    pub fn unwatch(&self, token: u64, fd: RawFd) -> Result<()> {
+        let r = epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, token);
+        lock(&self.sources).remove(&token);
+        r.map_err(|e| Error::sys(e, format_args!("removing fd {fd} from the loop fd")))
     }
 
     /// Counts one more callback that will be scheduled later.

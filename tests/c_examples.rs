@@ -32,22 +32,10 @@ const GRACE: Duration = Duration::from_secs(10);
 fn examples_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // (libanyfork.so.0 is found through the rpath to
+        // `common::lib_dir()`, which makes that link.)
         let d = common::out_dir().join("examples");
         std::fs::create_dir_all(&d).unwrap();
-        // The library carries a versioned SONAME (libanyfork.so.0) that
-        // cargo does not create: a link beside the examples, which are
-        // linked with an rpath to this directory, stands in for it.
-        let link = d.join("libanyfork.so.0");
-        let target = common::lib_dir().join("libanyfork.so");
-        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
-            let _ = std::fs::remove_file(&link);
-            if let Err(e) = std::os::unix::fs::symlink(&target, &link) {
-                assert!(
-                    e.kind() == std::io::ErrorKind::AlreadyExists,
-                    "{link:?}: {e}"
-                );
-            }
-        }
         d
     })
 }

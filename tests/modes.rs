@@ -37,21 +37,13 @@ const GRACE: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------
 // Building the C side
 
-/// Where this file's C programs go, with a `libanyfork.so.0` link to the
-/// freshly built library (cargo does not make the SONAME's link).
+/// Where this file's C programs go (they find libanyfork.so.0 through
+/// their rpath to `common::lib_dir()`, which makes that link).
 fn modes_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let d = common::out_dir().join("modes");
         std::fs::create_dir_all(&d).unwrap();
-        let link = d.join("libanyfork.so.0");
-        let target = common::lib_dir().join("libanyfork.so");
-        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
-            let _ = std::fs::remove_file(&link);
-            if let Err(e) = std::os::unix::fs::symlink(&target, &link) {
-                assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{link:?}: {e}");
-            }
-        }
         d
     })
 }

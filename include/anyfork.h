@@ -41,11 +41,6 @@
 #define FORK_FROM_FD_ANY_UID 1
 
 /*
- Most children a pool keeps waiting.
- */
-#define MAX 64
-
-/*
  What one `fork_arg` holds.
 
  The variant names are the C enumerators' names.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 /// Most children a pool keeps waiting.
-pub const MAX: usize = 64;
+pub(crate) const MAX: usize = 64;
 
 /// How long after a hand-over the template waits before it forks a
 /// replacement: the child just handed a request (and the caller it

@@ -79,3 +79,44 @@ fn server_exports_child_side_calls() {
         );
     }
 }
+
+/// Every name the header defines is the library's own (`fork_`, `FORK_`,
+/// `ANYFORK_`): a bare `MAX` or `Frame` would collide with the includer's.
+#[test]
+fn header_defines_only_prefixed_names() {
+    let h = std::fs::read_to_string(common::root().join("include/anyfork.h")).unwrap();
+    let own = |n: &str| {
+        ["fork_", "FORK_", "ANYFORK_"]
+            .iter()
+            .any(|p| n.starts_with(p))
+    };
+    let mut bad = Vec::new();
+    for line in h.lines() {
+        let words: Vec<&str> = line
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let defined = if line.starts_with("#define") {
+            words.get(1).copied()
+        } else if line.starts_with("typedef") {
+            match line.find("(*") {
+                Some(k) => line[k + 2..].split(')').next(),
+                None if line.trim_end().ends_with(';') => words.last().copied(),
+                None => words.get(2).copied(),
+            }
+        } else if line.starts_with("  ")
+            && !line.starts_with("   ")
+            && words.len() <= 2
+            && line.trim_end().ends_with(',')
+        {
+            // An enumerator: `  NAME = 1,` or `  NAME,`.
+            words.first().copied()
+        } else {
+            None
+        };
+        if let Some(n) = defined.filter(|n| !own(n)) {
+            bad.push(format!("{n}: {line}"));
+        }
+    }
+    assert!(bad.is_empty(), "unprefixed names in anyfork.h: {bad:#?}");
+}

@@ -4,7 +4,7 @@
 //! signal stack with its guard page, SIGPIPE ignored) would only be undone
 //! again, and its two mappings would be copied by every fork and torn
 //! down by every exit.
-#![no_main]
+#![cfg_attr(not(test), no_main)]
 
 /// Child-side functions that code loaded into this server (with
 /// `fork_require`) may call; kept so the linker exports them.
@@ -19,6 +19,7 @@ static KEEP: Keep = Keep([
     anyfork::capi::fork_set_dispatch as *const (),
 ]);
 
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(
     _argc: std::ffi::c_int,

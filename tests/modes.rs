@@ -764,7 +764,7 @@ fn exec_argv_follows_strings_sent_before_even_through_a_template() {
 
 #[test]
 fn a_spawned_exec_gets_the_templates_strings_fds_and_comm_fd() {
-    let file = common::out_dir().join("modes").join("spawn-fd3-file");
+    let file = modes_dir().join("spawn-fd3-file");
     std::fs::write(&file, b"").unwrap();
     let f3: OwnedFd = std::fs::File::open(&file).unwrap().into();
     let (in_r, mut in_w) = pipe().unwrap();
@@ -867,7 +867,7 @@ fn exec_searches_path_for_a_name_without_slash() {
 
 #[test]
 fn exec_maps_sent_fds_to_0_1_2_and_on_and_nothing_else() {
-    let file = common::out_dir().join("modes").join("fd3-file");
+    let file = modes_dir().join("fd3-file");
     std::fs::write(&file, b"").unwrap();
     let f3: OwnedFd = std::fs::File::open(&file).unwrap().into();
     let pb = probe_bytes();

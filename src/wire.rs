@@ -18,8 +18,10 @@
 
 use std::fmt;
 
-/// Protocol version carried by the `Hello` frame.
-pub const VERSION: u32 = 1;
+/// Protocol version carried by the `Hello` frame: 2 added the `Spawn`
+/// frame, so a server from before it refuses the hello with a clear
+/// message instead of a frame it does not know.
+pub const VERSION: u32 = 2;
 /// First bytes of a `Hello` payload.
 pub const MAGIC: [u8; 8] = *b"anyfork\0";
 /// Bytes in a frame header: tag and length.

@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 
@@ -25,7 +26,7 @@ use crate::wire::{self, Frame, HEADER_LEN, Tag};
 /// How long a pid report may wait for its process's exit report, so that
 /// a short-lived process costs the caller one wake-up, not two. Nothing
 /// waits for the pid but `fork_pid` (and the exit report, which needs it).
-const PID_HOLD: std::time::Duration = std::time::Duration::from_millis(1);
+const PID_HOLD: Duration = Duration::from_millis(1);
 
 /// Most payload bytes read (and so allocated) ahead of their arrival.
 const READ_CHUNK: usize = 1 << 20;
@@ -203,7 +204,7 @@ struct Server {
     /// request that comes down it makes it the requested process.
     pooled: bool,
     /// Since when `reports` holds nothing but pid reports (see [`PID_HOLD`]).
-    pids_since: Option<std::time::Instant>,
+    pids_since: Option<Instant>,
 }
 
 /// Serves commands on `sock` until EOF or a run; never returns.
@@ -275,59 +276,58 @@ impl Server {
             if hold.is_none() {
                 self.flush_reports(false);
             }
-            let mut refill = if self.pooled {
+            // While the pool fills, one child per turn, a request that
+            // arrived meanwhile is read first.
+            if !self.pooled && self.pool.refill_in() == Some(Duration::ZERO) {
+                self.fork_waiting();
+            }
+            let refill = if self.pooled {
                 None
             } else {
                 self.pool.refill_in()
             };
-            if refill == Some(std::time::Duration::ZERO) {
-                self.fork_waiting();
-                refill = if self.pool.short() {
-                    Some(std::time::Duration::ZERO)
-                } else {
-                    None
-                };
-            }
-            let mut pfd = [
-                libc::pollfd {
-                    fd: self.sock.as_raw_fd(),
-                    events: libc::POLLIN
-                        | if self.reports.is_empty() || hold.is_some() {
-                            0
-                        } else {
-                            libc::POLLOUT
-                        },
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.sigfd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // While the pool fills, one child per turn, a request that
-            // arrived meanwhile is read first.
-            let timeout = [
-                u64::try_from(self.tick)
-                    .ok()
-                    .map(std::time::Duration::from_millis),
-                refill,
-                hold,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let ts = timeout.map(|t| libc::timespec {
-                tv_sec: t.as_secs() as libc::time_t,
-                tv_nsec: t.subsec_nanos() as libc::c_long,
-            });
-            let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
-            // SAFETY: two valid pollfds; a live timespec or NULL.
-            unsafe { libc::ppoll(pfd.as_mut_ptr(), 2, tsp, std::ptr::null()) };
-            if pfd[1].revents != 0 || (self.tick >= 0 && self.children > 0) {
+            let out = !self.reports.is_empty() && hold.is_none();
+            let timeout = [self.tick(), refill, hold].into_iter().flatten().min();
+            let (_, signals) = self.wait(libc::POLLIN, out, timeout);
+            if signals != 0 || (self.tick >= 0 && self.children > 0) {
                 self.reap();
             }
         }
+    }
+
+    /// The tick of a threaded server, or `None` (no timeout).
+    fn tick(&self) -> Option<Duration> {
+        u64::try_from(self.tick).ok().map(Duration::from_millis)
+    }
+
+    /// Waits for `events` on the socket (and `POLLOUT` with `out`) or a
+    /// signal on the signalfd, at most `timeout`; the revents of both.
+    fn wait(
+        &self,
+        events: libc::c_short,
+        out: bool,
+        timeout: Option<Duration>,
+    ) -> (libc::c_short, libc::c_short) {
+        let mut pfd = [
+            libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: events | if out { libc::POLLOUT } else { 0 },
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.sigfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+        // SAFETY: two valid pollfds; a live timespec or NULL.
+        unsafe { libc::ppoll(pfd.as_mut_ptr(), 2, tsp, std::ptr::null()) };
+        (pfd[0].revents, pfd[1].revents)
     }
 
     fn handle(&mut self, tag: Tag) {
@@ -474,7 +474,7 @@ impl Server {
     /// with its process's exit; a failure goes out at once.
     fn push_pid(&mut self, pid: libc::pid_t) {
         if self.reports.is_empty() && pid > 0 {
-            self.pids_since = Some(std::time::Instant::now());
+            self.pids_since = Some(Instant::now());
         } else if pid <= 0 {
             self.pids_since = None;
         }
@@ -611,28 +611,11 @@ impl Server {
         self.pool.dismiss();
         let mut alive = self.flush_reports(true);
         while alive && self.children > 0 {
-            let mut pfd = [
-                libc::pollfd {
-                    fd: self.sock.as_raw_fd(),
-                    events: if self.reports.is_empty() {
-                        0
-                    } else {
-                        libc::POLLOUT
-                    },
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.sigfd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: two valid pollfds.
-            unsafe { libc::poll(pfd.as_mut_ptr(), 2, self.tick) };
-            if pfd[0].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            let (sock, signals) = self.wait(0, !self.reports.is_empty(), self.tick());
+            if sock & (libc::POLLHUP | libc::POLLERR) != 0 {
                 break;
             }
-            if pfd[1].revents != 0 || self.tick >= 0 {
+            if signals != 0 || self.tick >= 0 {
                 self.reap();
             }
             alive = self.flush_reports(false);

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyfork::Process;
 use common::SessionRun;
@@ -370,16 +370,7 @@ fn early_template_serves_new_exec_and_new_with_the_programs_functions() {
 // ---------------------------------------------------------------------
 // Waiting for callbacks of processes made in this test process
 
-type RunRx = mpsc::Receiver<anyfork::Result<OwnedFd>>;
-type ExitRx = mpsc::Receiver<(i32, anyfork::Result<i32>)>;
-
-fn exit_rx(p: &mut Process) -> ExitRx {
-    let (tx, rx) = mpsc::channel();
-    p.on_exit(move |pid, st| {
-        let _ = tx.send((pid, st));
-    });
-    rx
-}
+use common::{ExitRx, RunRx, exit_rx};
 
 fn run_cb() -> (
     impl FnOnce(anyfork::Result<OwnedFd>) + Send + 'static,
@@ -396,16 +387,7 @@ fn run_cb() -> (
 
 /// Dispatches until `rx` has something.
 fn pump<T>(rx: &mpsc::Receiver<T>, what: &str) -> T {
-    let t = Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(v) => return v,
-            Err(mpsc::TryRecvError::Disconnected) => panic!("{what}: callback dropped unrun"),
-            Err(mpsc::TryRecvError::Empty) => {}
-        }
-        assert!(t.elapsed() < LIMIT, "{what}: no callback within {LIMIT:?}");
-        anyfork::wait(20).expect("anyfork::wait");
-    }
+    common::pump(rx, LIMIT, what)
 }
 
 /// Reads a comm socket to its end. A process that exits with commands

@@ -103,34 +103,68 @@ pub fn children_and_zombies_of(ppid: i32) -> Vec<i32> {
 }
 
 fn children(ppid: i32, zombies: bool) -> Vec<i32> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let mut f = after.split(' ');
-        let state = f.next().unwrap_or("");
-        let parent: i32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if parent == ppid && (zombies || state != "Z") {
-            v.push(pid);
-        }
+    all_pids()
+        .filter(|&pid| {
+            proc_stat(pid)
+                .is_some_and(|st| st.field(1) == Some(ppid) && (zombies || st.state() != Some('Z')))
+        })
+        .collect()
+}
+
+/// Every pid in /proc.
+fn all_pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+}
+
+/// `/proc/PID/stat` of a process: its command name and the fields after
+/// it (state, ppid, pgrp, session, …).
+pub struct ProcStat {
+    pub comm: String,
+    fields: Vec<String>,
+}
+
+impl ProcStat {
+    /// The state letter (R, S, T, Z, X, …).
+    pub fn state(&self) -> Option<char> {
+        self.fields.first()?.chars().next()
     }
-    v
+
+    /// Numeric field `i` after the command name (1: ppid, 3: session).
+    pub fn field(&self, i: usize) -> Option<i32> {
+        self.fields.get(i)?.parse().ok()
+    }
+}
+
+/// The stat of `pid`, or `None` when it is gone.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    Some(ProcStat {
+        comm: stat[open + 1..close].to_string(),
+        fields: stat
+            .get(close + 2..)?
+            .split(' ')
+            .map(String::from)
+            .collect(),
+    })
+}
+
+/// The parent pid of `pid`.
+pub fn ppid_of(pid: i32) -> Option<i32> {
+    proc_stat(pid)?.field(1)
+}
+
+/// The state letter of `pid` (R, S, T, Z, …).
+pub fn state_of(pid: i32) -> Option<char> {
+    proc_stat(pid)?.state()
 }
 
 /// True while `pid` exists and is not a zombie.
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            !after.starts_with('Z') && !after.starts_with('X')
-        }
-        Err(_) => false,
-    }
+    !matches!(state_of(pid), None | Some('Z') | Some('X'))
 }
 
 /// Waits up to `limit` for `cond`.
@@ -223,20 +257,11 @@ pub struct SessionRun {
 /// Live (non-zombie) processes in session `sid`: pid and command line.
 pub fn session_members(sid: i32) -> Vec<(i32, String)> {
     let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+    for pid in all_pids() {
+        let Some(st) = proc_stat(pid) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        // After the command: state ppid pgrp session ...
-        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let session: i32 = f.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
-        if session != sid || matches!(f.first(), Some(&"Z") | Some(&"X")) {
+        if st.field(3) != Some(sid) || matches!(st.state(), Some('Z') | Some('X')) {
             continue;
         }
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -247,8 +272,7 @@ pub fn session_members(sid: i32) -> Vec<(i32, String)> {
                     .to_string()
             })
             .unwrap_or_default();
-        let comm = &stat[stat.find('(').map_or(0, |i| i + 1)..close];
-        v.push((pid, format!("{comm}: {cmd}")));
+        v.push((pid, format!("{}: {cmd}", st.comm)));
     }
     v
 }
@@ -365,4 +389,77 @@ pub fn isolated(name: &str, limit: Duration, env: &[(&str, String)], body: impl 
         r.stdout,
         r.stderr
     );
+}
+
+// ---------------------------------------------------------------------
+// Callbacks of processes made in this test process, and shared limits
+
+pub type RunRx = std::sync::mpsc::Receiver<anyfork::Result<std::os::fd::OwnedFd>>;
+pub type ExitRx = std::sync::mpsc::Receiver<(i32, anyfork::Result<i32>)>;
+
+/// Runs `function` in `p`; the receiver gets the run callback's result.
+/// A callback may outlive a test that failed (another test's dispatch
+/// then runs it): it must not panic there.
+pub fn run_async(p: anyfork::Process, function: &str) -> RunRx {
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.run(function, move |r| {
+        let _ = tx.send(r);
+    })
+    .expect("Process::run");
+    rx
+}
+
+/// Registers an exit callback; the receiver gets (pid, status).
+pub fn exit_rx(p: &mut anyfork::Process) -> ExitRx {
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.on_exit(move |pid, st| {
+        let _ = tx.send((pid, st));
+    });
+    rx
+}
+
+/// Dispatches until `rx` has a value (panics after `limit`).
+pub fn pump<T>(rx: &std::sync::mpsc::Receiver<T>, limit: Duration, what: &str) -> T {
+    use std::sync::mpsc::TryRecvError;
+    let t = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return v,
+            Err(TryRecvError::Disconnected) => panic!("{what}: the callback was dropped unrun"),
+            Err(TryRecvError::Empty) => {}
+        }
+        assert!(t.elapsed() < limit, "{what}: no callback within {limit:?}");
+        anyfork::wait(20).expect("anyfork::wait");
+    }
+}
+
+/// Dispatches until `cond` holds (panics after `limit`).
+pub fn pump_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        anyfork::wait(20).expect("anyfork::wait");
+    }
+}
+
+/// Serialises the tests of one binary that must not overlap (fd and
+/// memory measurements, process counts, killing the default template).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Raises the soft fd limit to the hard one (thousands of sockets at once).
+pub fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
 }

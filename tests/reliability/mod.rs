@@ -5,15 +5,19 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyfork::Process;
 
 use crate::common;
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use crate::common::{
+    ExitRx, RunRx, exit_rx, ppid_of, pump, pump_until, raise_nofile, run_async, serial, state_of,
+};
 
 /// A directory of this test binary's own, so that no other test binary
 /// (run by cargo one after another, or by another session at the same
@@ -85,72 +89,6 @@ pub fn helper(name: &str, extra: &[&str]) -> PathBuf {
     let p = build(&own_dir().join(name), &args, true);
     done.push((name.to_string(), p.clone()));
     p
-}
-
-/// Serialises the tests of one binary that must not overlap (fd and
-/// memory measurements, process counts).
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Raises the soft fd limit to the hard one.
-pub fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
-    }
-}
-
-pub type RunRx = mpsc::Receiver<anyfork::Result<OwnedFd>>;
-pub type ExitRx = mpsc::Receiver<(i32, anyfork::Result<i32>)>;
-
-/// Runs `function` in `p`; the receiver gets what the run callback got.
-pub fn run_async(p: Process, function: &str) -> RunRx {
-    let (tx, rx) = mpsc::channel();
-    // A callback may outlive a test that failed (another test's dispatch
-    // then runs it): it must not panic there.
-    p.run(function, move |r| {
-        let _ = tx.send(r);
-    })
-    .expect("Process::run");
-    rx
-}
-
-/// Registers an exit callback; the receiver gets (pid, status).
-pub fn exit_rx(p: &mut Process) -> ExitRx {
-    let (tx, rx) = mpsc::channel();
-    p.on_exit(move |pid, st| {
-        let _ = tx.send((pid, st));
-    });
-    rx
-}
-
-/// Dispatches until `rx` has a value (panics after `limit`).
-pub fn pump<T>(rx: &mpsc::Receiver<T>, limit: Duration, what: &str) -> T {
-    let t = Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(v) => return v,
-            Err(mpsc::TryRecvError::Disconnected) => panic!("{what}: the callback was dropped"),
-            Err(mpsc::TryRecvError::Empty) => {}
-        }
-        assert!(t.elapsed() < limit, "{what}: no callback within {limit:?}");
-        anyfork::wait(20).expect("anyfork::wait");
-    }
-}
-
-/// Dispatches until `cond` holds (panics after `limit`).
-pub fn pump_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < limit, "timed out after {limit:?}: {what}");
-        anyfork::wait(20).expect("anyfork::wait");
-    }
 }
 
 /// Runs `function` and reads the comm socket to EOF.
@@ -268,19 +206,6 @@ pub fn fds_of(pid: i32) -> BTreeMap<i32, String> {
         }
     }
     m
-}
-
-/// The parent pid of `pid`.
-pub fn ppid_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(1)?.parse().ok()
-}
-
-/// The state letter of `pid` (R, S, T, Z, ...).
-pub fn state_of(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].chars().next()
 }
 
 pub fn kill(pid: i32, sig: i32) {

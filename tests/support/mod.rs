@@ -4,13 +4,17 @@
 #![allow(dead_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use anyfork::Process;
 
 use crate::common;
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use crate::common::{
+    ExitRx, RunRx, exit_rx, ppid_of, pump_until, raise_nofile, run_async, serial, state_of,
+};
 
 /// The absolute path of libchildren.so, compiled once per test binary.
 /// An `isolated` subprocess reuses its parent's build (it gets the path in
@@ -43,38 +47,6 @@ pub fn exe(name: &str, srcs: &[&str], extra: &[&str]) -> std::path::PathBuf {
     p
 }
 
-/// Serialises tests of one binary that must not overlap (fd counts, loop
-/// fd idleness, killing the default template).
-pub fn serial() -> MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Raises the soft fd limit to the hard one (thousands of sockets at once).
-pub fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        }
-    }
-}
-
-/// Dispatches (through `anyfork::wait`) until `cond` holds; panics after
-/// `limit` with `what`.
-pub fn pump_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        anyfork::wait(20).expect("anyfork::wait");
-    }
-}
-
 /// Runs `function` in `p` and dispatches until the run callback fired;
 /// returns what it got.
 pub fn run(p: Process, function: &str) -> anyfork::Result<OwnedFd> {
@@ -82,29 +54,9 @@ pub fn run(p: Process, function: &str) -> anyfork::Result<OwnedFd> {
     wait_run(&rx)
 }
 
-/// Runs `function` in `p`; the receiver gets the callback's result.
-pub fn run_async(p: Process, function: &str) -> mpsc::Receiver<anyfork::Result<OwnedFd>> {
-    let (tx, rx) = mpsc::channel();
-    p.run(function, move |r| tx.send(r).unwrap())
-        .expect("Process::run");
-    rx
-}
-
 /// Dispatches until `rx` has the run callback's result.
-pub fn wait_run(rx: &mpsc::Receiver<anyfork::Result<OwnedFd>>) -> anyfork::Result<OwnedFd> {
-    let t = Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(r) => return r,
-            Err(mpsc::TryRecvError::Disconnected) => panic!("the run callback was dropped unrun"),
-            Err(mpsc::TryRecvError::Empty) => {}
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the run callback never fired"
-        );
-        anyfork::wait(20).expect("anyfork::wait");
-    }
+pub fn wait_run(rx: &RunRx) -> anyfork::Result<OwnedFd> {
+    common::pump(rx, Duration::from_secs(30), "the run callback")
 }
 
 /// Runs `function` and reads the comm socket to EOF.
@@ -126,28 +78,9 @@ pub fn new_template() -> Process {
     p
 }
 
-/// Registers an exit callback; the receiver gets (pid, status).
-pub fn exit_rx(p: &mut Process) -> mpsc::Receiver<(i32, anyfork::Result<i32>)> {
-    let (tx, rx) = mpsc::channel();
-    p.on_exit(move |pid, st| tx.send((pid, st)).unwrap());
-    rx
-}
-
 /// Dispatches until the exit callback reported.
-pub fn wait_exit(rx: &mpsc::Receiver<(i32, anyfork::Result<i32>)>) -> (i32, anyfork::Result<i32>) {
-    let t = Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(r) => return r,
-            Err(mpsc::TryRecvError::Disconnected) => panic!("the exit callback was dropped unrun"),
-            Err(mpsc::TryRecvError::Empty) => {}
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the exit callback never fired"
-        );
-        anyfork::wait(20).expect("anyfork::wait");
-    }
+pub fn wait_exit(rx: &ExitRx) -> (i32, anyfork::Result<i32>) {
+    common::pump(rx, Duration::from_secs(30), "the exit callback")
 }
 
 /// Reads a (nonblocking) comm socket until it ends; unlike
@@ -396,13 +329,6 @@ pub fn gone(pid: i32) -> bool {
     common::eventually(Duration::from_secs(10), || !common::alive(pid))
 }
 
-/// The parent pid of `pid`, from /proc.
-pub fn ppid_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(1)?.parse().ok()
-}
-
 /// The command name of `pid`, from /proc.
 pub fn comm_of(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -423,11 +349,6 @@ pub fn stop(pid: i32) {
     kill(pid, libc::SIGSTOP);
     let stopped = common::eventually(Duration::from_secs(5), || state_of(pid) == Some('T'));
     assert!(stopped, "pid {pid} did not stop");
-}
-
-pub fn state_of(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].chars().next()
 }
 
 /// Sends `sig` to `pid`.

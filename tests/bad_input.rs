@@ -13,7 +13,6 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyfork::{Errno, Process};
@@ -120,21 +119,9 @@ fn custom_servers_and_exec_refuse_what_cannot_be_run() {
 }
 
 fn run_bad_input(args: &[&str]) {
-    let exe = helper("bad_input", &[]);
-    let out = Command::new(&exe)
-        .arg(lib())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bad_input failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(stdout.contains("checks passed"), "{stdout}");
+    let mut all = vec![lib()];
+    all.extend_from_slice(args);
+    common::run_checks(&helper("bad_input", &[]), &all);
 }
 
 #[test]

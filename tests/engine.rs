@@ -785,19 +785,7 @@ fn dropping_an_unrun_process_lets_it_exit() {
 fn c_api_rejects_bad_arguments_with_a_message() {
     let _g = serial();
     let exe = exe("api_errors", &["tests/c/api_errors.c"], &["-pthread"]);
-    let out = Command::new(&exe)
-        .arg(lib())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "api_errors failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(stdout.contains("checks passed"), "{stdout}");
+    common::run_checks(&exe, &[lib()]);
 }
 
 /// Runs tests/c/exiting_caller.c, lets it exit as `mode` says, and checks

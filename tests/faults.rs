@@ -14,7 +14,6 @@ mod reliability;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -199,16 +198,7 @@ fn killed_caller(args: &[&str]) {
     let (release_r, release_w) = pipe();
     let mut cmd = Command::new(&exe);
     cmd.arg(lib()).args(args);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
+    let mut child = common::in_new_session(&mut cmd)
         .stdin(Stdio::from(release_r))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -414,20 +404,7 @@ fn a_fork_that_fails_in_the_template_reports_eagain_and_the_template_serves_on()
 fn a_caller_out_of_fds_gets_emfile_and_nothing_is_half_sent() {
     // The caller's fd count is measured by other tests here.
     let _g = serial();
-    let exe = helper("fd_exhaustion", &[]);
-    let out = Command::new(&exe)
-        .arg(lib())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "fd_exhaustion failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(stdout.contains("checks passed"), "{stdout}");
+    common::run_checks(&helper("fd_exhaustion", &[]), &[lib()]);
 }
 
 // ---------------------------------------------------------------------

@@ -285,19 +285,9 @@ pub fn session_members(sid: i32) -> Vec<(i32, String)> {
 /// waits up to `grace` for the rest of its session to go.
 pub fn run_in_session(cmd: &mut Command, limit: Duration, grace: Duration) -> SessionRun {
     use std::io::Read;
-    use std::os::unix::process::CommandExt;
     use std::process::Stdio;
 
-    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
+    let mut child = in_new_session(cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -461,5 +451,39 @@ pub fn raise_nofile() {
             rl.rlim_cur = rl.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }
+    }
+}
+
+/// Runs a C test program (`exe args…`, stdin closed) that prints
+/// "checks passed" when all its checks held; panics with its output
+/// otherwise.
+pub fn run_checks(exe: &Path, args: &[&str]) {
+    let out = Command::new(exe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{stdout}\n{stderr}",
+        exe.display(),
+        out.status
+    );
+    assert!(stdout.contains("checks passed"), "{stdout}");
+}
+
+/// Makes `cmd` start a session of its own (`setsid` before exec).
+pub fn in_new_session(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
     }
 }

@@ -235,14 +235,24 @@ impl Conn {
 
     /// Sends the held-back fork, if any, as a plain fork.
     fn flush_pending(self: &Arc<Self>, st: &mut State) -> Result<()> {
+        self.send_pending(st, &[&wire::header(Tag::Fork, 0)])
+    }
+
+    /// Sends the held-back fork, if any, as `frame` (a frame that asks
+    /// for a fork), with the new process's socket.
+    fn send_pending(self: &Arc<Self>, st: &mut State, frame: &[&[u8]]) -> Result<()> {
         let Some((child, rec)) = st.pending.take() else {
             return Ok(());
         };
-        let frame = wire::header(Tag::Fork, 0);
         st.forks.push_back(rec.clone());
-        self.write_locked(st, &[&frame], vec![child])?;
+        self.write_locked(st, frame, vec![child])?;
         self.track_fork(st, rec);
         Ok(())
+    }
+
+    /// True when the fork held back is the one of `rec`.
+    fn holds(st: &State, rec: &Arc<Record>) -> bool {
+        matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec))
     }
 
     /// Tells `rec` when its fork request has been written.
@@ -270,7 +280,7 @@ impl Conn {
     /// fork if it is still held back.
     pub fn materialize(self: &Arc<Self>, rec: &Arc<Record>) -> Result<()> {
         let mut st = self.lock();
-        if !matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec)) {
+        if !Self::holds(&st, rec) {
             return Ok(());
         }
         self.check(&st)?;
@@ -284,18 +294,7 @@ impl Conn {
     /// does both and this returns true; false means the fork went out
     /// already and the child needs an ordinary run.
     pub fn fork_run(self: &Arc<Self>, rec: &Arc<Record>, name: &[u8]) -> Result<bool> {
-        let mut st = self.lock();
-        if !matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec)) {
-            return Ok(false);
-        }
-        self.check(&st)?;
-        let (child, rec) = st.pending.take().expect("checked above");
-        let head = wire::fork_run_head(name.len());
-        st.forks.push_back(rec.clone());
-        self.write_locked(&mut st, &[&head, name], vec![child])?;
-        self.track_fork(&mut st, rec);
-        self.settle(&mut st);
-        Ok(true)
+        self.send_held(rec, &[&wire::fork_run_head(name.len()), name])
     }
 
     /// The child whose record is `rec` execs `argv` before anything else
@@ -303,18 +302,24 @@ impl Conn {
     /// for both (the template may then spawn without copying itself) and
     /// this returns true; false means the fork went out already.
     pub fn fork_exec(self: &Arc<Self>, rec: &Arc<Record>, argv: &[&[u8]]) -> Result<bool> {
-        let mut st = self.lock();
-        if !matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec)) {
+        if !Self::holds(&self.lock(), rec) {
             return Ok(false);
         }
-        self.check(&st)?;
         let mut frame = Vec::new();
         wire::push_spawn(&mut frame, argv)
             .ok_or_else(|| Error::new(Errno::E2BIG, "exec: argv exceeds the 4 GiB frame limit"))?;
-        let (child, rec) = st.pending.take().expect("checked above");
-        st.forks.push_back(rec.clone());
-        self.write_locked(&mut st, &[&frame], vec![child])?;
-        self.track_fork(&mut st, rec);
+        self.send_held(rec, &[&frame])
+    }
+
+    /// Sends the fork of `rec`, if it is still held back, as `frame`;
+    /// false when it went out already.
+    fn send_held(self: &Arc<Self>, rec: &Arc<Record>, frame: &[&[u8]]) -> Result<bool> {
+        let mut st = self.lock();
+        if !Self::holds(&st, rec) {
+            return Ok(false);
+        }
+        self.check(&st)?;
+        self.send_pending(&mut st, frame)?;
         self.settle(&mut st);
         Ok(true)
     }
@@ -323,7 +328,7 @@ impl Conn {
     /// to it: its process is never made.
     pub fn cancel(&self, rec: &Arc<Record>) {
         let mut st = self.lock();
-        if matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec)) {
+        if Self::holds(&st, rec) {
             st.pending = None;
         }
     }

@@ -80,14 +80,20 @@ impl Process {
         Ok(child)
     }
 
+    /// The fork that creates this process, if nothing was sent to it yet,
+    /// goes out with what `send` asks its parent for (one frame); false
+    /// when the fork went out before (or there is none).
+    fn with_held_fork(&self, send: impl FnOnce(&Arc<Conn>) -> Result<bool>) -> Result<bool> {
+        match &self.parent {
+            Some(parent) if self.unsent.swap(false, Ordering::AcqRel) => send(parent),
+            _ => Ok(false),
+        }
+    }
+
     /// Makes sure the fork that creates this process was sent.
     fn materialize(&self) -> Result<()> {
-        match &self.parent {
-            Some(parent) if self.unsent.swap(false, Ordering::AcqRel) => {
-                parent.materialize(&self.rec)
-            }
-            _ => Ok(()),
-        }
+        self.with_held_fork(|parent| parent.materialize(&self.rec).map(|()| true))
+            .map(drop)
     }
 
     /// Queues already-encoded frames that consume no fds.
@@ -216,13 +222,7 @@ impl Process {
 
     fn run_with(self, function: &str, cb: Option<RunCallback>) -> Result<()> {
         let name = check_name("run", "function", function)?;
-        let remote = match &self.parent {
-            Some(parent) if self.unsent.swap(false, Ordering::AcqRel) => {
-                parent.fork_run(&self.rec, name)
-            }
-            _ => Ok(false),
-        };
-        match remote {
+        match self.with_held_fork(|parent| parent.fork_run(&self.rec, name)) {
             Ok(true) => self.conn.ran_remotely(),
             Ok(false) => self.conn.run(name).map_err(|e| e.context("run"))?,
             Err(e) => return Err(e.context("run")),
@@ -251,12 +251,7 @@ impl Process {
         if env.is_none() {
             // Nothing else was sent to a process whose fork is held back:
             // its template is asked to spawn the program directly.
-            let remote = match &self.parent {
-                Some(parent) if self.unsent.swap(false, Ordering::AcqRel) => {
-                    parent.fork_exec(&self.rec, argv)
-                }
-                _ => Ok(false),
-            };
+            let remote = self.with_held_fork(|parent| parent.fork_exec(&self.rec, argv));
             if remote.map_err(|e| e.context("exec"))? {
                 self.conn.ran_remotely();
                 self.rec.set_run(Box::new(cb));

@@ -397,15 +397,7 @@ fn to_inbox(r: anyfork::Result<OwnedFd>) {
 
 /// Turns the reactor until a run callback delivered a comm socket.
 fn await_sock() -> OwnedFd {
-    loop {
-        if let Some(r) = inbox().pop() {
-            return r.unwrap_or_else(|e| panic!("run callback: {e}"));
-        }
-        let ran = anyfork::wait(-1).unwrap_or_else(|e| panic!("anyfork::wait: {e}"));
-        if ran == 0 && anyfork::pending() == 0 && inbox().is_empty() {
-            panic!("anyfork::wait: no callback is waiting, yet none delivered a socket");
-        }
-    }
+    await_one(&INBOX, "run callback")
 }
 
 static EXITS: Mutex<Vec<anyfork::Result<i32>>> = Mutex::new(Vec::new());
@@ -416,13 +408,22 @@ fn exits() -> std::sync::MutexGuard<'static, Vec<anyfork::Result<i32>>> {
 
 /// Turns the reactor until an exit callback delivered a wait status.
 fn await_exit() -> i32 {
+    await_one(&EXITS, "exit callback")
+}
+
+/// Turns the reactor until a callback put a result into `queue`.
+fn await_one<T>(queue: &Mutex<Vec<anyfork::Result<T>>>, what: &str) -> T {
+    let take = || queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
     loop {
-        if let Some(r) = exits().pop() {
-            return r.unwrap_or_else(|e| panic!("exit callback: {e}"));
+        if let Some(r) = take() {
+            return r.unwrap_or_else(|e| panic!("{what}: {e}"));
         }
         let ran = anyfork::wait(-1).unwrap_or_else(|e| panic!("anyfork::wait: {e}"));
-        if ran == 0 && anyfork::pending() == 0 && exits().is_empty() {
-            panic!("anyfork::wait: no callback is waiting, yet none delivered an exit");
+        if ran == 0 && anyfork::pending() == 0 {
+            if let Some(r) = take() {
+                return r.unwrap_or_else(|e| panic!("{what}: {e}"));
+            }
+            panic!("anyfork::wait: no callback is waiting, yet no {what} delivered");
         }
     }
 }

@@ -25,19 +25,7 @@
 #include <unistd.h>
 
 #include "anyfork.h"
-
-static int failures = 0, checks = 0;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        checks++;                                                          \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-        }                                                                  \
-    } while (0)
+#include "checks.h"
 
 /* The last error is non-empty and mentions `call`. */
 static void check_msg(const char *call, int line) {
@@ -343,10 +331,5 @@ int main(int argc, char **argv) {
     CHECK(fork_child_args(&n) == NULL && n == 0, "fork_child_args outside a child");
     CHECK(fork_child_args(NULL) == NULL, "fork_child_args(NULL)");
 
-    if (failures) {
-        fprintf(stderr, "%d of %d checks failed\n", failures, checks);
-        return 1;
-    }
-    printf("all %d checks passed\n", checks);
-    return 0;
+    return checks_done();
 }

@@ -31,19 +31,7 @@
 #include <unistd.h>
 
 #include "anyfork.h"
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        checks++;                                                \
-        if (!(cond)) {                                           \
-            failures++;                                          \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-        }                                                        \
-    } while (0)
+#include "checks.h"
 
 /* The last error names `call` and contains `word` (if not NULL). */
 static void check_msg(const char *call, const char *word, int line) {
@@ -310,10 +298,5 @@ int main(int argc, char **argv) {
     CHECK(fork_pending() == 0, "%zu callbacks pending", fork_pending());
 
 done:
-    if (failures) {
-        fprintf(stderr, "%d of %d checks failed\n", failures, checks);
-        return 1;
-    }
-    printf("all %d checks passed\n", checks);
-    return 0;
+    return checks_done();
 }

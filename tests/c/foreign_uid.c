@@ -27,19 +27,7 @@
 #include <unistd.h>
 
 #include "anyfork.h"
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                         \
-    do {                                                         \
-        checks++;                                                \
-        if (!(cond)) {                                           \
-            failures++;                                          \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                        \
-            fprintf(stderr, "\n");                               \
-        }                                                        \
-    } while (0)
+#include "checks.h"
 
 static int send_fd(int chan, int fd) {
     char byte = 'f';
@@ -195,10 +183,5 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 100 && fork_pending() > 0; i++)
         fork_wait(10);
 
-    if (failures) {
-        fprintf(stderr, "%d of %d checks failed\n", failures, checks);
-        return 1;
-    }
-    printf("all %d checks passed\n", checks);
-    return 0;
+    return checks_done();
 }

@@ -88,21 +88,19 @@ impl Pool {
         self.want = 0;
     }
 
-    /// Hands the fork request `frame` (header and payload as received)
+    /// Hands the fork request (its `head`er and `payload` as received)
     /// with its `fd` to a waiting child; its pid, or `None` when no child
     /// could take it (none waits, or each one tried had died).
-    pub fn hand_over(&mut self, frame: &[&[u8]], fd: RawFd) -> Option<libc::pid_t> {
+    pub fn hand_over(&mut self, head: &[u8], payload: &[u8], fd: RawFd) -> Option<libc::pid_t> {
+        let iov = [std::io::IoSlice::new(head), std::io::IoSlice::new(payload)];
+        let fds = [fd];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         while let Some((pid, leash)) = self.idle.pop() {
-            let iov: Vec<std::io::IoSlice<'_>> =
-                frame.iter().map(|b| std::io::IoSlice::new(b)).collect();
-            let fds = [fd];
-            let cmsg = [ControlMessage::ScmRights(&fds)];
-            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            let total: usize = frame.iter().map(|b| b.len()).sum();
             // The leash is empty (nothing else is ever sent on it), so a
             // small frame goes whole or not at all.
             match sendmsg::<()>(leash.as_raw_fd(), &iov, &cmsg, flags, None) {
-                Ok(n) if n == total => {
+                Ok(n) if n == head.len() + payload.len() => {
                     self.handed = Some(Instant::now());
                     return Some(pid);
                 }

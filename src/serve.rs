@@ -372,7 +372,7 @@ impl Server {
             Frame::Fork { run } => {
                 let fd = self.take_fd();
                 let head = wire::header(Tag::Fork, payload.len() as u32);
-                if let Some(pid) = self.pool.hand_over(&[&head, &payload], fd.as_raw_fd()) {
+                if let Some(pid) = self.pool.hand_over(&head, &payload, fd.as_raw_fd()) {
                     drop(fd);
                     self.push_pid(pid);
                 } else if self.fork(fd) {

@@ -1,4 +1,5 @@
-//! The one error type: an errno for the C ABI plus a sentence for people.
+//! The one error type (an errno for the C ABI plus a sentence for people)
+//! and the one way to turn errno or `io::Error` into it.
 
 use std::fmt;
 
@@ -30,6 +31,19 @@ impl Error {
         Error::new(errno, format!("{what}: {}", errno.desc()))
     }
 
+    /// An error from the system call that just failed on this thread:
+    /// its errno (EIO should it be 0, so the C API never reports a failure
+    /// as 0) and `what`.
+    pub fn last(what: impl fmt::Display) -> Error {
+        Error::sys(last_errno(), what)
+    }
+
+    /// An error from an `io::Error` of a system call: its errno (EIO when
+    /// it has none) and `what`.
+    pub fn io(e: &std::io::Error, what: impl fmt::Display) -> Error {
+        Error::sys(errno_of(e), what)
+    }
+
     /// The errno; the C API returns it negated.
     pub fn errno(&self) -> Errno {
         self.errno
@@ -44,6 +58,22 @@ impl Error {
     pub fn context(mut self, context: impl fmt::Display) -> Error {
         self.msg = format!("{context}: {}", self.msg);
         self
+    }
+}
+
+/// The errno of the call that just failed on this thread, never 0.
+pub fn last_errno() -> Errno {
+    match Errno::last() {
+        Errno::UnknownErrno => Errno::EIO,
+        e => e,
+    }
+}
+
+/// The errno in an `io::Error`, or EIO when it has none.
+pub fn errno_of(e: &std::io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(0) | None => Errno::EIO,
+        Some(n) => Errno::from_raw(n),
     }
 }
 

@@ -19,81 +19,90 @@
 //! Commands never block: what a socket cannot take at once is written as
 //! the reactor turns, through [`loop_fd`] and [`dispatch`] in an event
 //! loop, or [`wait`] without one. Callbacks run only from those two.
+//!
+//! The code is two programs that speak one protocol:
+//! - [`caller`]: the library in the program that creates processes;
+//! - [`server`]: the template server and what runs in each new process
+//!   until user code takes over;
+//! - [`protocol`]: the frames and environment names both share;
+//! - [`capi`]: the C boundary, conversions only;
+//! - `sys`: the few raw system calls that nix and std do not wrap.
 
-pub mod after_fork;
-pub mod args;
-pub mod builtins;
+pub mod caller;
 pub mod capi;
-pub mod child;
-mod conn;
-mod direct;
 pub mod error;
-mod exec_spawn;
-pub mod outbox;
-mod pool;
-mod process;
-mod reactor;
-mod record;
-pub mod serve;
-pub mod spawn;
-mod template;
-pub mod wire;
+pub mod protocol;
+pub mod server;
+mod sys;
 
-pub use args::{ForkArg, ForkArgKind};
+pub use caller::process::Process;
 pub use error::{Errno, Error, Result};
-pub use process::Process;
+pub use protocol::wire;
+pub use server::args::{ForkArg, ForkArgKind};
 
 /// Forks the calling program now as a template (see `fork_template` in
-/// the header for the rules; call it before starting threads).
-pub fn template() -> Result<Process> {
-    spawn::template()
+/// the header for the rules).
+///
+/// # Safety
+/// The program must have one thread (see [`Process::template`]).
+pub unsafe fn template() -> Result<Process> {
+    // SAFETY: per this function's contract.
+    unsafe { Process::template() }
 }
 
 /// Forks the caller as the template that later [`Process::new_exec`]
 /// calls fork instead of exec'ing `anyfork-serve`; call it first thing.
-pub fn early() -> Result<()> {
-    spawn::early()
+///
+/// # Safety
+/// The program must have one thread (see [`Process::template`]).
+pub unsafe fn early() -> Result<()> {
+    // SAFETY: per this function's contract.
+    unsafe { caller::fork_self::early() }
 }
 
 /// Spawns a custom server command that calls [`serve_fd`] on the fd it
 /// finds in `ANYFORK_FD`.
 pub fn new_exec_argv(argv: &[&[u8]]) -> Result<Process> {
-    spawn::new_exec_argv(argv)
+    Process::new_exec_argv(argv)
 }
 
 /// Turns the calling process into a template server on `fd` (the socket
 /// from `ANYFORK_FD` in a custom server). Returns only on a bad fd.
 pub fn serve_fd(fd: std::os::fd::RawFd) -> Result<std::convert::Infallible> {
-    serve::serve_custom(fd)
+    server::entry::serve_custom(fd)
 }
 
 /// In a child the caller forked itself: drops the parent's templates and
-/// queues (see [`after_fork`]).
-pub fn reset_after_fork() {
-    after_fork::reset()
+/// queues (see [`caller::state`]).
+///
+/// # Safety
+/// Only in a forked child, before it starts threads.
+pub unsafe fn reset_after_fork() {
+    // SAFETY: per this function's contract.
+    unsafe { caller::state::reset() }
 }
 
 /// The one fd of the library that an event loop watches for readability:
 /// it is readable exactly while [`dispatch`] has work (level-triggered).
 pub fn loop_fd() -> Result<std::os::fd::RawFd> {
-    Ok(reactor::Reactor::get()?.fd())
+    Ok(caller::state::reactor()?.fd())
 }
 
 /// Writes what can be written, reads reports, reaps direct children and
 /// runs the callbacks that are due; never blocks. Returns the number of
 /// callbacks run.
 pub fn dispatch() -> Result<usize> {
-    reactor::Reactor::get()?.dispatch()
+    caller::state::reactor()?.dispatch()
 }
 
 /// Dispatches until at least one callback ran, `timeout_ms` passed
 /// (negative: no limit) or no callback is waiting. Returns the number run;
 /// 0 means the timeout passed or nothing is waiting.
 pub fn wait(timeout_ms: i32) -> Result<usize> {
-    reactor::Reactor::get()?.wait(timeout_ms)
+    caller::state::reactor()?.wait(timeout_ms)
 }
 
 /// Callbacks registered (run and exit) that have not run yet.
 pub fn pending() -> usize {
-    reactor::Reactor::get().map_or(0, |r| r.waiting())
+    caller::state::reactor_if_any().map_or(0, |r| r.waiting())
 }

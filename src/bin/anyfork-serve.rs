@@ -25,5 +25,5 @@ extern "C" fn main(
     _argc: std::ffi::c_int,
     _argv: *const *const std::ffi::c_char,
 ) -> std::ffi::c_int {
-    anyfork::serve::exec_main()
+    anyfork::server::entry::exec_main()
 }

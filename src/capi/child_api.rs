@@ -2,14 +2,15 @@
 
 use std::ffi::c_void;
 
-pub use crate::args::{ForkArg, ForkArgKind};
-pub use crate::child::ForkCallKind;
+pub use crate::server::args::{ForkArg, ForkArgKind};
+pub use crate::server::call::ForkCallKind;
+use crate::server::state;
 use std::ffi::{c_char, c_int};
 
 /// Returned by a dispatcher for a name it does not handle: the call then
 /// falls back to `dlsym` lookup.
 pub const FORK_DISPATCH_PASS: c_int = -2147483647 - 1;
-const _: () = assert!(FORK_DISPATCH_PASS == crate::child::DISPATCH_PASS);
+const _: () = assert!(FORK_DISPATCH_PASS == crate::server::call::DISPATCH_PASS);
 
 /// A dispatcher: performs eval and run calls itself instead of looking
 /// `name` up with `dlsym`, so an interpreter can run its own code. `kind`
@@ -36,12 +37,14 @@ pub type fork_dispatch_fn = Option<
 /// `nargs` is NULL or points to a writable `size_t`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fork_child_args(nargs: *mut usize) -> *const ForkArg {
-    let (p, n) = crate::args::current();
-    // SAFETY: per the function contract.
-    if let Some(out) = unsafe { nargs.as_mut() } {
-        *out = n;
-    }
-    p
+    ffi!(fork_child_args, {
+        let (p, n) = state::current_args();
+        // SAFETY: per the function contract.
+        if let Some(out) = unsafe { nargs.as_mut() } {
+            *out = n;
+        }
+        Ok(p)
+    })
 }
 
 /// Sets the dispatcher of the calling process (NULL restores `dlsym`
@@ -54,5 +57,8 @@ pub unsafe extern "C" fn fork_child_args(nargs: *mut usize) -> *const ForkArg {
 /// inherits them.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fork_set_dispatch(f: fork_dispatch_fn, userdata: *mut c_void) {
-    crate::child::set_dispatch(f, userdata);
+    ffi!(fork_set_dispatch, {
+        state::set_dispatch(f.map(|f| state::Dispatcher(f, userdata)));
+        Ok(())
+    })
 }

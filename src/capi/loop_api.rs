@@ -2,8 +2,6 @@
 
 use std::ffi::c_int;
 
-use super::ffi::int_call;
-
 /// The one fd a program's event loop watches for the whole library: it is
 /// readable exactly while `fork_loop_dispatch` has work (bytes a socket
 /// now takes, reports to read, a direct child to reap, callbacks due).
@@ -18,7 +16,7 @@ use super::ffi::int_call;
 /// with `fork_last_error()` set. Any thread may call.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_loop_fd() -> c_int {
-    int_call("fork_loop_fd", crate::loop_fd)
+    ffi!(fork_loop_fd, crate::loop_fd())
 }
 
 /// Does all the work that can be done now without blocking, then runs the
@@ -32,7 +30,7 @@ pub extern "C" fn fork_loop_fd() -> c_int {
 /// thread that dispatches.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_loop_dispatch() -> c_int {
-    int_call("fork_loop_dispatch", || {
+    ffi!(fork_loop_dispatch, {
         crate::dispatch().map(|n| n.min(c_int::MAX as usize) as c_int)
     })
 }
@@ -46,7 +44,7 @@ pub extern "C" fn fork_loop_dispatch() -> c_int {
 /// waits for everything. Any thread may call.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_wait(timeout_ms: c_int) -> c_int {
-    int_call("fork_wait", || {
+    ffi!(fork_wait, {
         crate::wait(timeout_ms).map(|n| n.min(c_int::MAX as usize) as c_int)
     })
 }
@@ -55,5 +53,5 @@ pub extern "C" fn fork_wait(timeout_ms: c_int) -> c_int {
 /// Any thread may call.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_pending() -> usize {
-    crate::pending()
+    ffi!(fork_pending, Ok(crate::pending()))
 }

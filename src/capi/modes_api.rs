@@ -2,38 +2,17 @@
 //! caller, custom servers, the exec builtin, and handing a process object
 //! to another process.
 
-use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
-use super::ffi::{int_call, ptr_call};
-use super::proc_api::{fork_proc, fork_run_cb};
-use crate::error::{Errno, Error, Result};
-use crate::process::Process;
+use super::convert::{UserData, strv};
+use super::handle::{boxed, fork_proc, take};
+use super::proc_api::{fork_run_cb, run_done};
+use crate::Process;
+use crate::error::{Errno, Error};
 
 /// `fork_from_fd_flags`: accept a peer that runs as another user.
 pub const FORK_FROM_FD_ANY_UID: c_uint = 1;
-
-fn boxed(p: Process) -> *mut fork_proc {
-    super::proc_api::boxed(p)
-}
-
-/// Collects a NULL-terminated array of C strings.
-///
-/// # Safety
-/// `v` is NULL or a NULL-terminated array of C strings.
-unsafe fn strv<'a>(v: *const *const c_char, what: &str) -> Result<Vec<&'a [u8]>> {
-    if v.is_null() {
-        return Err(Error::new(Errno::EINVAL, format!("{what} is NULL")));
-    }
-    let mut out = Vec::new();
-    // SAFETY: per the contract, every element up to the NULL is a C string.
-    unsafe {
-        while !(*v.add(out.len())).is_null() {
-            out.push(CStr::from_ptr(*v.add(out.len())).to_bytes());
-        }
-    }
-    Ok(out)
-}
 
 /// Forks the calling program now. The copy closes every fd but 0, 1, 2 and
 /// its socket, forgets the library state it inherited, and serves as a
@@ -49,7 +28,10 @@ unsafe fn strv<'a>(v: *const *const c_char, what: &str) -> Result<Vec<&'a [u8]>>
 /// copy's pid (the library reaps it), or NULL with `fork_last_error()` set.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_template() -> *mut fork_proc {
-    ptr_call("fork_template", || crate::template().map(boxed))
+    ffi!(fork_template, {
+        // SAFETY: the caller promises one thread (see above).
+        unsafe { Process::template() }.map(boxed)
+    })
 }
 
 /// Forks the caller as the template that every later `fork_new_exec`
@@ -61,7 +43,10 @@ pub extern "C" fn fork_template() -> *mut fork_proc {
 /// Returns 0, or `-errno` with `fork_last_error()` set.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_early() -> c_int {
-    int_call("fork_early", || crate::early().map(|()| 0))
+    ffi!(fork_early, {
+        // SAFETY: the caller promises one thread (see above).
+        unsafe { crate::early() }.map(|()| 0)
+    })
 }
 
 /// Spawns a custom server with `posix_spawn`: `argv[0]` (searched in
@@ -77,7 +62,7 @@ pub extern "C" fn fork_early() -> c_int {
 /// `argv` is NULL or a NULL-terminated array of C strings.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fork_new_exec_argv(argv: *const *const c_char) -> *mut fork_proc {
-    ptr_call("fork_new_exec_argv", || {
+    ffi!(fork_new_exec_argv, {
         // SAFETY: per the function contract.
         let argv = unsafe { strv(argv, "argv")? };
         crate::new_exec_argv(&argv).map(boxed)
@@ -93,7 +78,7 @@ pub unsafe extern "C" fn fork_new_exec_argv(argv: *const *const c_char) -> *mut 
 /// `fork_last_error()` set.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_serve(fd: c_int) -> c_int {
-    int_call("fork_serve", || {
+    ffi!(fork_serve, {
         crate::serve_fd(fd).map(|never| match never {})
     })
 }
@@ -129,12 +114,9 @@ pub unsafe extern "C" fn fork_exec(
     cb: fork_run_cb,
     userdata: *mut c_void,
 ) -> c_int {
-    int_call("fork_exec", || {
-        if p.is_null() {
-            return Err(Error::new(Errno::EINVAL, "the process is NULL"));
-        }
-        // SAFETY: a live handle, consumed here whatever happens next.
-        let h = unsafe { Box::from_raw(p) };
+    ffi!(fork_exec, {
+        // SAFETY: per the function contract; consumed whatever happens next.
+        let p = unsafe { take(p)? };
         // SAFETY: per the function contract.
         let argv = unsafe { strv(argv, "argv")? };
         let env = if envp.is_null() {
@@ -143,9 +125,9 @@ pub unsafe extern "C" fn fork_exec(
             // SAFETY: per the function contract.
             Some(unsafe { strv(envp, "envp")? })
         };
-        let ud = super::ffi::UserData(userdata);
-        h.p.exec(&argv, env.as_deref(), move |r| {
-            super::proc_api::run_done(cb, ud, r)
+        let ud = UserData(userdata);
+        p.exec(&argv, env.as_deref(), move |r| {
+            run_done("fork_exec", cb, ud, r)
         })
         .map(|()| 0)
     })
@@ -163,20 +145,17 @@ pub unsafe extern "C" fn fork_exec(
 /// `p` is NULL or a live handle, not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fork_to_fd(p: *mut fork_proc) -> c_int {
-    int_call("fork_to_fd", || {
-        if p.is_null() {
-            return Err(Error::new(Errno::EINVAL, "the process is NULL"));
-        }
-        // SAFETY: a live handle, consumed here.
-        let h = unsafe { Box::from_raw(p) };
-        h.p.into_fd().map(IntoRawFd::into_raw_fd)
+    ffi!(fork_to_fd, {
+        // SAFETY: per the function contract; consumed whatever happens next.
+        let p = unsafe { take(p)? };
+        p.into_fd().map(IntoRawFd::into_raw_fd)
     })
 }
 
 /// `fork_from_fd_flags(fd, 0)`.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_from_fd(fd: c_int) -> *mut fork_proc {
-    fork_from_fd_flags(fd, 0)
+    ffi!(fork_from_fd, Ok(fork_from_fd_flags(fd, 0)))
 }
 
 /// Makes a process object of a socket that `fork_to_fd` gave up (here or
@@ -188,9 +167,8 @@ pub extern "C" fn fork_from_fd(fd: c_int) -> *mut fork_proc {
 /// set (`fd` then stays the caller's).
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_from_fd_flags(fd: c_int, flags: c_uint) -> *mut fork_proc {
-    ptr_call("fork_from_fd", || {
-        // SAFETY: F_GETFD only probes the fd.
-        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    ffi!(fork_from_fd, {
+        if !crate::sys::fd::is_open(fd) {
             return Err(Error::new(Errno::EBADF, format!("fd {fd} is not open")));
         }
         if flags & !FORK_FROM_FD_ANY_UID != 0 {
@@ -200,19 +178,11 @@ pub extern "C" fn fork_from_fd_flags(fd: c_int, flags: c_uint) -> *mut fork_proc
             ));
         }
         // SAFETY: the fd is open; on failure ownership goes back to the
-        // caller through into_raw_fd below.
+        // caller (into_raw_fd below).
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let probe = owned.try_clone();
-        let r = match probe {
-            Ok(dup) => Process::from_fd(dup, flags & FORK_FROM_FD_ANY_UID != 0),
-            Err(e) => Err(Error::sys(
-                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-                "duplicating the fd",
-            )),
-        };
-        match r {
+        match Process::from_fd(owned, flags & FORK_FROM_FD_ANY_UID != 0) {
             Ok(p) => Ok(boxed(p)),
-            Err(e) => {
+            Err((e, owned)) => {
                 let _ = owned.into_raw_fd();
                 Err(e)
             }
@@ -227,5 +197,10 @@ pub extern "C" fn fork_from_fd_flags(fd: c_int, flags: c_uint) -> *mut fork_proc
 /// parent then fail with `-EBADF`; free them with `fork_free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_reset_after_fork() {
-    crate::reset_after_fork()
+    ffi!(fork_reset_after_fork, {
+        // SAFETY: the C contract: called in a child the caller forked,
+        // before it starts threads.
+        unsafe { crate::reset_after_fork() };
+        Ok(())
+    })
 }

@@ -3,18 +3,11 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::os::fd::{BorrowedFd, IntoRawFd};
 
-use super::ffi::{UserData, bytes, handle, int_call, last_error, ptr_call, text};
+use super::boundary;
+use super::convert::{UserData, bytes, text};
+use super::handle::{borrow, borrow_mut, boxed, fork_proc, take};
+use crate::Process;
 use crate::error::{Errno, Error, Result};
-use crate::process::Process;
-
-/// A process that has not entered its run function yet (opaque).
-///
-/// Created by `fork_new`, `fork_new_exec` or `fork_fork`; ended by
-/// `fork_run` (which consumes it) or `fork_free`. One thread at a time may
-/// use a given `fork_proc`; different ones may be used by different threads.
-pub struct fork_proc {
-    pub(super) p: Process,
-}
 
 /// Called once a run's commands are all delivered: `fd` is the caller's
 /// end of the comm socket, which the callback now owns (close it when
@@ -31,10 +24,6 @@ pub type fork_run_cb = Option<unsafe extern "C" fn(fd: c_int, userdata: *mut c_v
 pub type fork_exit_cb =
     Option<unsafe extern "C" fn(pid: libc::pid_t, wait_status: c_int, userdata: *mut c_void)>;
 
-pub(super) fn boxed(p: Process) -> *mut fork_proc {
-    Box::into_raw(Box::new(fork_proc { p }))
-}
-
 /// Creates a process by forking the default template, which is spawned on
 /// first use (see `fork_new_exec`) and spawned again if it died.
 ///
@@ -43,7 +32,7 @@ pub(super) fn boxed(p: Process) -> *mut fork_proc {
 /// call; the default template is shared and locked.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_new() -> *mut fork_proc {
-    ptr_call("fork_new", || Process::new().map(boxed))
+    ffi!(fork_new, Process::new().map(boxed))
 }
 
 /// Spawns a fresh template server (`anyfork-serve`, found through
@@ -56,7 +45,7 @@ pub extern "C" fn fork_new() -> *mut fork_proc {
 /// not found). Any thread may call.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_new_exec() -> *mut fork_proc {
-    ptr_call("fork_new_exec", || Process::new_exec().map(boxed))
+    ffi!(fork_new_exec, Process::new_exec().map(boxed))
 }
 
 /// Forks the process `p`: the child starts with every fd, string and
@@ -70,10 +59,9 @@ pub extern "C" fn fork_new_exec() -> *mut fork_proc {
 /// `p` is NULL or a live handle not used by another thread meanwhile.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fork_fork(p: *mut fork_proc) -> *mut fork_proc {
-    ptr_call("fork_fork", || {
+    ffi!(fork_fork, {
         // SAFETY: per the function contract.
-        let h = unsafe { handle(p, "the process")? };
-        h.p.fork().map(boxed)
+        unsafe { borrow(p)? }.fork().map(boxed)
     })
 }
 
@@ -90,20 +78,19 @@ pub unsafe extern "C" fn fork_fork(p: *mut fork_proc) -> *mut fork_proc {
 /// `p` is NULL or a live handle not used by another thread meanwhile.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fork_send_fd(p: *mut fork_proc, fd: c_int) -> c_int {
-    int_call("fork_send_fd", || {
+    ffi!(fork_send_fd, {
         // SAFETY: per the function contract.
-        let h = unsafe { handle(p, "the process")? };
+        let p = unsafe { borrow_mut(p)? };
         if fd < 0 {
             return Err(Error::new(Errno::EBADF, format!("fd {fd} is negative")));
         }
-        // SAFETY: F_GETFD only probes whether `fd` is open.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        if !crate::sys::fd::is_open(fd) {
             return Err(Error::new(Errno::EBADF, format!("fd {fd} is not open")));
         }
         // SAFETY: `fd` was just checked to be open; it is only borrowed
         // for the duration of the duplication.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        h.p.send_fd(fd).map(|()| 0)
+        p.send_fd(fd).map(|()| 0)
     })
 }
 
@@ -124,12 +111,12 @@ pub unsafe extern "C" fn fork_send_arg(
     data: *const c_void,
     len: usize,
 ) -> c_int {
-    int_call("fork_send_arg", || {
+    ffi!(fork_send_arg, {
         // SAFETY: per the function contract.
-        let h = unsafe { handle(p, "the process")? };
+        let p = unsafe { borrow_mut(p)? };
         // SAFETY: per the function contract.
         let b = unsafe { bytes(data.cast(), len, "data")? };
-        h.p.send_arg(b).map(|()| 0)
+        p.send_arg(b).map(|()| 0)
     })
 }
 
@@ -146,12 +133,12 @@ pub unsafe extern "C" fn fork_send_arg(
 /// `p` as for `fork_send_fd`; `library` is NULL or a C string.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fork_require(p: *mut fork_proc, library: *const c_char) -> c_int {
-    int_call("fork_require", || {
+    ffi!(fork_require, {
         // SAFETY: per the function contract.
-        let h = unsafe { handle(p, "the process")? };
+        let p = unsafe { borrow_mut(p)? };
         // SAFETY: per the function contract.
         let lib = unsafe { text(library, "the library name")? };
-        h.p.require(lib).map(|()| 0)
+        p.require(lib).map(|()| 0)
     })
 }
 
@@ -182,9 +169,9 @@ pub unsafe extern "C" fn fork_eval(
     args: *const *const c_char,
     nargs: usize,
 ) -> c_int {
-    int_call("fork_eval", || {
+    ffi!(fork_eval, {
         // SAFETY: per the function contract.
-        let h = unsafe { handle(p, "the process")? };
+        let p = unsafe { borrow_mut(p)? };
         // SAFETY: per the function contract.
         let name = unsafe { text(function, "the function name")? };
         let size = nargs
@@ -211,7 +198,7 @@ pub unsafe extern "C" fn fork_eval(
             // SAFETY: a non-NULL C string, per the contract.
             strs.push(unsafe { std::ffi::CStr::from_ptr(s) }.to_bytes());
         }
-        h.p.eval(name, &strs).map(|()| 0)
+        p.eval(name, &strs).map(|()| 0)
     })
 }
 
@@ -234,9 +221,9 @@ pub unsafe extern "C" fn fork_eval_n(
     lens: *const usize,
     nargs: usize,
 ) -> c_int {
-    int_call("fork_eval_n", || {
+    ffi!(fork_eval_n, {
         // SAFETY: per the function contract.
-        let h = unsafe { handle(p, "the process")? };
+        let p = unsafe { borrow_mut(p)? };
         // SAFETY: per the function contract.
         let name = unsafe { text(function, "the function name")? };
         if nargs > 0 && (data.is_null() || lens.is_null()) {
@@ -252,7 +239,7 @@ pub unsafe extern "C" fn fork_eval_n(
             // SAFETY: `d` is NULL or points to `l` bytes, per the contract.
             args.push(unsafe { bytes(d.cast(), l, &format!("data[{i}]"))? });
         }
-        h.p.eval(name, &args).map(|()| 0)
+        p.eval(name, &args).map(|()| 0)
     })
 }
 
@@ -292,31 +279,25 @@ pub unsafe extern "C" fn fork_run(
     cb: fork_run_cb,
     userdata: *mut c_void,
 ) -> c_int {
-    int_call("fork_run", || {
-        if p.is_null() {
-            return Err(Error::new(Errno::EINVAL, "the process is NULL"));
-        }
-        // SAFETY: a live handle, consumed here whatever happens next.
-        let h = unsafe { Box::from_raw(p) };
+    ffi!(fork_run, {
+        // SAFETY: per the function contract; consumed whatever happens next.
+        let p = unsafe { take(p)? };
         // SAFETY: per the function contract.
         let name = unsafe { text(function, "the function name")? };
         let ud = UserData(userdata);
         match cb {
-            None => h.p.run_detached(name),
-            Some(_) => h.p.run(name, move |r| run_done(cb, ud, r)),
+            None => p.run_detached(name),
+            Some(_) => p.run(name, move |r| run_done("fork_run", cb, ud, r)),
         }
         .map(|()| 0)
     })
 }
 
-pub(super) fn run_done(cb: fork_run_cb, ud: UserData, r: Result<std::os::fd::OwnedFd>) {
+pub(super) fn run_done(name: &str, cb: fork_run_cb, ud: UserData, r: Result<std::os::fd::OwnedFd>) {
     let Some(cb) = cb else { return };
     let fd = match r {
         Ok(fd) => fd.into_raw_fd(),
-        Err(e) => {
-            super::ffi::set_error(&e.clone().context("fork_run"));
-            -(e.errno() as c_int)
-        }
+        Err(e) => -(boundary::record(&e, name) as c_int),
     };
     // SAFETY: the caller registered `cb` with this signature and userdata.
     unsafe { cb(fd, ud.0) };
@@ -339,19 +320,17 @@ pub unsafe extern "C" fn fork_on_exit(
     cb: fork_exit_cb,
     userdata: *mut c_void,
 ) -> c_int {
-    int_call("fork_on_exit", || {
+    ffi!(fork_on_exit, {
         // SAFETY: per the function contract.
-        let h = unsafe { handle(p, "the process")? };
+        let p = unsafe { borrow_mut(p)? };
         let Some(cb) = cb else {
             return Err(Error::new(Errno::EINVAL, "the exit callback is NULL"));
         };
         let ud = UserData(userdata);
-        h.p.on_exit(move |pid, status| {
+        p.on_exit(move |pid, status| {
             let ud = ud;
-            let status = status.unwrap_or_else(|e| {
-                super::ffi::set_error(&e.clone().context("fork_on_exit"));
-                -(e.errno() as c_int)
-            });
+            let status =
+                status.unwrap_or_else(|e| -(boundary::record(&e, "fork_on_exit") as c_int));
             // SAFETY: the caller registered `cb` with this signature.
             unsafe { cb(pid, status, ud.0) };
         });
@@ -370,13 +349,10 @@ pub unsafe extern "C" fn fork_on_exit(
 /// `p` is NULL or a live handle not used by another thread meanwhile.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fork_pid(p: *const fork_proc) -> libc::pid_t {
-    let r = super::ffi::boundary("fork_pid", || {
+    ffi!(fork_pid, on_error = -1, {
         // SAFETY: per the function contract.
-        let h = unsafe { p.as_ref() }
-            .ok_or_else(|| Error::new(Errno::EINVAL, "the process is NULL"))?;
-        h.p.pid()
-    });
-    r.unwrap_or(-1)
+        unsafe { borrow(p)? }.pid()
+    })
 }
 
 /// Frees a handle that has not run: what was queued is still delivered,
@@ -386,13 +362,13 @@ pub unsafe extern "C" fn fork_pid(p: *const fork_proc) -> libc::pid_t {
 /// `p` is NULL or a live handle, which must not be used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fork_free(p: *mut fork_proc) {
-    if !p.is_null() {
-        let _ = super::ffi::boundary("fork_free", || {
+    ffi!(fork_free, {
+        if !p.is_null() {
             // SAFETY: a live handle, per the function contract.
-            drop(unsafe { Box::from_raw(p) });
-            Ok(())
-        });
-    }
+            drop(unsafe { take(p)? });
+        }
+        Ok(())
+    })
 }
 
 /// A message describing the last error on the calling thread: what was
@@ -400,7 +376,7 @@ pub unsafe extern "C" fn fork_free(p: *mut fork_proc) {
 /// valid until the next failing call on this thread; it is "" before any.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_last_error() -> *const c_char {
-    last_error()
+    ffi!(fork_last_error, Ok(boundary::last_error()))
 }
 
 /// The negative errno of the last failure on the calling thread (what an
@@ -408,5 +384,5 @@ pub extern "C" fn fork_last_error() -> *const c_char {
 /// pid; 0 before any failure.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_last_errno() -> c_int {
-    super::ffi::last_errno()
+    ffi!(fork_last_errno, Ok(boundary::last_errno()))
 }

@@ -23,23 +23,16 @@
 //! - `anyfork_setsid`: starts a new session (`setsid`);
 //! - `anyfork_warm`: the argument K (0 to 64) is how many children this
 //!   process, as a template, keeps forked and waiting for its fork
-//!   requests (the warm pool, see `pool.rs`); 0 ends the pool.
+//!   requests (the warm pool, see `server/pool.rs`); 0 ends the pool.
 //! - `anyfork_comm_fd`: each argument is a number N; `anyfork_exec` makes
 //!   the comm socket fd N of the program (e.g. "2" for stderr).
 
 use std::ffi::{CStr, CString, c_int};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::args::{Arg, ForkArg, ForkArgKind};
-use crate::child::ForkCallKind;
-
-/// Fds (bit N = fd N) that `anyfork_exec` makes copies of the comm socket.
-static COMM_FDS: AtomicU64 = AtomicU64::new(0);
-
-/// The fds (bit N = fd N) that `anyfork_comm_fd` asked for so far.
-pub fn comm_fds() -> u64 {
-    COMM_FDS.load(Ordering::Relaxed)
-}
+use super::args::{Arg, ForkArg, slice, strings};
+use super::call::ForkCallKind;
+use super::fdplan::FdPlan;
+use super::state;
 
 /// The builtin called `name` for `kind`, as an untyped function pointer.
 pub fn find(name: &[u8], kind: ForkCallKind) -> Option<*mut libc::c_void> {
@@ -59,27 +52,6 @@ pub fn find(name: &[u8], kind: ForkCallKind) -> Option<*mut libc::c_void> {
         _ => return None,
     };
     Some(f)
-}
-
-/// The arguments as a slice.
-///
-/// # Safety
-/// `args` points to `n` valid arguments (the server guarantees it).
-unsafe fn slice<'a>(args: *const ForkArg, n: usize) -> &'a [ForkArg] {
-    if n == 0 {
-        return &[];
-    }
-    // SAFETY: per the contract.
-    unsafe { std::slice::from_raw_parts(args, n) }
-}
-
-fn strings(args: &[ForkArg]) -> impl Iterator<Item = &[u8]> {
-    args.iter()
-        .filter(|a| a.kind == ForkArgKind::FORK_ARG_STRING)
-        .map(|a| {
-            // SAFETY: a string argument's data holds len bytes (plus a NUL).
-            unsafe { std::slice::from_raw_parts(a.data, a.len) }
-        })
 }
 
 fn complain(what: std::fmt::Arguments<'_>) -> c_int {
@@ -116,7 +88,10 @@ unsafe extern "C" fn anyfork_setenv(args: *const ForkArg, n: usize) -> c_int {
         let Ok(name) = CString::new(name) else {
             return complain(format_args!("anyfork_setenv: a name contains a NUL byte"));
         };
-        // SAFETY: the process is single-threaded here; valid C strings.
+        // SAFETY: valid C strings. setenv races only with another thread
+        // reading the environment: anyfork-serve and template copies have
+        // one thread, and a custom server's other threads must not read
+        // it during an eval (documented at fork_serve).
         let rc = unsafe {
             match value {
                 Some(v) => match CString::new(v) {
@@ -138,7 +113,7 @@ unsafe extern "C" fn anyfork_setenv(args: *const ForkArg, n: usize) -> c_int {
 }
 
 unsafe extern "C" fn anyfork_clearenv(_args: *const ForkArg, _n: usize) -> c_int {
-    // SAFETY: single-threaded here.
+    // SAFETY: as for setenv in anyfork_setenv.
     unsafe { libc::clearenv() }
 }
 
@@ -152,24 +127,15 @@ unsafe extern "C" fn anyfork_chdir(args: *const ForkArg, n: usize) -> c_int {
             "anyfork_chdir: the directory contains a NUL byte"
         ));
     };
-    // SAFETY: a valid C string.
-    if unsafe { libc::chdir(c.as_ptr()) } != 0 {
-        return complain(format_args!(
-            "anyfork_chdir: {:?}: {}",
-            c,
-            std::io::Error::last_os_error()
-        ));
+    if let Err(e) = nix::unistd::chdir(c.as_c_str()) {
+        return complain(format_args!("anyfork_chdir: {c:?}: {}", e.desc()));
     }
     0
 }
 
 unsafe extern "C" fn anyfork_setsid(_args: *const ForkArg, _n: usize) -> c_int {
-    // SAFETY: plain syscall.
-    if unsafe { libc::setsid() } < 0 {
-        return complain(format_args!(
-            "anyfork_setsid: {}",
-            std::io::Error::last_os_error()
-        ));
+    if let Err(e) = nix::unistd::setsid() {
+        return complain(format_args!("anyfork_setsid: {}", e.desc()));
     }
     0
 }
@@ -181,9 +147,7 @@ unsafe extern "C" fn anyfork_comm_fd(args: *const ForkArg, n: usize) -> c_int {
             .ok()
             .and_then(|t| t.trim().parse::<u32>().ok())
         {
-            Some(fd) if fd < 64 => {
-                COMM_FDS.fetch_or(1 << fd, Ordering::Relaxed);
-            }
+            Some(fd) if fd < 64 => state::add_comm_fd(fd),
             _ => {
                 return complain(format_args!(
                     "anyfork_comm_fd: {:?} is not an fd number below 64",
@@ -195,18 +159,6 @@ unsafe extern "C" fn anyfork_comm_fd(args: *const ForkArg, n: usize) -> c_int {
     0
 }
 
-/// The pool size the last `anyfork_warm` asked for, not yet taken by the
-/// server (`usize::MAX`: none).
-static WARM: AtomicUsize = AtomicUsize::new(usize::MAX);
-
-/// Takes the pool size an `anyfork_warm` eval just asked for.
-pub fn take_warm() -> Option<usize> {
-    match WARM.swap(usize::MAX, Ordering::AcqRel) {
-        usize::MAX => None,
-        k => Some(k),
-    }
-}
-
 unsafe extern "C" fn anyfork_warm(args: *const ForkArg, n: usize) -> c_int {
     // SAFETY: called by the server with its argument array.
     let args = unsafe { slice(args, n) };
@@ -215,17 +167,17 @@ unsafe extern "C" fn anyfork_warm(args: *const ForkArg, n: usize) -> c_int {
         (Some(s), None) => std::str::from_utf8(s)
             .ok()
             .and_then(|t| t.trim().parse::<usize>().ok())
-            .filter(|&k| k <= crate::pool::MAX),
+            .filter(|&k| k <= super::pool::MAX),
         _ => None,
     };
     match k {
         Some(k) => {
-            WARM.store(k, Ordering::Release);
+            state::request_warm(k);
             0
         }
         None => complain(format_args!(
             "anyfork_warm: give one argument, the number of waiting children (0 to {})",
-            crate::pool::MAX
+            super::pool::MAX
         )),
     }
 }
@@ -235,7 +187,7 @@ fn exec_failed(fd: c_int, msg: String) -> ! {
     let line = format!("anyfork_exec: {msg}\n");
     // SAFETY: writes a live buffer; the process exits right after.
     unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
-    crate::child::exit(127)
+    super::exit::exit(127)
 }
 
 unsafe extern "C" fn anyfork_exec(comm: c_int, args: *const ForkArg, n: usize) -> c_int {
@@ -251,63 +203,27 @@ unsafe extern "C" fn anyfork_exec(comm: c_int, args: *const ForkArg, n: usize) -
             "no program given (send its path and arguments as strings)".into(),
         );
     }
-    let fds: Vec<c_int> = args
-        .iter()
-        .filter(|a| a.kind == ForkArgKind::FORK_ARG_FD)
-        .map(|a| a.fd)
-        .collect();
-    let comm_to = COMM_FDS.load(Ordering::Relaxed);
-    let top = 64 - comm_to.leading_zeros() as c_int;
-    // Sources move above every target first, so no dup2 overwrites a
-    // source still needed; all stay close-on-exec.
-    let floor = (fds.len() as c_int).max(top).max(3);
-    let lift = |fd: c_int| {
-        // SAFETY: duplicates an fd we hold.
-        let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
-        if r < 0 {
-            exec_failed(
-                comm,
-                format!("cannot move fd {fd}: {}", std::io::Error::last_os_error()),
-            );
+    let fds: Vec<c_int> = super::args::fds(args).collect();
+    let plan = FdPlan::new(&fds, comm, state::comm_fds())
+        .unwrap_or_else(|(fd, e)| exec_failed(comm, format!("cannot move fd {fd}: {}", e.desc())));
+    let comm = plan.comm;
+    let dup2 = |src: c_int, target: c_int| {
+        // SAFETY: dup2 onto a target number of the plan, whose sources no
+        // earlier dup2 overwrote; dup2 clears close-on-exec on the target.
+        if unsafe { libc::dup2(src, target) } < 0 {
+            let e = crate::error::last_errno();
+            exec_failed(comm, format!("cannot make fd {target}: {}", e.desc()));
         }
-        r
     };
-    let lifted: Vec<c_int> = fds.iter().map(|&fd| lift(fd)).collect();
-    let comm_hi = lift(comm);
-    // SAFETY: dup2 onto the target numbers; dup2 clears close-on-exec.
-    unsafe {
-        for (target, &src) in lifted.iter().enumerate() {
-            if libc::dup2(src, target as c_int) < 0 {
-                exec_failed(
-                    comm_hi,
-                    format!(
-                        "cannot make fd {target}: {}",
-                        std::io::Error::last_os_error()
-                    ),
-                );
-            }
-        }
-        // Everything above the mapped fds closes at exec (but stays open
-        // for the error message should the exec fail)...
-        let first = (fds.len() as u32).max(3);
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
-        // ...except the copies of the comm socket asked for.
-        for target in 0..64 {
-            if comm_to & (1 << target) != 0 && libc::dup2(comm_hi, target) < 0 {
-                exec_failed(
-                    comm_hi,
-                    format!(
-                        "cannot make fd {target}: {}",
-                        std::io::Error::last_os_error()
-                    ),
-                );
-            }
-        }
+    for (src, target) in plan.moves() {
+        dup2(src, target);
+    }
+    // Everything above the mapped fds closes at exec (but stays open for
+    // the error message should the exec fail)...
+    crate::sys::fd::close_range(plan.first_free as u32, u32::MAX, true);
+    // ...except the copies of the comm socket asked for.
+    for target in plan.comm_targets() {
+        dup2(comm, target);
     }
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
@@ -317,5 +233,5 @@ unsafe extern "C" fn anyfork_exec(comm: c_int, args: *const ForkArg, n: usize) -
     let prog = CStr::from_bytes_with_nul(argv[0].as_bytes_with_nul())
         .map(|c| c.to_string_lossy())
         .unwrap_or_default();
-    exec_failed(comm_hi, format!("cannot execute {prog:?}: {err}"))
+    exec_failed(comm, format!("cannot execute {prog:?}: {err}"))
 }

@@ -3,20 +3,27 @@
 //! exit, and where it is in its life (open, running, closing).
 //!
 //! A connection is shared by the user's handle and the reactor; the reactor
-//! holds it only while it has bytes to write or reports to read.
+//! holds it only while it has bytes to write or reports to read. Held-back
+//! forks are in `held.rs`, the reading of reports in `reports.rs`.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{Shutdown, shutdown};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::outbox::Outbox;
+use super::reactor::{Reactor, Watcher};
+use super::record::Record;
+use super::state;
 use crate::error::{Errno, Error, Result};
-use crate::outbox::Outbox;
-use crate::reactor::{Reactor, Source};
-use crate::record::Record;
-use crate::wire::{self, Frame, HEADER_LEN, Tag};
+use crate::protocol::wire;
 
-/// Bytes of reports read at once (a pid report is 9 bytes, an exit 13).
-const REPORT_READ: usize = 4096;
+mod held;
+mod reports;
+
+use reports::wants_read;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
@@ -57,7 +64,7 @@ struct State {
 /// One connection.
 pub struct Conn {
     token: u64,
-    /// The generation it was made in; see [`crate::after_fork`].
+    /// The generation it was made in; see [`super::state`].
     epoch: u64,
     /// The record of the process at the other end.
     rec: Arc<Record>,
@@ -69,7 +76,7 @@ impl Conn {
     pub fn new(fd: OwnedFd, rec: Arc<Record>) -> Result<Arc<Conn>> {
         Ok(Arc::new(Conn {
             token: Reactor::get()?.token(),
-            epoch: crate::after_fork::epoch(),
+            epoch: state::epoch(),
             rec,
             st: Mutex::new(State {
                 fd: Some(fd),
@@ -104,51 +111,51 @@ impl Conn {
     /// child) says it exited; one `poll` with no timeout. The pidfd matters
     /// because a child the template forked a moment ago may still hold a
     /// copy of the template's socket, hiding the hang-up for a while.
-    pub fn hung_up(&self, pidfd: Option<RawFd>) -> bool {
+    pub fn hung_up(&self, pidfd: Option<BorrowedFd<'_>>) -> bool {
         let st = self.lock();
         if st.dead.is_some() {
             return true;
         }
-        let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+        let Some(fd) = st.fd.as_ref() else {
             return true;
         };
-        let mut pfd = [
-            libc::pollfd {
-                fd,
-                events: libc::POLLRDHUP,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: pidfd.unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two pollfds (a negative fd is ignored), no timeout.
-        unsafe { libc::poll(pfd.as_mut_ptr(), 2, 0) };
-        pfd[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP) != 0
-            || pfd[1].revents != 0
+        let sock = PollFd::new(fd.as_fd(), rdhup());
+        let (sock, exited) = match pidfd {
+            Some(pidfd) => {
+                let mut pfd = [sock, PollFd::new(pidfd, PollFlags::POLLIN)];
+                let _ = poll(&mut pfd, PollTimeout::ZERO);
+                (pfd[0].revents(), pfd[1].any() == Some(true))
+            }
+            None => {
+                let mut pfd = [sock];
+                let _ = poll(&mut pfd, PollTimeout::ZERO);
+                (pfd[0].revents(), false)
+            }
+        };
+        let gone = PollFlags::POLLHUP | PollFlags::POLLERR | rdhup();
+        exited || sock.is_some_and(|r| r.intersects(gone))
     }
 
     /// Waits up to `ms` milliseconds for this socket to become readable,
     /// or writable when bytes are queued.
-    pub fn poll(&self, ms: i32) {
-        let (fd, events) = {
-            let st = self.lock();
-            let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
-                return;
-            };
-            let out = if st.out.is_empty() { 0 } else { libc::POLLOUT };
-            (fd, libc::POLLIN | out)
+    pub fn poll(&self, ms: u16) {
+        let st = self.lock();
+        let Some(fd) = st.fd.as_ref() else {
+            return;
         };
-        let mut pfd = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
+        // Polled on a duplicate, so the lock is not held while waiting.
+        let Ok(fd) = fd.try_clone() else {
+            return;
         };
-        // SAFETY: one pollfd; should the fd be closed meanwhile, poll at
-        // worst returns early and the caller looks again.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let mut events = PollFlags::POLLIN;
+        if !st.out.is_empty() {
+            events |= PollFlags::POLLOUT;
+        }
+        drop(st);
+        let _ = poll(
+            &mut [PollFd::new(fd.as_fd(), events)],
+            PollTimeout::from(ms),
+        );
     }
 
     /// Queues whole frames (`parts`) with the fds they consume.
@@ -206,131 +213,6 @@ impl Conn {
             return Err(err);
         }
         Ok(())
-    }
-
-    /// Asks the process at the other end to fork: `child` is the new
-    /// process's end of its socket, `rec` its record.
-    ///
-    /// The fork is held back until the next command to this process or to
-    /// the child: when that is the child's run, one frame asks for both
-    /// (fork and enter the function), which spares a write here and two
-    /// reads in the child. Any other command sends the plain fork first,
-    /// so the order of commands is what the caller wrote.
-    pub fn fork(self: &Arc<Self>, child: OwnedFd, rec: Arc<Record>) -> Result<()> {
-        let mut st = self.lock();
-        self.check(&st)?;
-        self.flush_pending(&mut st)?;
-        st.forked = true;
-        st.pending = Some((child, rec));
-        // A caller that creates without dispatching still has its reports
-        // read now and then, so neither socket buffer fills with them.
-        st.unread += 1;
-        if st.unread >= 16 {
-            st.unread = 0;
-            self.read_reports(&mut st);
-        }
-        self.settle(&mut st);
-        Ok(())
-    }
-
-    /// Sends the held-back fork, if any, as a plain fork.
-    fn flush_pending(self: &Arc<Self>, st: &mut State) -> Result<()> {
-        self.send_pending(st, &[&wire::header(Tag::Fork, 0)])
-    }
-
-    /// Sends the held-back fork, if any, as `frame` (a frame that asks
-    /// for a fork), with the new process's socket.
-    fn send_pending(self: &Arc<Self>, st: &mut State, frame: &[&[u8]]) -> Result<()> {
-        let Some((child, rec)) = st.pending.take() else {
-            return Ok(());
-        };
-        st.forks.push_back(rec.clone());
-        self.write_locked(st, frame, vec![child])?;
-        self.track_fork(st, rec);
-        Ok(())
-    }
-
-    /// True when the fork held back is the one of `rec`.
-    fn holds(st: &State, rec: &Arc<Record>) -> bool {
-        matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec))
-    }
-
-    /// Tells `rec` when its fork request has been written.
-    fn track_fork(&self, st: &mut State, rec: Arc<Record>) {
-        let mark = st.out.mark();
-        if st.out.past(mark) {
-            rec.fork_sent();
-        } else {
-            st.unwritten.push_back((mark, rec));
-        }
-    }
-
-    /// Tells the records whose fork requests were written since.
-    fn forks_written(&self, st: &mut State) {
-        while let Some((mark, _)) = st.unwritten.front() {
-            if !st.out.past(*mark) {
-                break;
-            }
-            let (_, rec) = st.unwritten.pop_front().expect("checked above");
-            rec.fork_sent();
-        }
-    }
-
-    /// The child whose record is `rec` needs its process now: sends its
-    /// fork if it is still held back.
-    pub fn materialize(self: &Arc<Self>, rec: &Arc<Record>) -> Result<()> {
-        let mut st = self.lock();
-        if !Self::holds(&st, rec) {
-            return Ok(());
-        }
-        self.check(&st)?;
-        self.flush_pending(&mut st)?;
-        self.settle(&mut st);
-        Ok(())
-    }
-
-    /// The child whose record is `rec` runs `name` before anything else was
-    /// sent to it: if its fork is still held back, one fork-and-run frame
-    /// does both and this returns true; false means the fork went out
-    /// already and the child needs an ordinary run.
-    pub fn fork_run(self: &Arc<Self>, rec: &Arc<Record>, name: &[u8]) -> Result<bool> {
-        self.send_held(rec, &[&wire::fork_run_head(name.len()), name])
-    }
-
-    /// The child whose record is `rec` execs `argv` before anything else
-    /// was sent to it: if its fork is still held back, one spawn frame asks
-    /// for both (the template may then spawn without copying itself) and
-    /// this returns true; false means the fork went out already.
-    pub fn fork_exec(self: &Arc<Self>, rec: &Arc<Record>, argv: &[&[u8]]) -> Result<bool> {
-        if !Self::holds(&self.lock(), rec) {
-            return Ok(false);
-        }
-        let mut frame = Vec::new();
-        wire::push_spawn(&mut frame, argv)
-            .ok_or_else(|| Error::new(Errno::E2BIG, "exec: argv exceeds the 4 GiB frame limit"))?;
-        self.send_held(rec, &[&frame])
-    }
-
-    /// Sends the fork of `rec`, if it is still held back, as `frame`;
-    /// false when it went out already.
-    fn send_held(self: &Arc<Self>, rec: &Arc<Record>, frame: &[&[u8]]) -> Result<bool> {
-        let mut st = self.lock();
-        if !Self::holds(&st, rec) {
-            return Ok(false);
-        }
-        self.check(&st)?;
-        self.send_pending(&mut st, frame)?;
-        self.settle(&mut st);
-        Ok(true)
-    }
-
-    /// The child whose record is `rec` was freed before anything was sent
-    /// to it: its process is never made.
-    pub fn cancel(&self, rec: &Arc<Record>) {
-        let mut st = self.lock();
-        if Self::holds(&st, rec) {
-            st.pending = None;
-        }
     }
 
     /// This process was made and entered its run function by its
@@ -398,14 +280,14 @@ impl Conn {
                     "the process did not take its queued commands in time",
                 ));
             }
-            self.poll(left.as_millis().clamp(1, 100) as i32);
+            self.poll(left.as_millis().clamp(1, 100) as u16);
         }
     }
 
-    /// Made before the last [`crate::after_fork::reset`]: the socket is a
+    /// Made before the last [`super::state::reset`]: the socket is a
     /// copy of the parent's, and nothing may be sent or reported on it.
     fn foreign(&self) -> bool {
-        self.epoch != crate::after_fork::epoch()
+        self.epoch != state::epoch()
     }
 
     /// In a forked child: closes our copy of the socket and nothing else.
@@ -416,13 +298,13 @@ impl Conn {
                 Error::new(Errno::EBADF, "inherited from the parent process")
             });
             if let Some(fd) = st.fd.take() {
-                if crate::after_fork::inherited_fds_gone() {
+                if state::inherited_fds_gone() {
                     // Closed already; the number may be someone else's now.
                     let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
                 }
             }
             // So are the child's end of a fork held back and queued fds.
-            if crate::after_fork::inherited_fds_gone() {
+            if state::inherited_fds_gone() {
                 if let Some((fd, _)) = st.pending.take() {
                     let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
                 }
@@ -447,11 +329,11 @@ impl Conn {
 
     /// Flushes and reads whatever can be, without blocking.
     pub fn pump(self: &Arc<Self>) {
-        self.on_ready((libc::EPOLLIN | libc::EPOLLOUT) as u32);
+        self.ready((libc::EPOLLIN | libc::EPOLLOUT) as u32);
     }
 
     /// The reactor saw `events` on this socket.
-    pub fn on_ready(self: &Arc<Self>, events: u32) {
+    fn ready(self: &Arc<Self>, events: u32) {
         if self.foreign() {
             return;
         }
@@ -502,8 +384,7 @@ impl Conn {
                     if !st.shut {
                         st.shut = true;
                         if let Some(fd) = &st.fd {
-                            // SAFETY: shutdown of a socket we own.
-                            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+                            let _ = shutdown(fd.as_raw_fd(), Shutdown::Write);
                         }
                     }
                 }
@@ -525,12 +406,12 @@ impl Conn {
         if want == st.interest {
             return;
         }
-        let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+        let Some(fd) = st.fd.as_ref() else {
             return;
         };
         let r = Reactor::get().and_then(|r| {
-            r.set_interest(self.token, fd, st.interest, want, || {
-                Source::Conn(self.clone())
+            r.set_interest(self.token, fd.as_fd(), st.interest, want, || {
+                self.clone() as Arc<dyn Watcher>
             })
         });
         match r {
@@ -545,111 +426,6 @@ impl Conn {
         self.register(st, 0);
         st.interest = 0;
         st.fd.take()
-    }
-
-    /// Reads reports (pids, exits, the end marker) until the socket is dry.
-    fn read_reports(self: &Arc<Self>, st: &mut State) {
-        loop {
-            let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
-                return;
-            };
-            // Once the process may enter its run function, read no byte past
-            // the end marker: what follows belongs to the user.
-            let exact = st.phase == Phase::Running;
-            let want = if !exact {
-                REPORT_READ
-            } else if st.rx.len() < HEADER_LEN {
-                HEADER_LEN - st.rx.len()
-            } else {
-                let h = st.rx.first_chunk::<HEADER_LEN>().expect("length checked");
-                let len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
-                (HEADER_LEN + len).saturating_sub(st.rx.len()).max(1)
-            };
-            let mut buf = [0u8; REPORT_READ];
-            // SAFETY: receives at most `want` <= REPORT_READ bytes into `buf`.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    buf.as_mut_ptr().cast(),
-                    want.min(REPORT_READ),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            let n = Errno::result(n);
-            if let Ok(k) = n {
-                st.rx.extend_from_slice(&buf[..k as usize]);
-            }
-            match n {
-                Ok(0) => return self.on_eof(st),
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return,
-                Err(e) => return self.fail(st, Error::sys(e, "reading reports from a template")),
-            }
-            if let Err(e) = self.parse_reports(st) {
-                return self.fail(
-                    st,
-                    Error::new(
-                        Errno::EPROTO,
-                        format!("corrupt report from a template: {e}"),
-                    ),
-                );
-            }
-            if st.end_seen {
-                return;
-            }
-            // A short read emptied the socket: the level-triggered loop fd
-            // says when more comes, so no read is spent to hear EAGAIN.
-            if !exact && n.is_ok_and(|k| (k as usize) < want) {
-                return;
-            }
-        }
-    }
-
-    fn parse_reports(self: &Arc<Self>, st: &mut State) -> std::result::Result<(), wire::WireError> {
-        let mut used = 0;
-        while let Some((tag, p, n)) = wire::split(&st.rx[used..])? {
-            used += n;
-            match wire::decode(tag, p)? {
-                Frame::Pid(pid) => {
-                    let Some(rec) = st.forks.pop_front() else {
-                        return Err(wire::WireError::UnknownTag(tag as u8));
-                    };
-                    if pid > 0 {
-                        rec.set_pid(Ok(pid));
-                        st.children.insert(pid, rec);
-                    } else {
-                        let e = Errno::from_raw(-pid);
-                        rec.set_pid(Err(Error::sys(e, "the template could not fork")));
-                    }
-                }
-                Frame::Exit { pid, status } => {
-                    if let Some(rec) = st.children.remove(&pid) {
-                        rec.set_status(Ok(status));
-                    }
-                }
-                Frame::End => {
-                    st.end_seen = true;
-                    break;
-                }
-                _ => return Err(wire::WireError::UnknownTag(tag as u8)),
-            }
-        }
-        st.rx.drain(..used);
-        Ok(())
-    }
-
-    fn on_eof(self: &Arc<Self>, st: &mut State) {
-        let closing = st.phase == Phase::Closing;
-        let err = Error::new(
-            Errno::EPIPE,
-            if closing {
-                "the template exited before answering"
-            } else {
-                "the process closed its socket (it exited or was killed)"
-            },
-        );
-        self.fail(st, err);
     }
 
     /// The connection is broken: every waiting party hears about it once.
@@ -679,12 +455,18 @@ impl Conn {
     }
 }
 
-/// Whether reports may come that someone waits for. A template that is
-/// still open stays registered between forks, so creating one process
-/// after another does not add and remove it from the epoll set each time.
-fn wants_read(st: &State) -> bool {
-    !st.forks.is_empty()
-        || !st.children.is_empty()
-        || (st.phase == Phase::Open && st.forked)
-        || (st.phase == Phase::Running && st.forked && !st.end_seen)
+impl Watcher for Conn {
+    fn on_ready(self: Arc<Self>, events: u32) -> bool {
+        self.ready(events);
+        true
+    }
+
+    fn abandon(&self) {
+        Conn::abandon(self)
+    }
+}
+
+/// `POLLRDHUP`, which nix does not name.
+fn rdhup() -> PollFlags {
+    PollFlags::from_bits_retain(libc::POLLRDHUP)
 }

@@ -1,8 +1,7 @@
-//! Arguments as a process receives them: owned in the server, shown to C
+//! Arguments as a process receives them: owned by the server, shown to C
 //! code as an array of `fork_arg`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// What one `fork_arg` holds.
 ///
@@ -81,21 +80,33 @@ pub fn views(args: &[Arg]) -> Vec<ForkArg> {
     args.iter().map(Arg::view).collect()
 }
 
-static CURRENT: AtomicPtr<ForkArg> = AtomicPtr::new(std::ptr::null_mut());
-static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
-
-/// Publishes the arguments received so far for [`current`]; the array must
-/// stay alive (it does: the process exits before the server frees it).
-pub fn publish(v: &[ForkArg]) {
-    CURRENT.store(v.as_ptr() as *mut ForkArg, Ordering::Release);
-    CURRENT_LEN.store(v.len(), Ordering::Release);
+/// The strings among `args`, as byte slices.
+pub fn strings(args: &[ForkArg]) -> impl Iterator<Item = &[u8]> {
+    args.iter()
+        .filter(|a| a.kind == ForkArgKind::FORK_ARG_STRING)
+        .map(|a| {
+            // SAFETY: a string argument's data holds len bytes (plus a NUL)
+            // for as long as the argument lives.
+            unsafe { std::slice::from_raw_parts(a.data, a.len) }
+        })
 }
 
-/// The fds and strings this process received so far, in order (inside an
-/// eval or run function); NULL and 0 elsewhere.
-pub fn current() -> (*const ForkArg, usize) {
-    (
-        CURRENT.load(Ordering::Acquire),
-        CURRENT_LEN.load(Ordering::Acquire),
-    )
+/// The fds among `args`, in order.
+pub fn fds(args: &[ForkArg]) -> impl Iterator<Item = libc::c_int> + '_ {
+    args.iter()
+        .filter(|a| a.kind == ForkArgKind::FORK_ARG_FD)
+        .map(|a| a.fd)
+}
+
+/// The C array `args` of `n` arguments as a slice.
+///
+/// # Safety
+/// `args` points to `n` valid arguments (the server passes its own array),
+/// or `n` is 0.
+pub unsafe fn slice<'a>(args: *const ForkArg, n: usize) -> &'a [ForkArg] {
+    if n == 0 {
+        return &[];
+    }
+    // SAFETY: per the contract.
+    unsafe { std::slice::from_raw_parts(args, n) }
 }

@@ -17,7 +17,8 @@
 use std::ffi::{CStr, CString, c_int};
 use std::os::fd::RawFd;
 
-use crate::args::Arg;
+use super::args::Arg;
+use super::fdplan::FdPlan;
 
 unsafe extern "C" {
     static environ: *const *mut libc::c_char;
@@ -29,13 +30,10 @@ type CloseFrom = unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, c_i
 /// (looked up once).
 fn closefrom_action() -> Option<CloseFrom> {
     static F: std::sync::OnceLock<Option<CloseFrom>> = std::sync::OnceLock::new();
-    // SAFETY: dlsym with a valid C string; the symbol has this type.
-    *F.get_or_init(|| unsafe {
-        let p = libc::dlsym(
-            libc::RTLD_DEFAULT,
-            c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
-        );
-        (!p.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, CloseFrom>(p))
+    *F.get_or_init(|| {
+        let p = crate::sys::dl::symbol(c"posix_spawn_file_actions_addclosefrom_np")?;
+        // SAFETY: glibc's function has exactly this signature.
+        Some(unsafe { std::mem::transmute::<*mut libc::c_void, CloseFrom>(p) })
     })
 }
 
@@ -70,31 +68,12 @@ pub fn spawn(req: &Request<'_>) -> Option<libc::pid_t> {
     if argv.is_empty() {
         return None;
     }
-    let top = 64 - req.comm_to.leading_zeros() as c_int;
-    // Fds at or above `floor` are no dup2 target: sources below it move
-    // there first (close-on-exec), so no dup2 overwrites one still needed.
-    let floor = (fds.len() as c_int).max(top).max(3);
-    let mut lifted = Lifted(Vec::new());
-    let mut lift = |fd: RawFd| -> Option<RawFd> {
-        if fd >= floor {
-            return Some(fd);
-        }
-        // SAFETY: duplicates an fd the template holds.
-        let hi = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor) };
-        (hi >= 0).then(|| {
-            lifted.0.push(hi);
-            hi
-        })
-    };
-    let sources: Vec<RawFd> = fds.iter().map(|&fd| lift(fd)).collect::<Option<_>>()?;
-    let comm = if req.comm_to != 0 {
+    if req.comm_to != 0 {
         // The program gets a blocking socket, as a run function does.
         // SAFETY: clears O_NONBLOCK on the socket handed to us.
         unsafe { libc::fcntl(req.comm, libc::F_SETFL, 0) };
-        lift(req.comm)?
-    } else {
-        req.comm
-    };
+    }
+    let plan = FdPlan::new(&fds, req.comm, req.comm_to).ok()?;
     let mut ptrs: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     ptrs.push(std::ptr::null_mut());
     // SAFETY: the file actions and attributes are initialised before use
@@ -111,25 +90,22 @@ pub fn spawn(req: &Request<'_>) -> Option<libc::pid_t> {
             return None;
         }
         let mut ok = true;
-        for (target, &src) in sources.iter().enumerate() {
-            ok &= libc::posix_spawn_file_actions_adddup2(&mut fa, src, target as c_int) == 0;
+        for (src, target) in plan.moves() {
+            ok &= libc::posix_spawn_file_actions_adddup2(&mut fa, src, target) == 0;
         }
-        for target in 0..64 {
-            if req.comm_to & (1 << target) != 0 {
-                ok &= libc::posix_spawn_file_actions_adddup2(&mut fa, comm, target) == 0;
-            }
+        for target in plan.comm_targets() {
+            ok &= libc::posix_spawn_file_actions_adddup2(&mut fa, plan.comm, target) == 0;
         }
-        // An fd between the mapped ones and `floor` that is open without
+        // An fd between the mapped ones and the floor that is open without
         // close-on-exec (code the template loaded may leave one) is closed;
-        // so is every fd from `floor` up.
-        let first = (fds.len() as c_int).max(3);
-        for fd in first..floor {
+        // so is every fd from the floor up.
+        for fd in plan.first_free..plan.floor {
             let flags = libc::fcntl(fd, libc::F_GETFD);
             if req.comm_to & (1 << fd) == 0 && flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
                 ok &= libc::posix_spawn_file_actions_addclose(&mut fa, fd) == 0;
             }
         }
-        ok &= closefrom(&mut fa, floor) == 0;
+        ok &= closefrom(&mut fa, plan.floor) == 0;
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         let mut dfl: libc::sigset_t = std::mem::zeroed();
@@ -152,17 +128,5 @@ pub fn spawn(req: &Request<'_>) -> Option<libc::pid_t> {
         libc::posix_spawn_file_actions_destroy(&mut fa);
         libc::posix_spawnattr_destroy(&mut attr);
         (rc == 0).then_some(pid)
-    }
-}
-
-/// Copies made for the spawn, closed when it is done.
-struct Lifted(Vec<RawFd>);
-
-impl Drop for Lifted {
-    fn drop(&mut self) {
-        for &fd in &self.0 {
-            // SAFETY: fds this module duplicated and owns.
-            unsafe { libc::close(fd) };
-        }
     }
 }

@@ -1,16 +1,16 @@
 //! The process object: a handle on a process that has not run yet.
 
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 
-use crate::conn::Conn;
+use super::conn::Conn;
+use super::record::{ExitCallback, Record, RunCallback};
 use crate::error::{Errno, Error, Result};
-use crate::record::{ExitCallback, Record, RunCallback};
-use crate::wire::{self, MAX_NAME, Tag};
+use crate::protocol::wire::{self, MAX_NAME, Tag};
 
 /// How long [`Process::pid`] waits for a template to report a fork.
 const PID_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,18 +33,6 @@ pub struct Process {
 }
 
 impl Process {
-    /// Forks a new process from the default template, which is spawned on
-    /// first use and again whenever it died.
-    pub fn new() -> Result<Process> {
-        crate::template::fork_default()
-    }
-
-    /// Spawns a fresh `anyfork-serve` (or forks the early template, once
-    /// [`crate::early`] ran): a direct child of the caller.
-    pub fn new_exec() -> Result<Process> {
-        crate::spawn::new_exec()
-    }
-
     /// Wraps the caller's end of a socket whose other end a server reads.
     pub(crate) fn from_parts(
         fd: OwnedFd,
@@ -109,38 +97,28 @@ impl Process {
 
     /// True when the process is gone, as far as one `poll` can tell now.
     pub(crate) fn hung_up(&self) -> bool {
-        self.conn
-            .hung_up(self.pidfd.as_ref().map(AsRawFd::as_raw_fd))
+        self.conn.hung_up(self.pidfd.as_ref().map(AsFd::as_fd))
     }
 
     /// Remembers a pidfd of this direct child (see [`Process::hung_up`]).
     pub(crate) fn set_pidfd(&mut self, pid: i32) {
-        // SAFETY: pidfd_open with a pid and no flags; checked below.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd >= 0 {
-            // SAFETY: a fresh fd that nothing else owns.
-            self.pidfd = Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) });
-        }
+        self.pidfd = crate::sys::proc::pidfd_open(pid);
     }
 
     /// Sends a duplicate of `fd` (made at once, close-on-exec; the caller
     /// keeps its own). It arrives as the next argument of the run function.
     pub fn send_fd(&mut self, fd: BorrowedFd<'_>) -> Result<()> {
-        let dup = fd.try_clone_to_owned().map_err(|e| {
-            Error::sys(
-                Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-                format_args!("duplicating fd {}", fd.as_raw_fd()),
-            )
-        })?;
+        let dup = fd
+            .try_clone_to_owned()
+            .map_err(|e| Error::io(&e, format_args!("duplicating fd {}", fd.as_raw_fd())))?;
         self.send_owned_fd(dup)
     }
 
     /// Sends `fd` itself; the library closes it once it is passed.
     pub fn send_owned_fd(&mut self, fd: OwnedFd) -> Result<()> {
-        self.materialize().map_err(|e| e.context("send_fd"))?;
         let h = wire::header(Tag::Fd, 0);
-        self.conn
-            .send(&[&h], vec![fd])
+        self.materialize()
+            .and_then(|()| self.conn.send(&[&h], vec![fd]))
             .map_err(|e| e.context("send_fd"))
     }
 
@@ -272,24 +250,29 @@ impl Process {
     /// then gives up the socket, to be passed to another process and
     /// turned back into a process object there with [`Process::from_fd`].
     pub fn into_fd(self) -> Result<OwnedFd> {
-        self.materialize().map_err(|e| e.context("to_fd"))?;
-        self.conn
-            .detach(PID_TIMEOUT)
+        self.materialize()
+            .and_then(|()| self.conn.detach(PID_TIMEOUT))
             .map_err(|e| e.context("to_fd"))
     }
 
     /// A process object for a socket made by [`Process::into_fd`] in this
     /// or another process. The peer must run as the same user unless
-    /// `any_uid`. Its pid and exit are not known here.
-    pub fn from_fd(fd: OwnedFd, any_uid: bool) -> Result<Process> {
-        check_peer(&fd, any_uid).map_err(|e| e.context("from_fd"))?;
-        // SAFETY: fcntl on an fd we own.
-        unsafe {
-            let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+    /// `any_uid`. Its pid and exit are not known here. On failure the fd
+    /// is handed back with the error.
+    pub fn from_fd(fd: OwnedFd, any_uid: bool) -> std::result::Result<Process, (Error, OwnedFd)> {
+        if let Err(e) = check_peer(fd.as_fd(), any_uid) {
+            return Err((e, fd));
         }
-        let (p, _) = Process::from_parts(fd, Record::unknown(), None)?;
+        // The only failure after this point: the reactor cannot be made.
+        if let Err(e) = crate::caller::state::reactor() {
+            return Err((e, fd));
+        }
+        use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+        let fl = fcntl(&fd, FcntlArg::F_GETFL).map_or(OFlag::empty(), OFlag::from_bits_retain);
+        let _ = fcntl(&fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK));
+        let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        let (p, _) = Process::from_parts(fd, Record::unknown(), None)
+            .expect("Conn::new fails only without a reactor, which exists");
         p.conn.assume_forked();
         Ok(p)
     }
@@ -318,7 +301,7 @@ impl Process {
                     "pid: the template did not report the fork within 10 s",
                 ));
             }
-            parent.poll(left.as_millis().clamp(1, 100) as i32);
+            parent.poll(left.as_millis().clamp(1, 100) as u16);
         }
     }
 }
@@ -335,31 +318,44 @@ impl Drop for Process {
     }
 }
 
-/// Checks that `fd` is a unix stream socket whose peer runs as our uid.
-fn check_peer(fd: &OwnedFd, any_uid: bool) -> Result<()> {
-    use nix::sys::socket::{getsockopt, sockopt};
-    let ty = getsockopt(fd, sockopt::SockType)
-        .map_err(|e| Error::sys(e, format_args!("fd {} is not a socket", fd.as_raw_fd())))?;
+/// Checks that `fd` is a connected unix stream socket whose peer runs as
+/// our uid (unless `any_uid`). Messages name `fd` as the caller knows it.
+pub fn check_peer(fd: BorrowedFd<'_>, any_uid: bool) -> Result<()> {
+    use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname, sockopt};
+    let n = fd.as_raw_fd();
+    let ty = nix::sys::socket::getsockopt(&fd, sockopt::SockType).map_err(|e| match e {
+        Errno::ENOTSOCK => Error::new(e, format!("fd {n} is not a socket")),
+        e => Error::sys(e, format_args!("fd {n}: reading its socket type")),
+    })?;
+    let family = getsockname::<SockaddrStorage>(n)
+        .ok()
+        .and_then(|a| a.family());
+    if family != Some(AddressFamily::Unix) {
+        return Err(Error::new(
+            Errno::EAFNOSUPPORT,
+            format!("fd {n} is not a unix socket"),
+        ));
+    }
     if ty != nix::sys::socket::SockType::Stream {
         return Err(Error::new(
             Errno::EINVAL,
-            format!("fd {} is not a stream socket", fd.as_raw_fd()),
+            format!("fd {n} is not a stream socket"),
         ));
     }
-    let cred = getsockopt(fd, sockopt::PeerCredentials).map_err(|e| {
-        Error::sys(
-            e,
-            format_args!("fd {} is not a unix socket", fd.as_raw_fd()),
-        )
-    })?;
-    // SAFETY: getuid cannot fail.
-    let me = unsafe { libc::getuid() };
+    let cred = nix::sys::socket::getsockopt(&fd, sockopt::PeerCredentials)
+        .map_err(|e| Error::sys(e, format_args!("fd {n}: reading its peer's credentials")))?;
+    if cred.pid() == 0 {
+        return Err(Error::new(
+            Errno::ENOTCONN,
+            format!("fd {n} is not connected to a process"),
+        ));
+    }
+    let me = nix::unistd::getuid().as_raw();
     if !any_uid && cred.uid() != me {
         return Err(Error::new(
             Errno::EPERM,
             format!(
-                "the peer of fd {} runs as uid {}, not {me} (pass FORK_FROM_FD_ANY_UID to allow)",
-                fd.as_raw_fd(),
+                "the peer of fd {n} runs as uid {}, not {me} (pass FORK_FROM_FD_ANY_UID to allow)",
                 cred.uid()
             ),
         ));

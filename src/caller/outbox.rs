@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use crate::error::Errno;
-use crate::wire::MAX_FDS_PER_MSG;
+use crate::protocol::wire::MAX_FDS_PER_MSG;
 
 /// Small frames are packed together until a chunk holds this much.
 const PACK: usize = 64 * 1024;

@@ -11,8 +11,8 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::reactor::Reactor;
 use crate::error::{Errno, Error, Result};
-use crate::reactor::Reactor;
 
 /// Called once the process has everything (`Ok` with the comm socket) or
 /// can no longer get it (`Err`).
@@ -30,7 +30,7 @@ enum Pid {
 }
 
 struct State {
-    /// The generation it was made in; see [`crate::after_fork`].
+    /// The generation it was made in; see [`super::state`].
     epoch: u64,
     /// The request that creates the process has left this process (always
     /// true but for forks still queued for their template).
@@ -54,7 +54,7 @@ impl Record {
     fn with(pid: Pid, status: Option<Result<i32>>) -> Arc<Record> {
         Arc::new(Record {
             st: Mutex::new(State {
-                epoch: crate::after_fork::epoch(),
+                epoch: super::state::epoch(),
                 made: !matches!(pid, Pid::Pending),
                 pid,
                 run: None,
@@ -196,7 +196,7 @@ fn unexpect() {
 /// Hands every callback that can complete now to the reactor. Callbacks
 /// of a parent process, inherited across fork, are dropped uncalled.
 fn poke(st: &mut State) {
-    if st.epoch != crate::after_fork::epoch() {
+    if st.epoch != super::state::epoch() {
         st.run = None;
         st.exit = None;
         return;

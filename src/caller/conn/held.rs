@@ -1,0 +1,138 @@
+//! Forks held back: a fork request waits until the next command to the
+//! template or to the child, so that a fork followed by the child's run
+//! (or exec) goes out as one frame; and when each request was written.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use super::{Conn, State};
+use crate::caller::record::Record;
+use crate::error::{Errno, Error, Result};
+use crate::protocol::wire::{self, Tag};
+
+impl Conn {
+    /// Asks the process at the other end to fork: `child` is the new
+    /// process's end of its socket, `rec` its record.
+    ///
+    /// The fork is held back until the next command to this process or to
+    /// the child: when that is the child's run, one frame asks for both
+    /// (fork and enter the function), which spares a write here and two
+    /// reads in the child. Any other command sends the plain fork first,
+    /// so the order of commands is what the caller wrote.
+    pub fn fork(self: &Arc<Self>, child: OwnedFd, rec: Arc<Record>) -> Result<()> {
+        let mut st = self.lock();
+        self.check(&st)?;
+        self.flush_pending(&mut st)?;
+        st.forked = true;
+        st.pending = Some((child, rec));
+        // A caller that creates without dispatching still has its reports
+        // read now and then, so neither socket buffer fills with them.
+        st.unread += 1;
+        if st.unread >= 16 {
+            st.unread = 0;
+            self.read_reports(&mut st);
+        }
+        self.settle(&mut st);
+        Ok(())
+    }
+
+    /// Sends the held-back fork, if any, as a plain fork.
+    pub(super) fn flush_pending(self: &Arc<Self>, st: &mut State) -> Result<()> {
+        self.send_pending(st, &[&wire::header(Tag::Fork, 0)])
+    }
+
+    /// Sends the held-back fork, if any, as `frame` (a frame that asks
+    /// for a fork), with the new process's socket.
+    fn send_pending(self: &Arc<Self>, st: &mut State, frame: &[&[u8]]) -> Result<()> {
+        let Some((child, rec)) = st.pending.take() else {
+            return Ok(());
+        };
+        st.forks.push_back(rec.clone());
+        self.write_locked(st, frame, vec![child])?;
+        self.track_fork(st, rec);
+        Ok(())
+    }
+
+    /// True when the fork held back is the one of `rec`.
+    pub(super) fn holds(st: &State, rec: &Arc<Record>) -> bool {
+        matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec))
+    }
+
+    /// Tells `rec` when its fork request has been written.
+    fn track_fork(&self, st: &mut State, rec: Arc<Record>) {
+        let mark = st.out.mark();
+        if st.out.past(mark) {
+            rec.fork_sent();
+        } else {
+            st.unwritten.push_back((mark, rec));
+        }
+    }
+
+    /// Tells the records whose fork requests were written since.
+    pub(super) fn forks_written(&self, st: &mut State) {
+        while let Some((mark, _)) = st.unwritten.front() {
+            if !st.out.past(*mark) {
+                break;
+            }
+            let (_, rec) = st.unwritten.pop_front().expect("checked above");
+            rec.fork_sent();
+        }
+    }
+
+    /// The child whose record is `rec` needs its process now: sends its
+    /// fork if it is still held back.
+    pub fn materialize(self: &Arc<Self>, rec: &Arc<Record>) -> Result<()> {
+        let mut st = self.lock();
+        if !Self::holds(&st, rec) {
+            return Ok(());
+        }
+        self.check(&st)?;
+        self.flush_pending(&mut st)?;
+        self.settle(&mut st);
+        Ok(())
+    }
+
+    /// The child whose record is `rec` runs `name` before anything else was
+    /// sent to it: if its fork is still held back, one fork-and-run frame
+    /// does both and this returns true; false means the fork went out
+    /// already and the child needs an ordinary run.
+    pub fn fork_run(self: &Arc<Self>, rec: &Arc<Record>, name: &[u8]) -> Result<bool> {
+        self.send_held(rec, &[&wire::fork_run_head(name.len()), name])
+    }
+
+    /// The child whose record is `rec` execs `argv` before anything else
+    /// was sent to it: if its fork is still held back, one spawn frame asks
+    /// for both (the template may then spawn without copying itself) and
+    /// this returns true; false means the fork went out already.
+    pub fn fork_exec(self: &Arc<Self>, rec: &Arc<Record>, argv: &[&[u8]]) -> Result<bool> {
+        if !Self::holds(&self.lock(), rec) {
+            return Ok(false);
+        }
+        let mut frame = Vec::new();
+        wire::push_spawn(&mut frame, argv)
+            .ok_or_else(|| Error::new(Errno::E2BIG, "exec: argv exceeds the 4 GiB frame limit"))?;
+        self.send_held(rec, &[&frame])
+    }
+
+    /// Sends the fork of `rec`, if it is still held back, as `frame`;
+    /// false when it went out already.
+    fn send_held(self: &Arc<Self>, rec: &Arc<Record>, frame: &[&[u8]]) -> Result<bool> {
+        let mut st = self.lock();
+        if !Self::holds(&st, rec) {
+            return Ok(false);
+        }
+        self.check(&st)?;
+        self.send_pending(&mut st, frame)?;
+        self.settle(&mut st);
+        Ok(true)
+    }
+
+    /// The child whose record is `rec` was freed before anything was sent
+    /// to it: its process is never made.
+    pub fn cancel(&self, rec: &Arc<Record>) {
+        let mut st = self.lock();
+        if Self::holds(&st, rec) {
+            st.pending = None;
+        }
+    }
+}

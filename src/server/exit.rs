@@ -1,0 +1,36 @@
+//! How a server process leaves: `exit` (stdio flushed, no atexit handlers)
+//! and `die` (a message on stderr first).
+
+use nix::sys::socket::{MsgFlags, recv};
+
+/// Writes `msg` to stderr and exits with `status` without running atexit
+/// handlers (they belong to whoever this process was copied from).
+///
+/// Commands already in the socket are read and dropped first, so that the
+/// caller sees a plain EOF rather than a connection reset (which a socket
+/// closed with unread data gives).
+pub fn die(status: i32, msg: impl std::fmt::Display) -> ! {
+    eprintln!("anyfork[{}]: {msg}", std::process::id());
+    let sock = super::state::comm();
+    if sock >= 0 {
+        let mut buf = [0u8; 4096];
+        while recv(sock, &mut buf, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
+    }
+    exit(status)
+}
+
+/// Flushes C stdio and exits at once.
+pub fn exit(status: i32) -> ! {
+    // SAFETY: fflush(NULL) flushes every stdio stream; _exit never returns.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(status)
+    }
+}
+
+/// Exits at once: nothing is flushed and no handler runs (a process that
+/// never ran user code leaves nothing to write).
+pub fn exit_now(status: i32) -> ! {
+    // SAFETY: _exit ends the process; nothing of it is needed any more.
+    unsafe { libc::_exit(status) }
+}

@@ -1,0 +1,148 @@
+//! Reading the command socket: whole frames, exactly (a header, then the
+//! payload together with the next header, never past a `Run`), so no byte
+//! meant for the run function is ever consumed here. Received fds are
+//! close-on-exec from the moment they arrive (`MSG_CMSG_CLOEXEC`) and wait
+//! in a FIFO for the frames that take them.
+
+use std::collections::VecDeque;
+use std::io::IoSliceMut;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+
+use super::exit::die;
+use crate::protocol::wire::{self, HEADER_LEN, Tag};
+
+/// Most payload bytes read (and so allocated) ahead of their arrival.
+const READ_CHUNK: usize = 1 << 20;
+
+pub struct Reader {
+    pub hdr: [u8; HEADER_LEN],
+    pub have: usize,
+    cur: Option<(Tag, usize)>,
+    pub payload: Vec<u8>,
+    cmsg: Vec<u8>,
+    /// The last read returned less than it asked for: the socket was empty
+    /// then, so the next read waits for `poll` (which is level-triggered)
+    /// instead of costing a syscall that would only say `EAGAIN`.
+    pub dry: bool,
+}
+
+pub enum Next {
+    Frame(Tag),
+    Again,
+    Eof,
+}
+
+impl Reader {
+    pub fn new() -> Reader {
+        Reader {
+            hdr: [0; HEADER_LEN],
+            have: 0,
+            cur: None,
+            payload: Vec::new(),
+            cmsg: nix::cmsg_space!([RawFd; wire::MAX_FDS_PER_MSG]),
+            dry: false,
+        }
+    }
+
+    /// Reads until a whole frame is in `payload`, the socket is dry, or EOF.
+    pub fn next(&mut self, sock: RawFd, fdq: &mut VecDeque<OwnedFd>) -> Next {
+        loop {
+            match self.cur {
+                None if self.have == HEADER_LEN => {
+                    let (tag, len) = wire::parse_header(&self.hdr)
+                        .unwrap_or_else(|e| die(125, format_args!("corrupt command stream: {e}")));
+                    self.have = 0;
+                    self.cur = Some((tag, len as usize));
+                    self.payload.clear();
+                    continue;
+                }
+                Some((tag, len)) if self.payload.len() == len => {
+                    self.cur = None;
+                    return Next::Frame(tag);
+                }
+                _ => {}
+            }
+            if self.dry {
+                self.dry = false;
+                return Next::Again;
+            }
+            let n = match self.cur {
+                None => {
+                    let want = HEADER_LEN - self.have;
+                    let mut iov = [IoSliceMut::new(&mut self.hdr[self.have..])];
+                    let n = recv(sock, &mut iov, &mut self.cmsg, fdq);
+                    self.dry = matches!(n, Some(k) if k > 0 && k < want);
+                    n
+                }
+                Some((tag, len)) => {
+                    let old = self.payload.len();
+                    let chunk = (len - old).min(READ_CHUNK);
+                    self.payload.resize(old + chunk, 0);
+                    let (p, h) = (&mut self.payload[old..], &mut self.hdr[self.have..]);
+                    // The next header may be read along only with the last
+                    // bytes of the payload, and never after a run frame.
+                    let last = chunk == len - old;
+                    let (n, want) = if tag == Tag::Run || !last {
+                        let n = recv(sock, &mut [IoSliceMut::new(p)], &mut self.cmsg, fdq);
+                        (n, chunk)
+                    } else {
+                        let want = chunk + h.len();
+                        let mut iov = [IoSliceMut::new(p), IoSliceMut::new(h)];
+                        (recv(sock, &mut iov, &mut self.cmsg, fdq), want)
+                    };
+                    let got = n.unwrap_or(0);
+                    self.dry = got > 0 && got < want;
+                    self.payload.truncate(old + got.min(chunk));
+                    self.have += got.saturating_sub(chunk);
+                    n
+                }
+            };
+            match n {
+                Some(0) => return Next::Eof,
+                Some(n) if self.cur.is_none() => self.have += n,
+                Some(_) => {}
+                None => return Next::Again,
+            }
+        }
+    }
+}
+
+/// One nonblocking `recvmsg`; received fds join `fdq`. `None` when dry.
+fn recv(
+    sock: RawFd,
+    iov: &mut [IoSliceMut<'_>],
+    cmsg: &mut [u8],
+    fdq: &mut VecDeque<OwnedFd>,
+) -> Option<usize> {
+    loop {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        let r = match recvmsg::<()>(sock, iov, Some(cmsg), flags) {
+            Ok(r) => r,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return None,
+            Err(nix::errno::Errno::ECONNRESET) => return Some(0),
+            Err(e) => die(
+                125,
+                format_args!("reading the command socket: {}", e.desc()),
+            ),
+        };
+        let cmsgs = r.cmsgs().unwrap_or_else(|_| {
+            die(
+                125,
+                "a control message was truncated (MSG_CTRUNC): too many fds at once",
+            )
+        });
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the kernel just installed these fds for us.
+                fdq.extend(
+                    fds.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        return Some(r.bytes);
+    }
+}

@@ -1,0 +1,233 @@
+//! What the template server does with each command: keep strings and
+//! fds, load libraries, run evals, fork (or hand the request to the warm
+//! pool), spawn programs, and enter the run function.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use super::args::Arg;
+use super::call;
+use super::exit::{die, exit_now};
+use super::serve_loop::Server;
+use super::state;
+use crate::protocol::wire::{self, Frame, Tag};
+
+impl Server {
+    pub(super) fn handle(&mut self, tag: Tag) {
+        if self.expect_hello && tag != Tag::Hello {
+            die(
+                125,
+                format_args!("corrupt command stream: expected hello, got frame {tag:?}"),
+            );
+        }
+        let payload = std::mem::take(&mut self.rd.payload);
+        let frame = wire::decode(tag, &payload)
+            .unwrap_or_else(|e| die(125, format_args!("corrupt command stream: {e}")));
+        if matches!(
+            frame,
+            Frame::Str(_) | Frame::Fd | Frame::Require(_) | Frame::Eval { .. }
+        ) {
+            // Waiting children are copies of this process as it was.
+            self.pool.dismiss();
+        }
+        match frame {
+            Frame::Hello { .. } => self.expect_hello = false,
+            Frame::Str(_) => {
+                self.args.push(Arg::string(payload));
+                return;
+            }
+            Frame::Fd => {
+                let fd = self.take_fd();
+                self.args.push(Arg::Fd(fd));
+            }
+            Frame::Require(lib) => {
+                // The library may register fork handlers (pthread_atfork)
+                // that its code relies on: from now on they run.
+                self.fork_fn = libc::fork;
+                call::require(lib)
+            }
+            Frame::Eval { name, args } => {
+                call::eval(name, &args, &self.args);
+                if let Some(k) = state::take_warm() {
+                    self.pool.want = k;
+                }
+            }
+            Frame::Fork { run } => {
+                let fd = self.take_fd();
+                let head = wire::header(Tag::Fork, payload.len() as u32);
+                if let Some(pid) = self.pool.hand_over(&head, &payload, fd.as_raw_fd()) {
+                    drop(fd);
+                    self.push_pid(pid);
+                } else if self.fork(fd) {
+                    match run {
+                        Some(name) => self.enter(name, false),
+                        None => {
+                            self.inherited = None;
+                            state::set_comm(self.sock.as_raw_fd());
+                        }
+                    }
+                }
+            }
+            Frame::Spawn { argv } => {
+                let fd = self.take_fd();
+                let req = super::spawn::Request {
+                    held: &self.args,
+                    argv: &argv,
+                    comm: fd.as_raw_fd(),
+                    comm_to: state::comm_fds(),
+                    handled: self.signals.handled(),
+                };
+                if let Some(pid) = super::spawn::spawn(&req) {
+                    drop(fd);
+                    self.children += 1;
+                    self.push_pid(pid);
+                } else if self.fork(fd) {
+                    // Whatever posix_spawn could not do, the builtin does
+                    // (or explains) in a forked child.
+                    for a in &argv {
+                        self.args.push(Arg::string(a.to_vec()));
+                    }
+                    self.enter(b"anyfork_exec", false);
+                }
+            }
+            Frame::Run { name, end } => self.enter(name, end),
+            Frame::Pid(_) | Frame::Exit { .. } | Frame::End => die(
+                125,
+                format_args!("corrupt command stream: report frame {tag:?} sent to a server"),
+            ),
+        }
+        self.rd.payload = payload;
+    }
+
+    fn take_fd(&mut self) -> OwnedFd {
+        self.fdq.pop_front().unwrap_or_else(|| {
+            die(
+                125,
+                "corrupt command stream: a frame needs an fd that was not passed",
+            )
+        })
+    }
+
+    /// Forks; true in the child, which now serves `fd`.
+    ///
+    /// An exec'd `anyfork-serve` that has loaded no library forks with
+    /// `_Fork`: with one thread and no fork handlers registered, glibc's
+    /// `fork` adds only work (locks taken and reset, handler lists walked)
+    /// whose every first write to a page costs both processes a
+    /// copy-on-write fault.
+    fn fork(&mut self, fd: OwnedFd) -> bool {
+        if self.pooled {
+            // Handed a request: become the process it asks for, as a
+            // newly forked child would (the leash closes in `enter`).
+            self.pooled = false;
+            self.inherited = Some(std::mem::replace(&mut self.sock, fd));
+            return true;
+        }
+        // SAFETY: this process is single-threaded (or forks with `fork`,
+        // which handles other threads), so the child may run anything;
+        // both sides continue with consistent state below.
+        let pid = unsafe { (self.fork_fn)() };
+        if pid == 0 {
+            // The child serves its own socket from here on. What was read
+            // or queued for the parent's socket is not ours. (It is still
+            // nonblocking: `enter` makes it blocking for the run function.
+            // Until then each write is a page the child need not copy.)
+            self.inherited = Some(std::mem::replace(&mut self.sock, fd));
+            self.forget_parent();
+            return true;
+        }
+        // The caller sees EOF once the child and we closed the socket.
+        drop(fd);
+        if pid > 0 {
+            self.children += 1;
+        }
+        let report = if pid < 0 {
+            -(crate::error::last_errno() as libc::pid_t)
+        } else {
+            pid
+        };
+        self.push_pid(report);
+        false
+    }
+
+    /// In a new process: drops what belongs to the template it was copied
+    /// from (its pool, unconsumed fds, reports, read state, children).
+    fn forget_parent(&mut self) {
+        self.pool.forget();
+        self.fdq.clear();
+        self.reports.clear();
+        self.pids_since = None;
+        self.rd.have = 0;
+        self.rd.dry = false;
+        self.children = 0;
+    }
+
+    /// Forks one child for the pool. In it, returns with this server
+    /// serving the leash; if the fork fails, the pool stays smaller.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn fork_waiting(&mut self) {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let Ok((ours, leash)) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        ) else {
+            self.pool.want = self.pool.len();
+            return;
+        };
+        // SAFETY: as in `fork`.
+        let pid = unsafe { (self.fork_fn)() };
+        if pid == 0 {
+            drop(ours);
+            self.pool.forget();
+            self.pooled = true;
+            // The template's socket is closed now, before any request.
+            self.sock = leash;
+            self.inherited = None;
+            state::set_comm(self.sock.as_raw_fd());
+            self.forget_parent();
+            return;
+        }
+        if pid < 0 {
+            self.pool.want = self.pool.len();
+            return;
+        }
+        self.children += 1;
+        self.pool.add(pid, ours);
+    }
+
+    /// Enters the run function: reports end, the process gets clean
+    /// signal state, and the server is gone.
+    fn enter(&mut self, name: &[u8], end: bool) -> ! {
+        // Waiting children leave before the run function starts, reaped
+        // here: user code finds no child of this process it did not make.
+        for pid in self.pool.dismiss_all() {
+            // Its leash just closed: it is exiting.
+            crate::sys::proc::reap_blocking(pid);
+            self.children = self.children.saturating_sub(1);
+        }
+        if end {
+            self.reap();
+            self.reports.extend_from_slice(&wire::header(Tag::End, 0));
+        }
+        self.flush_reports(true);
+        if let Some(status) = super::builtins::exit_status(name, &self.args) {
+            exit_now(status)
+        }
+        self.inherited = None;
+        let sock = self.sock.as_raw_fd();
+        state::set_comm(sock);
+        // The run function gets a blocking comm socket.
+        let _ = fcntl(&self.sock, FcntlArg::F_SETFL(OFlag::empty()));
+        // The signalfd must not leak into user code.
+        self.sigfd = None;
+        self.signals.reset();
+        for fd in self.fdq.drain(..) {
+            drop(fd);
+        }
+        call::run(name, sock, &self.args)
+    }
+}

@@ -1,0 +1,34 @@
+//! Raw fd calls: probing an fd number the caller names, and closing ranges.
+
+use std::os::fd::RawFd;
+
+/// True when `fd` names an open file descriptor of this process. The
+/// caller's raw numbers cannot be borrowed as `BorrowedFd` before this.
+pub fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; a closed or
+    // negative number gives EBADF.
+    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0
+}
+
+/// Closes the fds from `first` to `last` (inclusive); with `cloexec`,
+/// marks them close-on-exec instead. A failure leaves fds open, which
+/// costs nothing but the fds.
+pub fn close_range(first: u32, last: u32, cloexec: bool) {
+    let flags = if cloexec {
+        libc::CLOSE_RANGE_CLOEXEC
+    } else {
+        0
+    };
+    // SAFETY: close_range takes plain integers; it closes only fds of this
+    // process, which the callers own or no longer need.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
+}
+
+/// Closes every fd above 2 except `keep`.
+pub fn close_others(keep: RawFd) {
+    let keep = keep as u32;
+    if keep > 3 {
+        close_range(3, keep - 1, false);
+    }
+    close_range(keep + 1, u32::MAX, false);
+}

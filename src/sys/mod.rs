@@ -1,0 +1,6 @@
+//! The few raw system and libc calls that neither nix nor std wrap, each
+//! behind a safe function: everything else goes through nix or std.
+
+pub mod dl;
+pub mod fd;
+pub mod proc;

@@ -88,8 +88,8 @@ SAN_C     := $(filter-out %_worker.c,$(wildcard c-examples/*.c))
 sanitize: lib
 	@mkdir -p $(SAN)
 	@set -e; \
-	for w in $(WORKER_SRC) tests/c/children.c tests/c/reliability_lib.c; do \
-	  n=$$(basename $$w .c); case $$n in reliability_lib) n=reliability;; esac; \
+	for w in $(WORKER_SRC) tests/c/children.c; do \
+	  n=$$(basename $$w .c); \
 	  $(CC) $(SAN_LIB) $(WARN) -Iinclude $$w -o $(SAN)/lib$$n.so; \
 	done; \
 	for src in $(SAN_C) tests/c/api_errors.c tests/c/bad_input.c tests/c/fd_exhaustion.c \
@@ -105,12 +105,12 @@ sanitize: lib
 	  else echo "sanitize: $$name FAILED (status $$?)"; cat "$$name.out" "$$name.err"; fail=1; fi; }; \
 	for e in $(notdir $(basename $(SAN_C))); do run $$e ./$$e; done; \
 	run api_errors ./api_errors $(abspath $(SAN))/libchildren.so; \
-	run bad_input ./bad_input $(abspath $(SAN))/libreliability.so; \
-	run fd_exhaustion ./fd_exhaustion $(abspath $(SAN))/libreliability.so; \
-	run signal_probe_untouched ./signal_probe $(abspath $(SAN))/libreliability.so untouched; \
-	run signal_probe_messy ./signal_probe $(abspath $(SAN))/libreliability.so messy; \
+	run bad_input ./bad_input $(abspath $(SAN))/libchildren.so; \
+	run fd_exhaustion ./fd_exhaustion $(abspath $(SAN))/libchildren.so; \
+	run signal_probe_untouched ./signal_probe $(abspath $(SAN))/libchildren.so untouched; \
+	run signal_probe_messy ./signal_probe $(abspath $(SAN))/libchildren.so messy; \
 	run loop_exit ./loop_exit; \
-	run foreign_uid ./foreign_uid $(abspath $(SAN))/libreliability.so; \
+	run foreign_uid ./foreign_uid $(abspath $(SAN))/libchildren.so; \
 	exit $$fail
 
 bench:

@@ -7,7 +7,7 @@ use std::process::Command;
 
 #[test]
 fn eval_n_carries_nul_bytes_and_dispatch_pass_falls_back_to_dlsym() {
-    let exe = common::executable("eval_n_pass", &["tests/c/eval_n_pass.c"], &["-rdynamic"]);
+    let exe = common::build("eval_n_pass", common::Kind::Program, &["-rdynamic"]);
     let out = Command::new(&exe).output().unwrap();
     assert!(
         out.status.success(),

@@ -7,7 +7,6 @@
 //! empty names in C; tests/c/bad_input.c the C calls it leaves out.)
 
 mod common;
-mod reliability;
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -16,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyfork::{Errno, Process};
-use reliability::*;
+use common::*;
 
 // ---------------------------------------------------------------------
 // Names and arguments through the Rust API.
@@ -119,9 +118,9 @@ fn custom_servers_and_exec_refuse_what_cannot_be_run() {
 }
 
 fn run_bad_input(args: &[&str]) {
-    let mut all = vec![lib()];
+    let mut all = vec![child_lib()];
     all.extend_from_slice(args);
-    common::run_checks(&helper("bad_input", &[]), &all);
+    common::run_checks(&build("bad_input", Kind::Program, &[]), &all);
 }
 
 #[test]
@@ -421,7 +420,7 @@ fn fds_a_template_cannot_take_are_a_reported_error() {
     let (mut t, stderr) = server_with_stderr("ctrunc");
     let tpid = t.pid().unwrap();
     let ex = exit_rx(&mut t);
-    t.require(lib()).unwrap();
+    t.require(child_lib()).unwrap();
     t.eval("rl_nofile", &[b"16"]).unwrap();
     // One sendmsg can carry up to 253 fds: far more than 16.
     let files: Vec<std::fs::File> = (0..200)
@@ -442,7 +441,7 @@ fn fds_a_template_cannot_take_are_a_reported_error() {
             // All written before it died: a fork after them never runs.
             if let Ok(k) = t.fork() {
                 let (tx, rx) = std::sync::mpsc::channel();
-                if k.run("rl_echo", move |r| {
+                if k.run("echo_strings", move |r| {
                     let _ = tx.send(r);
                 })
                 .is_ok()

@@ -42,7 +42,7 @@ fn link(dir: &Path, name: &str, target: &Path) {
 
 fn go_command(args: &[&str]) -> Command {
     let lib = work_dir("lib");
-    let so = common::lib_dir().join("libanyfork.so");
+    let so = common::libanyfork();
     link(&lib, "libanyfork.so", &so);
     link(&lib, "libanyfork.so.0", &so);
     let mut cmd = Command::new("go");
@@ -57,7 +57,7 @@ fn go_command(args: &[&str]) -> Command {
             format!("-L{0} -Wl,-rpath,{0}", lib.display()),
         )
         .env("CGO_ENABLED", "1")
-        .env("ANYFORK_SERVE", common::lib_dir().join("anyfork-serve"))
+        .env("ANYFORK_SERVE", common::serve_exe())
         .env("GOCACHE", work_dir("cache"))
         .env("GOPATH", work_dir("path"))
         .env("GOMODCACHE", work_dir("path").join("pkg").join("mod"))

@@ -28,8 +28,8 @@ fn python_binding_tests_pass() {
     let mut cmd = Command::new("python3");
     cmd.args(["-m", "unittest", "-v"])
         .current_dir(common::root().join("bindings").join("python"))
-        .env("ANYFORK_LIB", common::lib_dir().join("libanyfork.so"))
-        .env("ANYFORK_SERVE", common::lib_dir().join("anyfork-serve"))
+        .env("ANYFORK_LIB", common::libanyfork())
+        .env("ANYFORK_SERVE", common::serve_exe())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("TMPDIR", &tmp)
         .env_remove("PYTHONPATH");

@@ -51,8 +51,8 @@ fn ruby_binding_tests_pass() {
     ])
     .args(&tests)
     .current_dir(&dir)
-    .env("ANYFORK_LIB", common::lib_dir().join("libanyfork.so"))
-    .env("ANYFORK_SERVE", common::lib_dir().join("anyfork-serve"))
+    .env("ANYFORK_LIB", common::libanyfork())
+    .env("ANYFORK_SERVE", common::serve_exe())
     .env("TMPDIR", &tmp)
     .env_remove("RUBYOPT")
     .env_remove("RUBYLIB");
@@ -77,8 +77,8 @@ fn ruby_example_runs() {
     let mut cmd = Command::new("ruby");
     cmd.args(["-w", "-Ilib", "example.rb"])
         .current_dir(&dir)
-        .env("ANYFORK_LIB", common::lib_dir().join("libanyfork.so"))
-        .env("ANYFORK_SERVE", common::lib_dir().join("anyfork-serve"))
+        .env("ANYFORK_LIB", common::libanyfork())
+        .env("ANYFORK_SERVE", common::serve_exe())
         .env_remove("RUBYOPT")
         .env_remove("RUBYLIB");
     let r = common::run_in_session(&mut cmd, Duration::from_secs(120), GRACE);

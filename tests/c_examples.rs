@@ -11,13 +11,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+
 use std::time::Duration;
 
-use common::SessionRun;
+use common::*;
 
 /// Time limits: the small examples, and the 1,000-process ones (a debug
 /// build of the library on a loaded 2-core machine).
@@ -26,72 +25,23 @@ const LONG: Duration = Duration::from_secs(180);
 /// How long templates get to exit after the example did.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Where the examples and their worker libraries are built: a directory
-/// of their own, so an example finds `lib<name>_worker.so` beside itself
-/// as it does after `make examples`.
-fn examples_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // (libanyfork.so.0 is found through the rpath to
-        // `common::lib_dir()`, which makes that link.)
-        let d = common::out_dir().join("examples");
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-/// Builds c-examples/<name>.c once per test binary: an executable, or for
-/// `*_worker` a shared library `lib<name>.so`. Returns its path.
-fn build(name: &str) -> PathBuf {
-    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let built = built.get_or_insert_with(HashMap::new);
-    if let Some(p) = built.get(name) {
-        return p.clone();
-    }
-    let dir = examples_dir();
-    let src = common::root()
-        .join("c-examples")
-        .join(format!("{name}.c"))
-        .display()
-        .to_string();
-    let path = if name.ends_with("_worker") {
-        let args = ["-shared".to_string(), "-fPIC".to_string(), src];
-        common::compile(&dir.join(format!("lib{name}.so")), &args, false)
-    } else {
-        let mut args = vec![src, format!("-Wl,-rpath,{}", dir.display())];
-        match name {
-            "libev" => args.push("-lev".into()),
-            "libuv" => args.push("-luv".into()),
-            _ => {}
-        }
-        common::compile(&dir.join(name), &args, true)
-    };
-    built.insert(name.to_string(), path.clone());
-    path
-}
-
 /// Builds `example` and `worker`, runs the example with `args`.
 fn run(example: &str, worker: &str, args: &[&str], limit: Duration) -> SessionRun {
-    build(worker);
-    let exe = build(example);
+    common::example(worker);
+    let exe = common::example(example);
     let mut cmd = Command::new(&exe);
     cmd.args(args);
     common::run_in_session(&mut cmd, limit, GRACE)
 }
 
-fn describe(r: &SessionRun) -> String {
-    r.describe()
-}
-
 /// Exit status 0, nothing on stderr, no process left behind.
 fn assert_clean_success(r: &SessionRun) {
-    assert!(r.status.success(), "the example failed: {}", describe(r));
-    assert!(r.stderr.is_empty(), "unexpected stderr: {}", describe(r));
+    assert!(r.status.success(), "the example failed: {}", r.describe());
+    assert!(r.stderr.is_empty(), "unexpected stderr: {}", r.describe());
     assert!(
         r.leftovers.is_empty(),
         "processes left behind: {}",
-        describe(r)
+        r.describe()
     );
 }
 
@@ -108,16 +58,16 @@ fn check_hello(r: &SessionRun) {
     assert!(
         out.contains("the child said on the comm socket: Hello, world!\n"),
         "{}",
-        describe(r)
+        r.describe()
     );
     let piped = number_after(out, "the child wrote into the pipe: pid ");
     let exited = number_after(out, "the child (pid ");
     assert!(
         piped.is_some() && piped == exited && piped != Some(i64::from(r.pid)),
         "the pid in the pipe is not the child's: {}",
-        describe(r)
+        r.describe()
     );
-    assert!(out.ends_with("hello: all good\n"), "{}", describe(r));
+    assert!(out.ends_with("hello: all good\n"), "{}", r.describe());
 }
 
 #[test]
@@ -128,7 +78,7 @@ fn hello_finds_its_worker_beside_itself() {
 
 #[test]
 fn hello_takes_the_worker_path_as_argument() {
-    let lib = build("hello_worker");
+    let lib = common::example("hello_worker");
     // Moved away from the default place, so only the argument can find it.
     let dir = examples_dir().join("elsewhere");
     std::fs::create_dir_all(&dir).unwrap();
@@ -146,17 +96,17 @@ fn hello_reports_a_worker_that_cannot_be_loaded() {
         &["/nonexistent/libnothing.so"],
         SHORT,
     );
-    assert_eq!(r.status.code(), Some(1), "{}", describe(&r));
+    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
     assert!(
         r.stderr.contains("/nonexistent/libnothing.so"),
         "the load failure is not reported: {}",
-        describe(&r)
+        r.describe()
     );
-    assert!(!r.stdout.contains("all good"), "{}", describe(&r));
+    assert!(!r.stdout.contains("all good"), "{}", r.describe());
     assert!(
         r.leftovers.is_empty(),
         "processes left behind: {}",
-        describe(&r)
+        r.describe()
     );
 }
 
@@ -168,7 +118,7 @@ fn prefork_server_answers_and_shuts_down() {
     assert!(
         out.starts_with("listening on 127.0.0.1:"),
         "{}",
-        describe(&r)
+        r.describe()
     );
     let answered: Vec<i64> = out
         .lines()
@@ -178,11 +128,11 @@ fn prefork_server_answers_and_shuts_down() {
             id.parse().unwrap_or_else(|_| panic!("bad line {l:?}"))
         })
         .collect();
-    assert_eq!(answered.len(), 16, "{}", describe(&r));
+    assert_eq!(answered.len(), 16, "{}", r.describe());
     assert!(
         answered.iter().all(|id| (1..=4).contains(id)),
         "{}",
-        describe(&r)
+        r.describe()
     );
     for id in 1..=4 {
         let line = format!("worker {id} (pid ");
@@ -190,19 +140,19 @@ fn prefork_server_answers_and_shuts_down() {
             out.lines()
                 .any(|l| l.starts_with(&line) && l.ends_with(") exited with status 0")),
             "worker {id} did not exit cleanly: {}",
-            describe(&r)
+            r.describe()
         );
     }
     assert!(
         out.lines()
             .any(|l| l.starts_with("template (pid ") && l.ends_with(") exited with status 0")),
         "{}",
-        describe(&r)
+        r.describe()
     );
     assert!(
         out.ends_with("prefork_server: 16 requests answered, pool shut down, all good\n"),
         "{}",
-        describe(&r)
+        r.describe()
     );
 }
 
@@ -210,7 +160,7 @@ fn check_thousand(name: &str) {
     let r = run(name, "echo_worker", &[], LONG);
     assert_clean_success(&r);
     let last = format!("{name}: 1000 of 1000 workers answered correctly\n");
-    assert!(r.stdout.ends_with(&last), "{}", describe(&r));
+    assert!(r.stdout.ends_with(&last), "{}", r.describe());
 }
 
 #[test]
@@ -234,9 +184,9 @@ fn a_process_left_behind_is_detected() {
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo started"]);
     let r = common::run_in_session(&mut cmd, SHORT, Duration::from_millis(300));
-    assert!(r.status.success(), "{}", describe(&r));
-    assert_eq!(r.leftovers.len(), 1, "{}", describe(&r));
-    assert!(r.leftovers[0].contains("sleep 60"), "{}", describe(&r));
+    assert!(r.status.success(), "{}", r.describe());
+    assert_eq!(r.leftovers.len(), 1, "{}", r.describe());
+    assert!(r.leftovers[0].contains("sleep 60"), "{}", r.describe());
     // run_in_session killed it.
     assert!(
         common::eventually(Duration::from_secs(5), || common::session_members(r.pid)
@@ -250,20 +200,10 @@ fn a_process_left_behind_is_detected() {
 // program's own functions, so they are linked with -rdynamic, as the
 // Makefile does for them.
 
-/// Builds c-examples/<name>.c into the examples directory, with
-/// -rdynamic when `export`, and runs it with `args` (and `env`).
-fn run_mode_example(name: &str, export: bool, args: &[&str], env: &[(&str, &Path)]) -> SessionRun {
-    let dir = examples_dir();
-    let src = common::root()
-        .join("c-examples")
-        .join(format!("{name}.c"))
-        .display()
-        .to_string();
-    let mut flags = vec![src, format!("-Wl,-rpath,{}", dir.display())];
-    if export {
-        flags.push("-rdynamic".into());
-    }
-    let exe = common::compile(&dir.join(name), &flags, true);
+/// Builds c-examples/<name>.c ([`common::example`]) and runs it with
+/// `args` (and `env`).
+fn run_mode_example(name: &str, args: &[&str], env: &[(&str, &Path)]) -> SessionRun {
+    let exe = common::example(name);
     let mut cmd = Command::new(&exe);
     cmd.args(args);
     for (k, v) in env {
@@ -274,7 +214,7 @@ fn run_mode_example(name: &str, export: bool, args: &[&str], env: &[(&str, &Path
 
 #[test]
 fn template_example_forks_ten_workers_that_use_the_prepared_state() {
-    let r = run_mode_example("template", true, &[], &[]);
+    let r = run_mode_example("template", &[], &[]);
     assert_clean_success(&r);
     let out = &r.stdout;
     let tpid = number_after(out, "template: pid ").expect("the template's pid");
@@ -284,12 +224,12 @@ fn template_example_forks_ten_workers_that_use_the_prepared_state() {
         let line = out
             .lines()
             .find(|l| l.starts_with(&prefix))
-            .unwrap_or_else(|| panic!("no report of worker {n}: {}", describe(&r)));
+            .unwrap_or_else(|| panic!("no report of worker {n}: {}", r.describe()));
         pids.push(number_after(line, &prefix).unwrap());
     }
     pids.sort();
     pids.dedup();
-    assert_eq!(pids.len(), 10, "workers share a pid: {}", describe(&r));
+    assert_eq!(pids.len(), 10, "workers share a pid: {}", r.describe());
     assert!(!pids.contains(&tpid) && !pids.contains(&i64::from(r.pid)));
     // The primes below 200000, counted by the workers from the sieve that
     // only the template kept: 17984 in all.
@@ -306,22 +246,22 @@ fn template_example_forks_ten_workers_that_use_the_prepared_state() {
                 .unwrap()
         })
         .sum();
-    assert_eq!(total, 17984, "{}", describe(&r));
+    assert_eq!(total, 17984, "{}", r.describe());
     assert!(
         out.contains(&format!("template: the template (pid {tpid}) exited\n")),
         "{}",
-        describe(&r)
+        r.describe()
     );
     assert!(
         out.ends_with("template: all 10 workers reported correctly\n"),
         "{}",
-        describe(&r)
+        r.describe()
     );
 }
 
 #[test]
 fn early_example_runs_the_programs_functions_without_anyfork_serve() {
-    let r = run_mode_example("early", true, &[], &[]);
+    let r = run_mode_example("early", &[], &[]);
     assert_clean_success(&r);
     let out = &r.stdout;
     let exe = examples_dir().join("early").canonicalize().unwrap();
@@ -332,20 +272,20 @@ fn early_example_runs_the_programs_functions_without_anyfork_serve() {
         let line = out
             .lines()
             .find(|l| l.starts_with(&format!("{who} (pid ")))
-            .unwrap_or_else(|| panic!("no report of the {who}: {}", describe(&r)));
+            .unwrap_or_else(|| panic!("no report of the {who}: {}", r.describe()));
         assert!(
             line.ends_with(&format!(
                 " says: {greeting} set_up_after_early=0 exe={}",
                 exe.display()
             )),
             "{line}\n{}",
-            describe(&r)
+            r.describe()
         );
     }
     assert!(
         out.ends_with("early: both children ran this program's functions\n"),
         "{}",
-        describe(&r)
+        r.describe()
     );
 }
 
@@ -369,7 +309,7 @@ fn assert_empty_dir(d: &Path) {
 #[test]
 fn spawn_example_runs_echo_with_stdout_in_a_file_and_stderr_on_the_comm_socket() {
     let tmp = spawn_tmpdir("echo");
-    let r = run_mode_example("spawn", false, &[], &[("TMPDIR", &tmp)]);
+    let r = run_mode_example("spawn", &[], &[("TMPDIR", &tmp)]);
     assert_clean_success(&r);
     let out = &r.stdout;
     assert!(
@@ -379,9 +319,9 @@ fn spawn_example_runs_echo_with_stdout_in_a_file_and_stderr_on_the_comm_socket()
              stderr, from the comm socket (0 bytes):\npid "
         ),
         "{}",
-        describe(&r)
+        r.describe()
     );
-    assert!(out.ends_with(" exited with status 0\n"), "{}", describe(&r));
+    assert!(out.ends_with(" exited with status 0\n"), "{}", r.describe());
     assert_empty_dir(&tmp);
 }
 
@@ -390,28 +330,27 @@ fn spawn_example_shows_a_programs_stderr_and_exit_status() {
     let tmp = spawn_tmpdir("sh");
     let r = run_mode_example(
         "spawn",
-        false,
         &["/bin/sh", "-c", "echo out; echo err >&2; exit 3"],
         &[("TMPDIR", &tmp)],
     );
-    assert_eq!(r.status.code(), Some(3), "{}", describe(&r));
-    assert!(r.leftovers.is_empty(), "{}", describe(&r));
+    assert_eq!(r.status.code(), Some(3), "{}", r.describe());
+    assert!(r.leftovers.is_empty(), "{}", r.describe());
     assert!(
         r.stdout
             .contains("stdout, from the file (4 bytes):\n  | out\n"),
         "{}",
-        describe(&r)
+        r.describe()
     );
     assert!(
         r.stdout
             .contains("stderr, from the comm socket (4 bytes):\n  | err\n"),
         "{}",
-        describe(&r)
+        r.describe()
     );
     assert!(
         r.stdout.ends_with(" exited with status 3\n"),
         "{}",
-        describe(&r)
+        r.describe()
     );
     assert_empty_dir(&tmp);
 }
@@ -419,25 +358,20 @@ fn spawn_example_shows_a_programs_stderr_and_exit_status() {
 #[test]
 fn spawn_example_reports_a_program_that_cannot_be_executed() {
     let tmp = spawn_tmpdir("missing");
-    let r = run_mode_example(
-        "spawn",
-        false,
-        &["anyfork-no-such-program"],
-        &[("TMPDIR", &tmp)],
-    );
-    assert_eq!(r.status.code(), Some(127), "{}", describe(&r));
-    assert!(r.leftovers.is_empty(), "{}", describe(&r));
+    let r = run_mode_example("spawn", &["anyfork-no-such-program"], &[("TMPDIR", &tmp)]);
+    assert_eq!(r.status.code(), Some(127), "{}", r.describe());
+    assert!(r.leftovers.is_empty(), "{}", r.describe());
     assert!(
         r.stdout.contains(
             "  | anyfork_exec: cannot execute \"anyfork-no-such-program\": No such file or directory"
         ),
         "{}",
-        describe(&r)
+        r.describe()
     );
     assert!(
         r.stdout.ends_with(" exited with status 127\n"),
         "{}",
-        describe(&r)
+        r.describe()
     );
     assert_empty_dir(&tmp);
 }
@@ -450,23 +384,21 @@ fn spawn_example_reports_a_program_that_cannot_be_executed() {
 /// the comm socket and its exit status through the exit callback.
 #[test]
 fn cpp_hello_builds_strictly_and_runs() {
-    let out = examples_dir().join("cpp_hello");
-    let lib = common::lib_dir();
-    let status = std::process::Command::new(std::env::var("CXX").unwrap_or_else(|_| "c++".into()))
-        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O1"])
-        .arg(format!("-I{}", common::root().join("include").display()))
-        .arg(common::root().join("c-examples/cpp_hello.cpp"))
-        .arg("-o")
-        .arg(&out)
-        .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-lanyfork")
-        .status()
-        .expect("running the C++ compiler");
-    assert!(status.success(), "compiling cpp_hello.cpp failed");
+    let out = common::compile_with(
+        &std::env::var("CXX").unwrap_or_else(|_| "c++".into()),
+        &examples_dir().join("cpp_hello"),
+        &[
+            "-std=c++17".into(),
+            common::root()
+                .join("c-examples/cpp_hello.cpp")
+                .display()
+                .to_string(),
+        ],
+        true,
+    );
     let mut cmd = std::process::Command::new(&out);
     let r = common::run_in_session(&mut cmd, SHORT, GRACE);
-    assert!(r.status.success(), "{}", describe(&r));
-    assert_eq!(r.stdout, "hello from C++\nok\n", "{}", describe(&r));
-    assert!(r.leftovers.is_empty(), "{}", describe(&r));
+    assert!(r.status.success(), "{}", r.describe());
+    assert_eq!(r.stdout, "hello from C++\nok\n", "{}", r.describe());
+    assert!(r.leftovers.is_empty(), "{}", r.describe());
 }

@@ -4,7 +4,6 @@
 //! default template it kills and the fds it counts are its own.
 
 mod common;
-mod support;
 
 use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
@@ -13,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyfork::Process;
-use support::*;
+use common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -87,7 +86,7 @@ fn kill_default_template_and_create(round: usize, settle: bool) {
     assert!(gone(old), "round {round}: the template survived SIGKILL");
 
     let mut p = Process::new().unwrap_or_else(|e| panic!("round {round}: new after the kill: {e}"));
-    p.require(lib()).unwrap();
+    p.require(child_lib()).unwrap();
     p.send_arg(format!("after kill {round}").as_bytes())
         .unwrap();
     let sock = run(p, "echo_strings")

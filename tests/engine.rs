@@ -7,7 +7,6 @@
 //! tests/destructive.rs), so these tests share it and run in parallel.
 
 mod common;
-mod support;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,23 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyfork::Process;
-use support::*;
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds, checked below.
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(r, 0);
-    // SAFETY: fresh fds nothing else owns.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
+use common::*;
 
 fn status_of(r: anyfork::Result<i32>) -> i32 {
     r.unwrap_or_else(|e| panic!("the exit status is unknown: {e}"))
-}
-
-fn exited(status: i32) -> Option<i32> {
-    libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status))
 }
 
 #[test]
@@ -248,7 +234,7 @@ fn the_manuals_pool_example_gives_fh_str1_str2_fh1_fh2_str3() {
     let (fh1, _w1) = pipe();
     let fh2 = memfd("fh2");
     let mut pool = Process::new().unwrap();
-    pool.require(lib()).unwrap();
+    pool.require(child_lib()).unwrap();
     pool.send_arg(b"str1").unwrap();
     pool.send_arg(b"str2").unwrap();
     pool.send_fd(fh1.as_fd()).unwrap();
@@ -356,7 +342,7 @@ fn fork_handlers_of_a_required_library_run_in_every_new_process() {
     // A process that required the library itself was forked before it
     // was loaded: no handler of it ran there.
     let mut p = new_child();
-    p.require(lib()).unwrap();
+    p.require(child_lib()).unwrap();
     assert_eq!(String::from_utf8_lossy(&run_output(p, "show_atfork")), "0");
 }
 
@@ -562,7 +548,7 @@ fn an_unknown_eval_function_a_missing_library_and_a_failing_eval_end_the_child_w
 #[test]
 fn failures_in_the_child_are_explained_on_its_stderr() {
     let _g = serial();
-    let exe = exe("stderr_probe", &["tests/c/stderr_probe.c"], &[]);
+    let exe = build("stderr_probe", Kind::Program, &[]);
     let cases = [
         ("run", 127, "anyfork_probe_no_such_function"),
         ("eval", 127, "anyfork_probe_no_such_init"),
@@ -571,7 +557,7 @@ fn failures_in_the_child_are_explained_on_its_stderr() {
     ];
     for (mode, status, needle) in cases {
         let out = Command::new(&exe)
-            .args([lib(), mode])
+            .args([child_lib(), mode])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -629,10 +615,6 @@ fn parse_fd_list(out: &[u8]) -> (i32, Vec<i32>, BTreeSet<i32>) {
     (comm, args, open)
 }
 
-fn std_fds() -> BTreeSet<i32> {
-    (0..3).filter(|&fd| is_open(fd)).collect()
-}
-
 fn assert_exact_fds(out: &[u8], n_args: usize) {
     let (comm, args, open) = parse_fd_list(out);
     assert_eq!(args.len(), n_args);
@@ -680,7 +662,7 @@ fn an_inherited_fd_without_cloexec_does_not_reach_a_new_server() {
     // A caller that leaks an fd (no O_CLOEXEC) into every exec: anyfork-serve
     // closes it, so neither the template nor its children hold it. The
     // tests that run other programs wait meanwhile (they would inherit it).
-    lib();
+    child_lib();
     let _g = serial();
     let mut fds = [0; 2];
     // SAFETY: pipe fills two fds.
@@ -724,7 +706,7 @@ fn eight_threads_create_200_processes_each_at_once() {
 
 fn eight_threads_body() {
     raise_nofile();
-    let lib = lib().to_string();
+    let lib = child_lib().to_string();
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let lib = lib.clone();
@@ -784,15 +766,15 @@ fn dropping_an_unrun_process_lets_it_exit() {
 #[test]
 fn c_api_rejects_bad_arguments_with_a_message() {
     let _g = serial();
-    let exe = exe("api_errors", &["tests/c/api_errors.c"], &["-pthread"]);
-    common::run_checks(&exe, &[lib()]);
+    let exe = build("api_errors", Kind::Program, &["-pthread"]);
+    common::run_checks(&exe, &[child_lib()]);
 }
 
 /// Runs tests/c/exiting_caller.c, lets it exit as `mode` says, and checks
 /// that its templates and their waiting children are all gone.
 fn caller_exits(mode: &str) {
     let _g = serial();
-    let exe = exe("exiting_caller", &["tests/c/exiting_caller.c"], &[]);
+    let exe = build("exiting_caller", Kind::Program, &[]);
     let mut child = Command::new(&exe)
         .arg(mode)
         .stdin(Stdio::piped())

@@ -7,7 +7,6 @@
 //! and a hang in the library then fails the test instead of the suite.
 
 mod common;
-mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -16,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyfork::Process;
-use support::*;
+use common::*;
 
 const LIMIT: Duration = Duration::from_secs(90);
 

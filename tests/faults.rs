@@ -9,7 +9,6 @@
 //! pending, which counts the whole process.
 
 mod common;
-mod reliability;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
@@ -19,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyfork::{Errno, Process};
-use reliability::*;
+use common::*;
 
 /// What the callbacks of many processes reported, by index.
 #[derive(Default)]
@@ -65,7 +64,7 @@ fn a_template_killed_with_500_forks_queued_fails_each_exactly_once() {
     let tpid = t.pid().unwrap();
     // The template works before the fault.
     let k = t.fork().unwrap();
-    assert_eq!(run_text(k, "rl_echo"), "");
+    assert_eq!(run_text(k, "echo_strings"), "");
 
     kill(tpid, libc::SIGSTOP);
     assert!(common::eventually(Duration::from_secs(5), || state_of(
@@ -82,7 +81,7 @@ fn a_template_killed_with_500_forks_queued_fails_each_exactly_once() {
         let mut k = t.fork().expect("queueing a fork on a stopped template");
         track(&mut k, i, &tally);
         k.send_arg(format!("{i}").as_bytes()).unwrap();
-        run_tracked(k, "rl_echo", i, &tally);
+        run_tracked(k, "echo_strings", i, &tally);
     }
     let unrun: Vec<Process> = (0..3).map(|_| t.fork().unwrap()).collect();
     // Nothing can have completed while the template is stopped.
@@ -172,21 +171,11 @@ fn a_template_killed_with_500_forks_queued_fails_each_exactly_once() {
     // A fresh template works.
     let mut p = new_template().fork().unwrap();
     p.send_arg(b"after").unwrap();
-    assert_eq!(run_text(p, "rl_echo"), "after\n");
+    assert_eq!(run_text(p, "echo_strings"), "after\n");
 }
 
 // ---------------------------------------------------------------------
 // The caller killed.
-
-/// A close-on-exec pipe: (read end, write end).
-fn pipe() -> (OwnedFd, OwnedFd) {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds; checked.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: fresh fds nothing else owns.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
 
 /// Runs tests/c/killed_caller.c in a session of its own with `args`, waits
 /// for its "ready" line, SIGKILLs it, and checks that every server it had
@@ -194,10 +183,10 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 /// processes that were running user code carry on untouched and finish
 /// when told to.
 fn killed_caller(args: &[&str]) {
-    let exe = helper("killed_caller", &["-rdynamic"]);
+    let exe = build("killed_caller", Kind::Program, &["-rdynamic"]);
     let (release_r, release_w) = pipe();
     let mut cmd = Command::new(&exe);
-    cmd.arg(lib()).args(args);
+    cmd.arg(child_lib()).args(args);
     let mut child = common::in_new_session(&mut cmd)
         .stdin(Stdio::from(release_r))
         .stdout(Stdio::piped())
@@ -258,7 +247,7 @@ fn killed_caller(args: &[&str]) {
         .collect();
     if !all_gone {
         for (p, _) in common::session_members(caller) {
-            kill(p, libc::SIGKILL);
+            try_kill(p, libc::SIGKILL);
         }
         panic!("{args:?}: servers still there {after:?} after the caller died: {left:?}");
     }
@@ -334,7 +323,7 @@ fn failed_fork() -> FailedFork {
     let exit = exit_rx(&mut failed);
     // Nothing else is sent to it: a command sent after the fork failed
     // would meet a closed socket (EPIPE) and make this test racy.
-    let run = run_async(failed, "rl_echo");
+    let run = run_async(failed, "echo_strings");
     // Another one in the same state, whose pid is asked for.
     let also = t.fork().unwrap();
     let pid_err = also.pid().expect_err("the pid of a failed fork");
@@ -394,7 +383,7 @@ fn a_fork_that_fails_in_the_template_reports_eagain_and_the_template_serves_on()
     // And it keeps serving.
     let mut again = f.t.fork().unwrap();
     again.send_arg(b"still here").unwrap();
-    assert_eq!(run_text(again, "rl_echo"), "still here\n");
+    assert_eq!(run_text(again, "echo_strings"), "still here\n");
 }
 
 // ---------------------------------------------------------------------
@@ -404,7 +393,7 @@ fn a_fork_that_fails_in_the_template_reports_eagain_and_the_template_serves_on()
 fn a_caller_out_of_fds_gets_emfile_and_nothing_is_half_sent() {
     // The caller's fd count is measured by other tests here.
     let _g = serial();
-    common::run_checks(&helper("fd_exhaustion", &[]), &[lib()]);
+    common::run_checks(&build("fd_exhaustion", Kind::Program, &[]), &[child_lib()]);
 }
 
 // ---------------------------------------------------------------------
@@ -487,11 +476,11 @@ fn a_killed_template_reports_its_own_signal() {
 /// one) must make it readable. With `no_pidfd`, pidfd_open fails with
 /// ENOSYS (an LD_PRELOAD shim), as on kernels before 5.3 and under valgrind.
 fn loop_exit(no_pidfd: bool) {
-    let exe = helper("loop_exit", &[]);
+    let exe = build("loop_exit", Kind::Program, &[]);
     let mut cmd = Command::new(&exe);
     cmd.stdin(Stdio::null());
     if no_pidfd {
-        cmd.env("LD_PRELOAD", shared_helper("no_pidfd", &["-ldl"]));
+        cmd.env("LD_PRELOAD", build("no_pidfd", Kind::Library, &["-ldl"]));
     }
     let r = common::run_in_session(&mut cmd, Duration::from_secs(60), Duration::from_secs(10));
     assert!(
@@ -562,7 +551,7 @@ fn create_many(n: usize, window: usize, mut source: impl FnMut() -> Process) {
             });
             p.send_arg(format!("{i}").as_bytes()).unwrap();
             let mm = m.clone();
-            p.run("rl_echo", move |r| {
+            p.run("echo_strings", move |r| {
                 let mut m = mm.lock().unwrap();
                 m.runs[i] += 1;
                 match r {
@@ -608,10 +597,10 @@ fn detached_runs_are_all_delivered_before_fork_wait_returns() {
     // The caller's fd count is measured by other tests here.
     let _g = serial();
     let n = 5000;
-    let exe = helper("detached_many", &[]);
+    let exe = build("detached_many", Kind::Program, &[]);
     let file = own_dir().join(format!("detached-{}", std::process::id()));
     let mut cmd = Command::new(&exe);
-    cmd.arg(lib())
+    cmd.arg(child_lib())
         .arg(n.to_string())
         .arg(&file)
         .stdin(Stdio::null());
@@ -731,7 +720,7 @@ fn panicking_callback() {
         let mut k = t.fork().unwrap();
         k.send_arg(format!("{i}").as_bytes()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        k.run("rl_echo", move |r| {
+        k.run("echo_strings", move |r| {
             if i == 0 {
                 panic!("callback 0 panics on purpose");
             }

@@ -3,14 +3,13 @@
 //! at a time.
 
 mod common;
-mod reliability;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyfork::{Errno, Process};
-use reliability::*;
+use common::*;
 
 /// The default template's pid: the parent of a process forked from it.
 fn default_template_pid() -> i32 {
@@ -42,7 +41,7 @@ fn the_default_template_killed_with_500_processes_queued() {
     // It works before.
     let mut p = new_child();
     p.send_arg(b"before").unwrap();
-    assert_eq!(run_text(p, "rl_echo"), "before\n");
+    assert_eq!(run_text(p, "echo_strings"), "before\n");
     let tpid = default_template_pid();
 
     kill(tpid, libc::SIGSTOP);
@@ -63,7 +62,7 @@ fn the_default_template_killed_with_500_processes_queued() {
         });
         p.send_arg(format!("{i}").as_bytes()).unwrap();
         let c = counts.clone();
-        p.run("rl_echo", move |r| c.lock().unwrap().runs[i].push(r))
+        p.run("echo_strings", move |r| c.lock().unwrap().runs[i].push(r))
             .unwrap();
     }
     kill(tpid, libc::SIGKILL);
@@ -113,7 +112,7 @@ fn the_default_template_killed_with_500_processes_queued() {
     let pid = p.pid().unwrap();
     let new_t = ppid_of(pid).unwrap();
     assert_ne!(new_t, tpid);
-    assert_eq!(run_text(p, "rl_echo"), "after\n");
+    assert_eq!(run_text(p, "echo_strings"), "after\n");
     // The killed one was our child: reaped, no zombie left.
     pump_until(Duration::from_secs(10), "the old template reaped", || {
         state_of(tpid).is_none()
@@ -131,7 +130,7 @@ fn the_default_template_killed_while_idle_is_respawned() {
         assert!(gone_within(tpid, Duration::from_secs(5)));
         let mut p = new_child();
         p.send_arg(format!("round {round}").as_bytes()).unwrap();
-        assert_eq!(run_text(p, "rl_echo"), format!("round {round}\n"));
+        assert_eq!(run_text(p, "echo_strings"), format!("round {round}\n"));
         assert_ne!(default_template_pid(), tpid);
     }
 }
@@ -154,7 +153,7 @@ fn processes_of_a_killed_default_template_still_run() {
     kill(tpid, libc::SIGKILL);
     assert!(gone_within(tpid, Duration::from_secs(5)));
     for (i, (p, ex)) in kids.into_iter().enumerate() {
-        assert_eq!(run_text(p, "rl_echo"), format!("kid {i}\n"));
+        assert_eq!(run_text(p, "echo_strings"), format!("kid {i}\n"));
         let (_, st) = pump(&ex, Duration::from_secs(10), "exit");
         let e = st.expect_err("nobody can report this exit");
         assert_eq!(e.errno(), Errno::ECHILD, "{e}");
@@ -184,11 +183,9 @@ fn threads_creating_while_the_default_template_is_killed_repeatedly() {
                     break;
                 }
                 let me = std::process::id() as i32;
-                for t in common::children_of(me) {
-                    let comm =
-                        std::fs::read_to_string(format!("/proc/{t}/comm")).unwrap_or_default();
-                    if comm.trim() == "anyfork-serve" && killed.insert(t) {
-                        kill(t, libc::SIGKILL);
+                for t in serve_children(me) {
+                    if killed.insert(t) {
+                        try_kill(t, libc::SIGKILL);
                         break;
                     }
                 }
@@ -214,7 +211,7 @@ fn threads_creating_while_the_default_template_is_killed_repeatedly() {
                         }
                     };
                     let sent = p
-                        .require(lib())
+                        .require(child_lib())
                         .and_then(|()| p.send_arg(format!("{idx}").as_bytes()));
                     if let Err(e) = sent {
                         // The process is gone already: no run, no callback.
@@ -225,7 +222,7 @@ fn threads_creating_while_the_default_template_is_killed_repeatedly() {
                     }
                     let (tx, rx) = std::sync::mpsc::channel();
                     let c = calls.clone();
-                    let ran = p.run("rl_echo", move |r| {
+                    let ran = p.run("echo_strings", move |r| {
                         c.lock().unwrap()[idx] += 1;
                         // The receiver outlives every callback that can come.
                         let _ = tx.send(r);
@@ -282,7 +279,7 @@ fn threads_creating_while_the_default_template_is_killed_repeatedly() {
     assert_eq!(anyfork::pending(), 0);
     let mut p = new_child();
     p.send_arg(b"after the storm").unwrap();
-    assert_eq!(run_text(p, "rl_echo"), "after the storm\n");
+    assert_eq!(run_text(p, "echo_strings"), "after the storm\n");
 }
 
 /// Reads a comm socket to its end: EOF, or ECONNRESET (the peer went away

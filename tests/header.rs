@@ -47,7 +47,7 @@ fn dynamic_symbols(path: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn shared_library_exports_only_the_c_api() {
-    let syms = dynamic_symbols(&common::lib_dir().join("libanyfork.so"));
+    let syms = dynamic_symbols(&common::libanyfork());
     assert!(
         syms.iter().any(|s| s == "fork_new"),
         "fork_new is not exported: {syms:?}"
@@ -71,7 +71,7 @@ fn shared_library_exports_only_the_c_api() {
 
 #[test]
 fn server_exports_child_side_calls() {
-    let syms = dynamic_symbols(&common::lib_dir().join("anyfork-serve"));
+    let syms = dynamic_symbols(&common::serve_exe());
     for s in ["fork_child_args", "fork_set_dispatch"] {
         assert!(
             syms.iter().any(|x| x == s),

@@ -7,7 +7,6 @@
 //! refuses a peer of another uid unless asked not to.
 
 mod common;
-mod reliability;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
@@ -15,18 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyfork::Process;
-use reliability::*;
-
-/// The fds 0, 1 and 2 that are open here (a process inherits them from
-/// its template, which inherited them from us).
-fn std_fds() -> BTreeSet<i32> {
-    (0..3)
-        .filter(|&fd| {
-            // SAFETY: F_GETFD only probes.
-            unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
-        })
-        .collect()
-}
+use common::*;
 
 /// Checks a report: the comm socket and every fd argument are
 /// close-on-exec, and the open fds are exactly stdio, the comm socket and
@@ -53,16 +41,6 @@ fn assert_clean_fds(r: &Report, stdio: &BTreeSet<i32>, n_fd_args: usize, what: &
         "{what}: the process holds other fds: {:#?}",
         r.open
     );
-}
-
-fn memfd(name: &str) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: memfd_create with a C string; checked.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(fd >= 0);
-    // SAFETY: a fresh fd.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
 
 /// Fifty forks queued at once on a stopped template, so that their
@@ -149,9 +127,9 @@ fn probe_reports(out: &str) -> Vec<(String, Report)> {
 }
 
 fn signal_probe(mode: &str) -> Vec<(String, Report)> {
-    let exe = helper("signal_probe", &["-rdynamic"]);
+    let exe = build("signal_probe", Kind::Program, &["-rdynamic"]);
     let mut cmd = Command::new(&exe);
-    cmd.args([lib(), mode]).stdin(Stdio::null());
+    cmd.args([child_lib(), mode]).stdin(Stdio::null());
     let r = common::run_in_session(&mut cmd, Duration::from_secs(60), Duration::from_secs(10));
     assert!(
         r.status.success() && r.leftovers.is_empty(),
@@ -304,9 +282,9 @@ fn a_stack_overflow_in_a_child_is_a_plain_sigsegv() {
 /// are unchanged after, and no SIGPIPE killed it.
 #[test]
 fn the_library_leaves_the_callers_signal_state_alone() {
-    let exe = helper("signal_probe", &["-rdynamic"]);
+    let exe = build("signal_probe", Kind::Program, &["-rdynamic"]);
     let mut cmd = Command::new(&exe);
-    cmd.args([lib(), "untouched"]).stdin(Stdio::null());
+    cmd.args([child_lib(), "untouched"]).stdin(Stdio::null());
     let r = common::run_in_session(&mut cmd, Duration::from_secs(60), Duration::from_secs(10));
     assert!(
         r.status.success(),
@@ -435,9 +413,9 @@ fn from_fd_refuses_a_peer_of_another_uid_unless_allowed() {
         eprintln!("skipped: needs root to make a peer of another uid");
         return;
     }
-    let exe = helper("foreign_uid", &[]);
+    let exe = build("foreign_uid", Kind::Program, &[]);
     let mut cmd = Command::new(&exe);
-    cmd.arg(lib()).stdin(Stdio::null());
+    cmd.arg(child_lib()).stdin(Stdio::null());
     let r = common::run_in_session(&mut cmd, Duration::from_secs(60), Duration::from_secs(10));
     assert!(
         r.status.success(),

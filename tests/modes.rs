@@ -18,18 +18,17 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyfork::Process;
-use common::SessionRun;
+use common::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const GRACE: Duration = Duration::from_secs(10);
@@ -37,68 +36,8 @@ const GRACE: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------
 // Building the C side
 
-/// Where this file's C programs go (they find libanyfork.so.0 through
-/// their rpath to `common::lib_dir()`, which makes that link).
-fn modes_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = common::out_dir().join("modes");
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    })
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    /// An executable linked with libanyfork.
-    Program,
-    /// An executable linked with libanyfork and -rdynamic.
-    Exported,
-    /// An executable that does not use anyfork.
-    Plain,
-    /// A library to load with fork_require (`lib<name>.so`).
-    Library,
-}
-
-/// Compiles tests/c/<name>.c once per test binary; returns its path.
-fn build(name: &str, kind: Kind) -> PathBuf {
-    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    let built = built.get_or_insert_with(HashMap::new);
-    if let Some(p) = built.get(name) {
-        return p.clone();
-    }
-    let dir = modes_dir();
-    let src = common::root()
-        .join("tests/c")
-        .join(format!("{name}.c"))
-        .display()
-        .to_string();
-    let path = match kind {
-        Kind::Library => common::compile(
-            &dir.join(format!("lib{name}.so")),
-            &["-shared".into(), "-fPIC".into(), src],
-            false,
-        ),
-        Kind::Plain => common::compile(&dir.join(name), &[src], false),
-        Kind::Program | Kind::Exported => {
-            let mut args = vec![src, format!("-Wl,-rpath,{}", dir.display())];
-            if kind == Kind::Exported {
-                args.push("-rdynamic".into());
-            }
-            common::compile(&dir.join(name), &args, true)
-        }
-    };
-    built.insert(name.to_string(), path.clone());
-    path
-}
-
-fn lib() -> String {
-    build("modes_lib", Kind::Library).display().to_string()
-}
-
 fn probe() -> PathBuf {
-    build("modes_probe", Kind::Plain)
+    build("modes_probe", Kind::Plain, &[])
 }
 
 fn run_c(exe: &Path, args: &[&str]) -> SessionRun {
@@ -107,16 +46,12 @@ fn run_c(exe: &Path, args: &[&str]) -> SessionRun {
     common::run_in_session(&mut cmd, LIMIT, GRACE)
 }
 
-fn describe(r: &SessionRun) -> String {
-    r.describe()
-}
-
 fn assert_clean(r: &SessionRun) {
-    assert!(r.status.success(), "the program failed: {}", describe(r));
+    assert!(r.status.success(), "the program failed: {}", r.describe());
     assert!(
         r.leftovers.is_empty(),
         "processes left behind: {}",
-        describe(r)
+        r.describe()
     );
 }
 
@@ -190,25 +125,10 @@ fn pipe_lines(out: &str, label: &str) -> Vec<String> {
     v
 }
 
-/// A close-on-exec pipe: (read end, write end).
-fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 into a two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: two fresh fds that nothing else owns.
-    Ok(unsafe {
-        (
-            std::fs::File::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    })
-}
-
-fn exited(status: i32) -> Option<i32> {
-    (status >= 0 && libc::WIFEXITED(status)).then(|| libc::WEXITSTATUS(status))
+/// [`common::pipe`] as files, to read and write.
+fn pipe_files() -> (std::fs::File, std::fs::File) {
+    let (r, w) = common::pipe();
+    (r.into(), w.into())
 }
 
 // ---------------------------------------------------------------------
@@ -216,7 +136,7 @@ fn exited(status: i32) -> Option<i32> {
 
 #[test]
 fn template_children_run_the_callers_function_with_its_state_and_args() {
-    let exe = build("modes_template", Kind::Exported);
+    let exe = build("modes_template", Kind::Program, &["-rdynamic"]);
     let r = run_c(&exe, &["prepared-state-42"]);
     assert_clean(&r);
     let out = &r.stdout;
@@ -225,13 +145,13 @@ fn template_children_run_the_callers_function_with_its_state_and_args() {
     assert!(
         out.contains("outside child_args null=1 n=0\n"),
         "fork_child_args outside a created process: {}",
-        describe(&r)
+        r.describe()
     );
 
     // a: state from before fork_template (not the later change), the
     // template's eval, args sent before the fork then after it, in order.
     let (a, st) = report(out, "a");
-    assert_eq!(exited(st), Some(0), "{}", describe(&r));
+    assert_eq!(exited(st), Some(0), "{}", r.describe());
     assert_eq!(
         without_pids(&a),
         lines(&[
@@ -246,7 +166,7 @@ fn template_children_run_the_callers_function_with_its_state_and_args() {
             "arg 3 fd",
         ]),
         "{}",
-        describe(&r)
+        r.describe()
     );
     let (apid, appid) = pids(&a);
     assert_eq!(appid, tpid, "a was not forked by the template");
@@ -273,7 +193,7 @@ fn template_children_run_the_callers_function_with_its_state_and_args() {
     // c's run function returns 7: its exit status.
     let (c, st) = report(out, "c");
     assert!(c.is_empty());
-    assert_eq!(exited(st), Some(7), "{}", describe(&r));
+    assert_eq!(exited(st), Some(7), "{}", r.describe());
 
     // The pids the exit callbacks got are the children's own.
     assert_eq!(number_after(out, "pids a "), apid);
@@ -294,19 +214,19 @@ fn template_children_run_the_callers_function_with_its_state_and_args() {
             v
         },
         "{}",
-        describe(&r)
+        r.describe()
     );
     // Freed, the template exits by itself (status 0), reported with its pid.
     assert!(
         out.contains(&format!("template exit 0 pid {tpid}\n")),
         "{}",
-        describe(&r)
+        r.describe()
     );
 }
 
 #[test]
 fn early_template_serves_new_exec_and_new_with_the_programs_functions() {
-    let exe = build("modes_early", Kind::Exported);
+    let exe = build("modes_early", Kind::Program, &["-rdynamic"]);
     let r = run_c(&exe, &[]);
     assert_clean(&r);
     let out = &r.stdout;
@@ -320,7 +240,7 @@ fn early_template_serves_new_exec_and_new_with_the_programs_functions() {
 
     // a: forked from a fork_new_exec template that evaluated early_init.
     let (a, st) = report(out, "a");
-    assert_eq!(exited(st), Some(0), "{}", describe(&r));
+    assert_eq!(exited(st), Some(0), "{}", r.describe());
     let mut want = lines(&["set_after 0", "init E1"]);
     want.extend(exe_lines.iter().cloned());
     want.extend(lines(&[
@@ -331,7 +251,7 @@ fn early_template_serves_new_exec_and_new_with_the_programs_functions() {
         "arg 1 str a-after",
         "arg 2 fd",
     ]));
-    assert_eq!(without_pids(&a), want, "{}", describe(&r));
+    assert_eq!(without_pids(&a), want, "{}", r.describe());
     let (apid, _) = pids(&a);
     assert_eq!(pipe_lines(out, "a"), vec![format!("arg 2 from {apid}")]);
 
@@ -347,7 +267,7 @@ fn early_template_serves_new_exec_and_new_with_the_programs_functions() {
         "n 1",
         "arg 0 str n-arg",
     ]));
-    assert_eq!(without_pids(&n), want, "{}", describe(&r));
+    assert_eq!(without_pids(&n), want, "{}", r.describe());
 
     // x: fork_new_exec run directly.
     let (x, st) = report(out, "x");
@@ -359,18 +279,16 @@ fn early_template_serves_new_exec_and_new_with_the_programs_functions() {
         "child_args same=1",
         "n 0",
     ]));
-    assert_eq!(without_pids(&x), want, "{}", describe(&r));
+    assert_eq!(without_pids(&x), want, "{}", r.describe());
     assert!(
         !r.stdout.contains("anyfork-serve"),
         "an anyfork-serve was involved: {}",
-        describe(&r)
+        r.describe()
     );
 }
 
 // ---------------------------------------------------------------------
 // Waiting for callbacks of processes made in this test process
-
-use common::{ExitRx, RunRx, exit_rx};
 
 fn run_cb() -> (
     impl FnOnce(anyfork::Result<OwnedFd>) + Send + 'static,
@@ -425,7 +343,7 @@ fn finish(run: RunRx, exit: ExitRx, what: &str) -> (String, i32, i32) {
 
 #[test]
 fn custom_server_dispatcher_sees_kind_name_fd_and_args() {
-    let server = build("modes_server", Kind::Program);
+    let server = build("modes_server", Kind::Program, &[]);
     let mut t = anyfork::new_exec_argv(&[server.as_os_str().as_bytes(), b"--opt", b"two words"])
         .expect("new_exec_argv");
     let tpid = t.pid().expect("the server's pid");
@@ -435,7 +353,7 @@ fn custom_server_dispatcher_sees_kind_name_fd_and_args() {
         "pid {tpid} is not the custom server"
     );
 
-    let (reader, writer) = pipe().unwrap();
+    let (reader, writer) = pipe_files();
     t.eval("srv_init", &[b"e1", b"e 2"]).unwrap();
     t.send_arg(b"before").unwrap();
     t.send_fd(writer.as_fd()).unwrap();
@@ -530,7 +448,7 @@ fn custom_server_dispatcher_sees_kind_name_fd_and_args() {
 
 #[test]
 fn fork_serve_refuses_fds_it_cannot_serve() {
-    let server = build("modes_server", Kind::Program);
+    let server = build("modes_server", Kind::Program, &[]);
     let r = run_c(&server, &["--serve-errors"]);
     assert_clean(&r);
     let out = &r.stdout;
@@ -644,11 +562,11 @@ fn exec_stdio(
     argv: &[&[u8]],
     env: Option<&[&[u8]]>,
 ) -> Outcome {
-    let (in_r, mut in_w) = pipe().unwrap();
+    let (in_r, mut in_w) = pipe_files();
     in_w.write_all(input).unwrap();
     drop(in_w);
-    let (mut out_r, out_w) = pipe().unwrap();
-    let (mut err_r, err_w) = pipe().unwrap();
+    let (mut out_r, out_w) = pipe_files();
+    let (mut err_r, err_w) = pipe_files();
     p.send_fd(in_r.as_fd()).unwrap();
     p.send_fd(out_w.as_fd()).unwrap();
     p.send_fd(err_w.as_fd()).unwrap();
@@ -746,14 +664,14 @@ fn exec_argv_follows_strings_sent_before_even_through_a_template() {
 
 #[test]
 fn a_spawned_exec_gets_the_templates_strings_fds_and_comm_fd() {
-    let file = modes_dir().join("spawn-fd3-file");
+    let file = own_dir().join("spawn-fd3-file");
     std::fs::write(&file, b"").unwrap();
     let f3: OwnedFd = std::fs::File::open(&file).unwrap().into();
-    let (in_r, mut in_w) = pipe().unwrap();
+    let (in_r, mut in_w) = pipe_files();
     in_w.write_all(b"stdin of a spawned program").unwrap();
     drop(in_w);
-    let (mut out_r, out_w) = pipe().unwrap();
-    let (mut err_r, err_w) = pipe().unwrap();
+    let (mut out_r, out_w) = pipe_files();
+    let (mut err_r, err_w) = pipe_files();
     let mut t = Process::new_exec().expect("new_exec");
     for fd in [in_r.as_fd(), out_w.as_fd(), err_w.as_fd(), f3.as_fd()] {
         t.send_fd(fd).unwrap();
@@ -849,7 +767,7 @@ fn exec_searches_path_for_a_name_without_slash() {
 
 #[test]
 fn exec_maps_sent_fds_to_0_1_2_and_on_and_nothing_else() {
-    let file = modes_dir().join("fd3-file");
+    let file = own_dir().join("fd3-file");
     std::fs::write(&file, b"").unwrap();
     let f3: OwnedFd = std::fs::File::open(&file).unwrap().into();
     let pb = probe_bytes();
@@ -900,8 +818,8 @@ fn exec_program_sees_only_the_mapped_fds() {
     );
 
     // The same with `ls`, as a shell user would check.
-    let (mut out_r, out_w) = pipe().unwrap();
-    let (mut err_r, err_w) = pipe().unwrap();
+    let (mut out_r, out_w) = pipe_files();
+    let (mut err_r, err_w) = pipe_files();
     let devnull: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
     let mut p = new();
     p.send_fd(devnull.as_fd()).unwrap();
@@ -921,14 +839,14 @@ fn exec_program_sees_only_the_mapped_fds() {
 
 #[test]
 fn exec_comm_fd_makes_the_comm_socket_stderr() {
-    let (mut out_r, out_w) = pipe().unwrap();
+    let (mut out_r, out_w) = pipe_files();
     let devnull: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
     let mut p = new();
     p.eval("anyfork_comm_fd", &[b"2"]).unwrap();
     p.send_fd(devnull.as_fd()).unwrap();
     p.send_fd(out_w.as_fd()).unwrap();
     drop(out_w);
-    let mut no_err = pipe().unwrap().0;
+    let mut no_err = pipe_files().0;
     let o = exec_collect(p, &[&probe_bytes()], None, Some((&mut out_r, &mut no_err)));
     let p = o.probe();
     assert_eq!(o.comm, "probe stderr\n", "{}", o.show());
@@ -1084,8 +1002,8 @@ fn exec_reports_a_missing_program_on_the_comm_socket_with_status_127() {
 
 #[test]
 fn a_template_handed_to_another_process_forks_and_runs_there() {
-    let exe = build("modes_handoff", Kind::Program);
-    let r = run_c(&exe, &[&lib()]);
+    let exe = build("modes_handoff", Kind::Program, &[]);
+    let r = run_c(&exe, &[child_lib()]);
     assert_clean(&r);
     let out = &r.stdout;
     let tpid = {
@@ -1096,7 +1014,7 @@ fn a_template_handed_to_another_process_forks_and_runs_there() {
         let i = l.find("(template pid ").unwrap() + "(template pid ".len();
         l[i..].split(')').next().unwrap().parse::<i64>().unwrap()
     };
-    assert!(out.contains("nonblocking=1"), "{}", describe(&r));
+    assert!(out.contains("nonblocking=1"), "{}", r.describe());
 
     // s: forked by the sender before the hand-over.
     let (s, st) = report(out, "s");
@@ -1111,14 +1029,14 @@ fn a_template_handed_to_another_process_forks_and_runs_there() {
             "arg 2 str sender-child",
         ]),
         "{}",
-        describe(&r)
+        r.describe()
     );
     // Its exit was either read before the hand-over, or is unknowable
     // since (ECHILD: the template's reports go to the new owner now).
     assert!(
         exited(st) == Some(0) || st == -libc::ECHILD,
         "s status {st}: {}",
-        describe(&r)
+        r.describe()
     );
 
     // The receiver adopted it: no pid known there, but forks work, with
@@ -1126,10 +1044,10 @@ fn a_template_handed_to_another_process_forks_and_runs_there() {
     assert!(
         out.contains("recv adopted fd ") && out.contains("pid known: no"),
         "{}",
-        describe(&r)
+        r.describe()
     );
     let (r1, st) = report(out, "r1");
-    assert_eq!(exited(st), Some(0), "{}", describe(&r));
+    assert_eq!(exited(st), Some(0), "{}", r.describe());
     assert_eq!(
         without_pids(&r1),
         lines(&[
@@ -1142,7 +1060,7 @@ fn a_template_handed_to_another_process_forks_and_runs_there() {
             "arg 3 str from-receiver",
         ]),
         "{}",
-        describe(&r)
+        r.describe()
     );
     let (r1pid, r1ppid) = pids(&r1);
     assert_eq!(
@@ -1150,28 +1068,28 @@ fn a_template_handed_to_another_process_forks_and_runs_there() {
         "r1 was not forked by the handed-over template"
     );
     let (_, st) = report(out, "r2");
-    assert_eq!(exited(st), Some(5), "{}", describe(&r));
+    assert_eq!(exited(st), Some(5), "{}", r.describe());
     assert_eq!(number_after(out, "recv pids r1 "), r1pid);
 
-    assert!(out.contains("send receiver status 0\n"), "{}", describe(&r));
+    assert!(out.contains("send receiver status 0\n"), "{}", r.describe());
     // Its last owner gone, the template went too.
-    assert!(out.contains("send template gone 1\n"), "{}", describe(&r));
+    assert!(out.contains("send template gone 1\n"), "{}", r.describe());
     let (spid, _) = pids(&s);
     let mut want = vec![format!("arg 1 from {spid}"), format!("arg 1 from {r1pid}")];
     want.sort();
-    assert_eq!(pipe_lines(out, "send"), want, "{}", describe(&r));
+    assert_eq!(pipe_lines(out, "send"), want, "{}", r.describe());
 }
 
 #[test]
 fn from_fd_refuses_what_is_not_a_template_socket() {
-    let exe = build("modes_handoff", Kind::Program);
+    let exe = build("modes_handoff", Kind::Program, &[]);
     let r = run_c(&exe, &["--errors"]);
     assert_clean(&r);
     let line = |p: &str| {
         r.stdout
             .lines()
             .find(|l| l.starts_with(p))
-            .unwrap_or_else(|| panic!("no {p:?}: {}", describe(&r)))
+            .unwrap_or_else(|| panic!("no {p:?}: {}", r.describe()))
             .to_string()
     };
     let pipe = line("pipe: ");
@@ -1213,8 +1131,8 @@ fn from_fd_refuses_what_is_not_a_template_socket() {
 // fork_reset_after_fork
 
 fn reset_run() -> SessionRun {
-    let exe = build("modes_reset", Kind::Program);
-    run_c(&exe, &[&lib()])
+    let exe = build("modes_reset", Kind::Program, &[]);
+    run_c(&exe, &[child_lib()])
 }
 
 #[test]
@@ -1224,10 +1142,10 @@ fn reset_after_fork_gives_the_child_its_own_templates() {
     let out = &r.stdout;
     let t1 = number_after(out, "parent template ");
     let t2 = number_after(out, "child template ");
-    assert!(t1 > 0 && t2 > 0 && t1 != t2, "{}", describe(&r));
+    assert!(t1 > 0 && t2 > 0 && t1 != t2, "{}", r.describe());
 
     let (child, st) = report(out, "child");
-    assert_eq!(exited(st), Some(0), "{}", describe(&r));
+    assert_eq!(exited(st), Some(0), "{}", r.describe());
     assert_eq!(
         without_pids(&child),
         lines(&[
@@ -1238,20 +1156,20 @@ fn reset_after_fork_gives_the_child_its_own_templates() {
         ])
     );
     let (_, st) = report(out, "child exec");
-    assert_eq!(exited(st), Some(3), "{}", describe(&r));
+    assert_eq!(exited(st), Some(3), "{}", r.describe());
 
     // The parent's default template still serves it after the fork.
     let (after, st) = report(out, "parent after");
-    assert_eq!(exited(st), Some(0), "{}", describe(&r));
-    assert_eq!(pids(&after).1, t1, "{}", describe(&r));
-    assert!(out.contains("parent done\n"), "{}", describe(&r));
+    assert_eq!(exited(st), Some(0), "{}", r.describe());
+    assert_eq!(pids(&after).1, t1, "{}", r.describe());
+    assert!(out.contains("parent done\n"), "{}", r.describe());
 
     // The parent exited while the child lived on: T1 exited with the
     // parent (the child holds no copy of its socket), T2 is the child's.
-    assert!(out.contains("child parent-exited\n"), "{}", describe(&r));
-    assert!(out.contains("child T1 gone 1\n"), "{}", describe(&r));
-    assert!(out.contains("child T2 alive 1\n"), "{}", describe(&r));
-    assert!(out.ends_with("child done\n"), "{}", describe(&r));
+    assert!(out.contains("child parent-exited\n"), "{}", r.describe());
+    assert!(out.contains("child T1 gone 1\n"), "{}", r.describe());
+    assert!(out.contains("child T2 alive 1\n"), "{}", r.describe());
+    assert!(out.ends_with("child done\n"), "{}", r.describe());
     // And with the child, T2 went: nothing is left in the session.
     assert!(!common::alive(t1 as i32) && !common::alive(t2 as i32));
 }
@@ -1259,17 +1177,17 @@ fn reset_after_fork_gives_the_child_its_own_templates() {
 #[test]
 fn reset_after_fork_refuses_inherited_handles() {
     let r = reset_run();
-    assert!(r.status.success(), "{}", describe(&r));
+    assert!(r.status.success(), "{}", r.describe());
     let out = &r.stdout;
     // The header promises -EBADF for handles made before the reset.
     assert!(
         out.contains(&format!("child held send -{}\n", libc::EBADF)),
         "{}",
-        describe(&r)
+        r.describe()
     );
     // And nothing the child did with its copy reached the parent's process.
     let (held, st) = report(out, "parent held");
-    assert_eq!(exited(st), Some(0), "{}", describe(&r));
+    assert_eq!(exited(st), Some(0), "{}", r.describe());
     assert_eq!(
         without_pids(&held),
         lines(&[
@@ -1279,7 +1197,7 @@ fn reset_after_fork_refuses_inherited_handles() {
             "arg 0 str parent-held",
         ]),
         "{}",
-        describe(&r)
+        r.describe()
     );
 }
 

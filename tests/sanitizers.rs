@@ -7,68 +7,12 @@
 //! UBSan.
 
 mod common;
-mod reliability;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use reliability::*;
-
-/// Where the examples and their workers are built for this binary: each
-/// example finds `lib<name>_worker.so` beside itself.
-fn examples_dir() -> PathBuf {
-    let d = own_dir().join("examples");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Builds c-examples/<name>.c (a worker library for `*_worker`), once.
-fn example(name: &str) -> PathBuf {
-    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
-        return p.clone();
-    }
-    let src = common::root()
-        .join("c-examples")
-        .join(format!("{name}.c"))
-        .display()
-        .to_string();
-    let dir = examples_dir();
-    let p = if name.ends_with("_worker") {
-        let args = ["-shared".to_string(), "-fPIC".to_string(), src];
-        common::compile(&dir.join(format!("lib{name}.so")), &args, false)
-    } else {
-        let mut args = vec![src];
-        if name == "template" || name == "early" {
-            args.push("-rdynamic".into());
-        }
-        common::compile(&dir.join(name), &args, true)
-    };
-    built.push((name.to_string(), p.clone()));
-    p
-}
-
-/// libchildren.so, which tests/c/api_errors.c runs its processes with.
-fn children_lib() -> String {
-    let src = common::root()
-        .join("tests/c/children.c")
-        .display()
-        .to_string();
-    let out = own_dir().join("libchildren.so");
-    common::compile(&out, &["-shared".into(), "-fPIC".into(), src], false)
-        .display()
-        .to_string()
-}
-
-fn valgrind_present() -> bool {
-    Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use common::*;
 
 /// What memcheck said about one run.
 struct Memcheck {
@@ -84,7 +28,7 @@ struct Memcheck {
 /// no process was left behind.
 fn memcheck(exe: &Path, args: &[&str]) -> Memcheck {
     assert!(
-        valgrind_present(),
+        common::have("valgrind", &["--version"]),
         "valgrind is not installed (`make deps` installs it)"
     );
     let mut cmd = Command::new("valgrind");
@@ -205,8 +149,8 @@ fn prefork_server_is_clean_under_memcheck() {
 /// nothing else may.
 #[test]
 fn api_errors_is_clean_under_memcheck() {
-    let exe = helper("api_errors", &["-pthread"]);
-    let m = memcheck(&exe, &[&children_lib()]);
+    let exe = build("api_errors", Kind::Program, &["-pthread"]);
+    let m = memcheck(&exe, &[child_lib()]);
     let failed: Vec<&str> = m.stderr.lines().filter(|l| l.starts_with("FAIL")).collect();
     for f in &failed {
         assert!(
@@ -229,8 +173,8 @@ fn api_errors_is_clean_under_memcheck() {
 
 #[test]
 fn bad_input_is_clean_under_memcheck() {
-    let exe = helper("bad_input", &[]);
-    memcheck_ok(&exe, &[lib()], "checks passed");
+    let exe = build("bad_input", Kind::Program, &[]);
+    memcheck_ok(&exe, &[child_lib()], "checks passed");
 }
 
 /// signal_probe's workload (the default template, a template killed under
@@ -238,8 +182,8 @@ fn bad_input_is_clean_under_memcheck() {
 /// copy of a caller that already used anyfork.
 #[test]
 fn a_template_copy_of_a_caller_that_used_anyfork_is_clean_under_memcheck() {
-    let exe = helper("signal_probe", &["-rdynamic"]);
-    memcheck_ok(&exe, &[lib(), "untouched"], "untouched ok");
+    let exe = build("signal_probe", Kind::Program, &["-rdynamic"]);
+    memcheck_ok(&exe, &[child_lib(), "untouched"], "untouched ok");
 }
 
 /// The epoll example drives everything through its own epoll loop. Under

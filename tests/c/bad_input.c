@@ -7,7 +7,7 @@
  * run its callback, and a handle that saw failures must still work with
  * exactly what was accepted.
  *
- *   bad_input /abs/path/libreliability.so [size_max]
+ *   bad_input /abs/path/libchildren.so [size_max]
  *
  * With "size_max", only checks that a length of SIZE_MAX (what a failed
  * read() returns, cast to size_t) is -E2BIG like any length of 4 GiB or
@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "anyfork.h"
+#include "caller.h"
 #include "checks.h"
 
 /* The last error names `call` and contains `word` (if not NULL). */
@@ -66,13 +67,6 @@ static void bad_cb(int fd, void *ud) {
         close(fd);
 }
 
-static int run_fd = -1000, run_calls;
-static void ran(int fd, void *ud) {
-    (void)ud;
-    run_calls++;
-    run_fd = fd;
-}
-
 static int exit_calls[2], exit_status = -1000, replaced_pid, replaced_status;
 static void exit_a(pid_t pid, int st, void *ud) {
     (void)ud;
@@ -85,38 +79,6 @@ static void exit_b(pid_t pid, int st, void *ud) {
     (void)ud;
     exit_calls[1]++;
     exit_status = st;
-}
-
-/* Runs `fn` in p and reads its comm socket to EOF into buf. */
-static int run_read(fork_proc *p, const char *fn, char *buf, size_t cap) {
-    run_fd = -1000;
-    run_calls = 0;
-    if (fork_run(p, fn, ran, NULL) < 0)
-        return -1;
-    for (int i = 0; i < 3000 && run_fd == -1000; i++)
-        fork_wait(10);
-    if (run_fd < 0)
-        return -1;
-    size_t len = 0;
-    for (;;) {
-        ssize_t n = read(run_fd, buf + len, cap - 1 - len);
-        if (n > 0) {
-            len += (size_t)n;
-            continue;
-        }
-        if (n == 0)
-            break;
-        if (errno == EAGAIN) {
-            struct pollfd pf = {run_fd, POLLIN, 0};
-            if (poll(&pf, 1, 10000) <= 0)
-                break;
-            continue;
-        }
-        break;
-    }
-    close(run_fd);
-    buf[len] = 0;
-    return (int)len;
 }
 
 /* valgrind runs this program with its preload library. */
@@ -160,7 +122,7 @@ int main(int argc, char **argv) {
     EXPECT_ERR("fork_send_arg", "NULL", EINVAL, fork_send_arg(p, "x", 1));
     EXPECT_ERR("fork_send_fd", "NULL", EINVAL, fork_send_fd(p, 0));
     EXPECT_NULL("fork_fork", "NULL", fork_fork(p));
-    EXPECT_ERR("fork_run", "NULL", EINVAL, fork_run(p, "rl_echo", bad_cb, NULL));
+    EXPECT_ERR("fork_run", "NULL", EINVAL, fork_run(p, "echo_strings", bad_cb, NULL));
     EXPECT_ERR("fork_to_fd", "NULL", EINVAL, fork_to_fd(p));
     const char *argv_ok[] = {"/bin/true", NULL};
     EXPECT_ERR("fork_exec", "NULL", EINVAL, fork_exec(p, argv_ok, NULL, bad_cb, NULL));

@@ -6,7 +6,7 @@
  * process that never ran is a missing byte; the test counts them once
  * every process of the session has ended.
  *
- *   detached_many /abs/path/libreliability.so N FILE
+ *   detached_many /abs/path/libchildren.so N FILE
  *
  * The default template is stopped (SIGSTOP) while the processes are
  * created and continued (SIGCONT) before fork_wait, so that the caller
@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "anyfork.h"
+#include "caller.h"
 
 static int open_fds(void) {
     DIR *d = opendir("/proc/self/fd");
@@ -35,22 +36,6 @@ static int open_fds(void) {
         n++;
     closedir(d);
     return n - 3; /* ".", ".." and the directory's own fd */
-}
-
-static pid_t ppid_of(pid_t pid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[len] = 0;
-    char *p = strrchr(buf, ')');
-    int ppid = -1;
-    if (!p || sscanf(p + 2, "%*c %d", &ppid) != 1)
-        return -1;
-    return ppid;
 }
 
 int main(int argc, char **argv) {

@@ -5,7 +5,7 @@
  * once fds are free again, the process that saw the failures runs with
  * exactly the arguments whose calls succeeded.
  *
- *   fd_exhaustion /abs/path/libreliability.so
+ *   fd_exhaustion /abs/path/libchildren.so
  *
  * Exits 0 when every check passed; prints each failed one on stderr.
  */
@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "anyfork.h"
+#include "caller.h"
 #include "checks.h"
 
 /* The last error names `call` and says the fds ran out. */
@@ -58,43 +59,6 @@ static void exhaust(void) {
 static void release(int n) {
     while (n-- > 0 && nfill > 0)
         close(fill[--nfill]);
-}
-
-static int run_fd = -1000;
-static void ran(int fd, void *ud) {
-    (void)ud;
-    run_fd = fd;
-}
-
-/* Runs `fn` in p and reads its comm socket to EOF into buf. */
-static int run_read(fork_proc *p, const char *fn, char *buf, size_t cap) {
-    run_fd = -1000;
-    if (fork_run(p, fn, ran, NULL) < 0)
-        return -1;
-    for (int i = 0; i < 3000 && run_fd == -1000; i++)
-        fork_wait(10);
-    if (run_fd < 0)
-        return -1;
-    size_t len = 0;
-    for (;;) {
-        ssize_t n = read(run_fd, buf + len, cap - 1 - len);
-        if (n > 0) {
-            len += (size_t)n;
-            continue;
-        }
-        if (n == 0)
-            break;
-        if (errno == EAGAIN) {
-            struct pollfd pf = {run_fd, POLLIN, 0};
-            if (poll(&pf, 1, 10000) <= 0)
-                break;
-            continue;
-        }
-        break;
-    }
-    close(run_fd);
-    buf[len] = 0;
-    return (int)len;
 }
 
 int main(int argc, char **argv) {
@@ -173,7 +137,7 @@ int main(int argc, char **argv) {
     if (k) {
         CHECK(fork_require(k, lib) == 0 && fork_send_arg(k, "ok", 2) == 0, "sending: %s",
               fork_last_error());
-        n = run_read(k, "rl_echo", buf, sizeof buf);
+        n = run_read(k, "echo_strings", buf, sizeof buf);
         CHECK(n == 3 && strcmp(buf, "ok\n") == 0, "the template after EMFILE answered \"%s\"", buf);
     }
     fork_proc *q = fork_new();
@@ -181,7 +145,7 @@ int main(int argc, char **argv) {
     if (q) {
         CHECK(fork_require(q, lib) == 0 && fork_send_arg(q, "ok", 2) == 0, "sending: %s",
               fork_last_error());
-        n = run_read(q, "rl_echo", buf, sizeof buf);
+        n = run_read(q, "echo_strings", buf, sizeof buf);
         CHECK(n == 3 && strcmp(buf, "ok\n") == 0, "the default template answered \"%s\"", buf);
     }
     fork_free(t);

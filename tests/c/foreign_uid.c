@@ -1,7 +1,7 @@
 /*
  * fork_from_fd and the peer's uid (tests/hygiene.rs). Must run as root.
  *
- *   foreign_uid /abs/path/libreliability.so
+ *   foreign_uid /abs/path/libchildren.so
  *
  * A child drops to nobody (65534), starts a template of its own there
  * (fork_new_exec, so the socketpair is made by nobody), sends it a string,
@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "anyfork.h"
+#include "caller.h"
 #include "checks.h"
 
 static int send_fd(int chan, int fd) {
@@ -100,12 +101,6 @@ static int nobody(int chan) {
     return 0;
 }
 
-static int run_fd = -1000;
-static void ran(int fd, void *ud) {
-    (void)ud;
-    run_fd = fd;
-}
-
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: foreign_uid LIB\n");
@@ -145,32 +140,17 @@ int main(int argc, char **argv) {
     if (t) {
         fork_proc *k = fork_fork(t);
         CHECK(k != NULL, "fork_fork: %s", fork_last_error());
-        if (k && fork_require(k, lib) == 0 && fork_run(k, "rl_report", ran, NULL) == 0) {
-            while (run_fd == -1000)
-                if (fork_wait(10000) <= 0)
-                    break;
-            CHECK(run_fd >= 0, "the run callback got %d: %s", run_fd, fork_last_error());
+        if (k && fork_require(k, lib) == 0) {
             char buf[8192];
-            size_t len = 0;
-            while (run_fd >= 0 && len < sizeof buf - 1) {
-                ssize_t n = read(run_fd, buf + len, sizeof buf - 1 - len);
-                if (n > 0) {
-                    len += (size_t)n;
-                } else if (n < 0 && errno == EAGAIN) {
-                    struct pollfd pf = {run_fd, POLLIN, 0};
-                    if (poll(&pf, 1, 10000) <= 0)
-                        break;
-                } else {
-                    break;
-                }
-            }
-            buf[len] = 0;
+            int len = run_read(k, "rl_report", buf, sizeof buf);
+            CHECK(len >= 0, "running rl_report: the run callback got %d: %s", run_fd,
+                  fork_last_error());
+            if (len < 0)
+                buf[0] = 0;
             CHECK(strstr(buf, "\nuid 65534\n") != NULL, "the process does not run as nobody:\n%s",
                   buf);
             CHECK(strstr(buf, "arg 0 S 11 from nobody\n") != NULL,
                   "the process did not get the template's string:\n%s", buf);
-            if (run_fd >= 0)
-                close(run_fd);
         } else {
             CHECK(0, "running in the adopted template: %s", fork_last_error());
         }

@@ -2,7 +2,7 @@
  * A caller with every kind of server and some processes running user code,
  * for tests/faults.rs to SIGKILL.
  *
- *   killed_caller /abs/path/libreliability.so [early]
+ *   killed_caller /abs/path/libchildren.so [early]
  *
  * With "early" it calls fork_early() first, so that every fork_new_exec
  * (and the default template) is a fork of the early copy. Then it makes:
@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "anyfork.h"
+#include "caller.h"
 
 static const char *lib;
 static pid_t running[8], servers[32];
@@ -38,22 +39,6 @@ static int nrunning, nservers;
 static void die(const char *what) {
     fprintf(stderr, "killed_caller: %s: %s\n", what, fork_last_error());
     exit(1);
-}
-
-static pid_t ppid_of(pid_t pid) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    int ppid = -1;
-    if (!p || sscanf(p + 2, "%*c %d", &ppid) != 1)
-        return -1;
-    return ppid;
 }
 
 static void add_server(pid_t pid) {
@@ -65,33 +50,27 @@ static void add_server(pid_t pid) {
     servers[nservers++] = pid;
 }
 
-static int got_fd;
-static void ran(int fd, void *ud) {
-    (void)ud;
-    got_fd = fd;
-}
-
 /* Runs rl_hold in p and waits until it said "running PID". */
 static void start_holding(fork_proc *p) {
     if (fork_require(p, lib) < 0 || fork_send_fd(p, 0) < 0 || fork_send_fd(p, 1) < 0)
         die("sending");
-    got_fd = -1000;
+    run_fd = -1000;
     if (fork_run(p, "rl_hold", ran, NULL) < 0)
         die("fork_run");
-    while (got_fd == -1000)
+    while (run_fd == -1000)
         if (fork_wait(10000) <= 0)
             die("waiting for the run callback");
-    if (got_fd < 0)
+    if (run_fd < 0)
         die("the run callback");
     char line[64];
     size_t len = 0;
     while (len == 0 || line[len - 1] != '\n') {
-        struct pollfd pf = {got_fd, POLLIN, 0};
+        struct pollfd pf = {run_fd, POLLIN, 0};
         if (poll(&pf, 1, 10000) <= 0) {
             fprintf(stderr, "killed_caller: no running line\n");
             exit(1);
         }
-        ssize_t n = read(got_fd, line + len, 1);
+        ssize_t n = read(run_fd, line + len, 1);
         if (n <= 0 && !(n < 0 && errno == EAGAIN)) {
             fprintf(stderr, "killed_caller: EOF before the running line\n");
             exit(1);

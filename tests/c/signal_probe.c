@@ -1,7 +1,7 @@
 /*
  * Signal and fd hygiene seen from a C caller (tests/hygiene.rs).
  *
- *   signal_probe /abs/path/libreliability.so MODE
+ *   signal_probe /abs/path/libchildren.so MODE
  *
  * MODE "untouched": with every disposition at its default, runs a workload
  * through the library (the default template, a new server, a template

@@ -120,3 +120,64 @@ fn header_defines_only_prefixed_names() {
     }
     assert!(bad.is_empty(), "unprefixed names in anyfork.h: {bad:#?}");
 }
+
+/// Every exported function goes through the C boundary: its body is one
+/// `ffi!(its_name, …)` expression (panic caught, error recorded once with
+/// its name, failure value by return type), and every function the shared
+/// library exports is one of those in src/capi.
+#[test]
+fn every_exported_function_goes_through_the_boundary() {
+    let dir = common::root().join("src/capi");
+    let mut defined = Vec::new();
+    let mut bad = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if p.extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&p).unwrap();
+            let mut rest = src.as_str();
+            while let Some(at) = rest.find("extern \"C\" fn ") {
+                let after = &rest[at + "extern \"C\" fn ".len()..];
+                let name: String = after
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                // The body starts after the signature's closing `{`
+                // (a signature has no braces).
+                let open = after.find('{').expect("a body");
+                let body = after[open + 1..].trim_start();
+                let exported = rest[..at]
+                    .rsplit('\n')
+                    .take(3)
+                    .any(|l| l.contains("no_mangle"));
+                if exported {
+                    defined.push(name.clone());
+                    let want = format!("ffi!({name},");
+                    if !body.starts_with(&want) {
+                        bad.push(format!(
+                            "{}: {name} does not start with {want}",
+                            p.display()
+                        ));
+                    }
+                }
+                rest = after;
+            }
+        }
+    }
+    assert!(bad.is_empty(), "functions outside the boundary: {bad:#?}");
+    let syms = dynamic_symbols(&common::libanyfork());
+    for s in syms.iter().filter(|s| s.starts_with("fork_")) {
+        assert!(
+            defined.contains(s),
+            "{s} is exported but not defined through ffi! in src/capi"
+        );
+    }
+    assert!(defined.len() >= 25, "the scan found only {defined:?}");
+}

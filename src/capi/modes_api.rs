@@ -167,7 +167,7 @@ pub extern "C" fn fork_from_fd(fd: c_int) -> *mut fork_proc {
 /// set (`fd` then stays the caller's).
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_from_fd_flags(fd: c_int, flags: c_uint) -> *mut fork_proc {
-    ffi!(fork_from_fd, {
+    ffi!(fork_from_fd_flags, {
         if !crate::sys::fd::is_open(fd) {
             return Err(Error::new(Errno::EBADF, format!("fd {fd} is not open")));
         }

@@ -47,7 +47,7 @@ sub interrupt_after {
     unless ($pid) {
         $SIG{INT} = 'DEFAULT';    # a shell may have started us ignoring it
         exec $^X, "-I$lib", '-MAnyFork', '-e',
-          'AnyFork->new->eval(q{sub slow { sleep 2 }})->on_exit(sub {})->run(q{slow}); AnyFork::wait(20); exit 7';
+          'AnyFork->new->eval(q{sub slow { my $fh = shift; <$fh> }})->on_exit(sub {})->run(q{slow}, sub { $main::fh = shift }); AnyFork::wait(20); exit 7';
     }
     Time::HiRes::sleep(0.5);
     kill 'INT', $pid;

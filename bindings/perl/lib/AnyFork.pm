@@ -11,6 +11,10 @@ use AnyFork::Serve ();
 
 our $VERSION = '0.01';
 
+# Errors are reported at the caller's line: Carp skips the frames of
+# these packages, which call each other.
+our @CARP_NOT = qw(AnyFork::Lib AnyFork::Serve AnyFork::Template AnyFork::Early);
+
 # As in AnyEvent::Fork: the default template (spawned by the first new),
 # the early template (AnyFork::Early), and the perl that new_exec runs.
 our $TEMPLATE;
@@ -25,6 +29,15 @@ my %EXIT_CB;
 my @DUE;
 my $NEXT_ID = 0;
 my $WATCHER;
+my $REARM;
+
+# The process this state belongs to. After Perl's own fork the child
+# resets the library by itself on its first AnyFork call (see _this_process).
+my $PID = $$;
+
+# A wait blocks in the library at most this long at a time, so that Perl's
+# signal handlers (deferred to between Perl ops) run promptly.
+my $SLICE_MS = 100;
 
 our $RUN_CLOSURE = $AnyFork::Lib::FFI->closure(sub {
     my ($fd, $id) = @_;
@@ -76,6 +89,7 @@ sub _sent {
 
 sub new {
     my ($class) = @_;
+    _this_process();
     $TEMPLATE = _ours($TEMPLATE);
     for my $attempt (1, 2) {
         $TEMPLATE ||= $class->new_exec;
@@ -95,6 +109,7 @@ sub _perl {
 
 sub new_exec {
     my ($class) = @_;
+    _this_process();
     $EARLY = _ours($EARLY);
     return $EARLY->fork if $EARLY;
     # A fresh perl that finds the modules this one finds, loads the same
@@ -112,6 +127,7 @@ sub new_exec {
 # (anyfork_exec, see exec). Lighter than a Perl process.
 sub new_native {
     my ($class) = @_;
+    _this_process();
     return $class->_wrap(AnyFork::Lib::check_ptr(AnyFork::Lib::fork_new()));
 }
 
@@ -120,14 +136,10 @@ sub new_native {
 # forked from it.
 sub _template {
     my ($class) = @_;
+    _this_process();
     # Output still buffered would be written again by every child when it
-    # exits (Perl's own fork flushes every handle; this flushes the
-    # standard ones and the selected one).
-    require IO::Handle;
-    require Symbol;
-    for my $fh (\*STDOUT, \*STDERR, Symbol::qualify_to_ref(select)) {
-        $fh->flush if defined fileno $fh;
-    }
+    # exits: flush every handle first, as Perl's own fork does.
+    AnyFork::Lib::flush_all();
     AnyFork::Serve::install();
     my $p = AnyFork::Lib::check_ptr(AnyFork::Lib::fork_template());
     return $class->_wrap($p);
@@ -143,9 +155,23 @@ sub fork {
     return $self->_wrap($p, parent => $self);
 }
 
+# The fd of a handle, or undef. A handle tied to a class without FILENO
+# has no fd: that is said here rather than by Perl's method lookup.
+sub _fileno {
+    my ($fh, $what) = @_;
+    return undef unless defined $fh && (ref $fh || ref \$fh eq 'GLOB');
+    if (my $tie = CORE::eval { tied *$fh }) {
+        Carp::croak("$what: the handle is tied to " . ref($tie)
+              . ', which has no FILENO method, so it has no file descriptor to pass')
+          unless CORE::eval { $tie->can('FILENO') };
+    }
+    return fileno($fh);
+}
+
 sub new_from_fh {
     my ($class, $fh) = @_;
-    my $fd = defined $fh ? fileno($fh) : undef;
+    _this_process();
+    my $fd = _fileno($fh, 'AnyFork->new_from_fh');
     Carp::croak('AnyFork->new_from_fh: not a file handle') unless defined $fd && $fd >= 0;
     my $dup = AnyFork::Lib::dup_cloexec($fd);
     Carp::croak("AnyFork->new_from_fh: dup: $!") if $dup < 0;
@@ -214,7 +240,7 @@ sub send_fh {
     my ($self, @fhs) = @_;
     my $p = $self->_p;
     for my $fh (@fhs) {
-        my $fd = defined $fh && (ref $fh || ref \$fh eq 'GLOB') ? fileno($fh) : undef;
+        my $fd = _fileno($fh, 'AnyFork->send_fh');
         Carp::croak('AnyFork->send_fh: not an open file handle') unless defined $fd && $fd >= 0;
         $self->_sent(AnyFork::Lib::fork_send_fd($p, $fd));
     }
@@ -256,7 +282,7 @@ sub _start {
         AnyFork::Lib::fork_free($p) if defined $self->{gone};
         my $why = defined $self->{gone} ? $self->{gone} : AnyFork::Lib::error();
         push @DUE, ['run', $id, $rc, $why];
-        _postpone();
+        _rearm();
     }
     elsif ($rc < 0) {
         delete $RUN_CB{$id};
@@ -335,15 +361,22 @@ sub DESTROY {
     # made from this program) must not touch the parent's process.
     return unless $self->{owner} == $$;
     AnyFork::Lib::fork_free($p);
+    # The library releases its fd in a later dispatch: under AnyEvent,
+    # make sure the loop does one.
+    _watch();
 }
 
 # --- waiting ------------------------------------------------------------------------
 
-# Runs the Perl callbacks of what the library reported.
+# Runs the Perl callbacks of what the library reported. Each one due runs
+# exactly once: if one dies, the others stay queued (with AnyEvent, a
+# zero-second timer runs them on the next loop turn; otherwise the next
+# wait or dispatch does) and the exception comes out of here at once.
 sub _drain {
     my $ran = 0;
     while (my $e = shift @DUE) {
         my ($what, $id, @rest) = @$e;
+        my $call;
         if ($what eq 'run') {
             my $entry = delete $RUN_CB{$id} or next;
             my ($cb) = @$entry;
@@ -352,52 +385,93 @@ sub _drain {
                 AnyFork::Lib::c_close($fd) if $fd >= 0;
                 next;
             }
-            $ran++;
-            if ($fd >= 0) {
-                $cb->(AnyFork::Lib::fh_from_fd($fd));
-            }
-            else {
-                local $! = -$fd;
-                $cb->(undef, $err);
-            }
+            $call = $fd >= 0
+              ? sub { $cb->(AnyFork::Lib::fh_from_fd($fd)) }
+              : sub { local $! = -$fd; $cb->(undef, $err) };
         }
         else {
             my $entry = delete $EXIT_CB{$id} or next;
             my ($cb) = @$entry;
             my ($pid, $status, $err) = @rest;
-            $ran++;
-            local $! = $status < 0 ? -$status : 0;
-            $cb->($pid, $status, $err);
+            $call = sub { local $! = $status < 0 ? -$status : 0; $cb->($pid, $status, $err) };
         }
+        $ran++;
+        next if CORE::eval { $call->(); 1 };
+        my $died = $@;
+        _rearm();
+        die $died;
     }
-    _unwatch() unless AnyFork::Lib::fork_pending() || @DUE;
     return $ran;
 }
+
+# Every signal blocked while the library runs our C callbacks: a Perl
+# signal handler that dies must not unwind through the library (and lose
+# the callback it was recording); it runs once the C call has returned.
+my ($ALL_SIGNALS, $OLD_SIGNALS);
+
+sub _c_call {
+    my ($f, @args) = @_;
+    $ALL_SIGNALS ||= do { my $s = POSIX::SigSet->new; $s->fillset; $s };
+    $OLD_SIGNALS ||= POSIX::SigSet->new;
+    POSIX::sigprocmask(POSIX::SIG_BLOCK(), $ALL_SIGNALS, $OLD_SIGNALS);
+    my $rc = $f->(@args);
+    my $errno = $!;
+    POSIX::sigprocmask(POSIX::SIG_SETMASK(), $OLD_SIGNALS);
+    $! = $errno;
+    return $rc;
+}
+
+sub _dispatch_c { AnyFork::Lib::check_int(_c_call(\&AnyFork::Lib::fork_loop_dispatch)) }
 
 # Nonblocking: does what can be done now and runs the callbacks that are
 # due. For event loops: call it when loop_fd is readable.
 sub dispatch {
-    my $n = AnyFork::Lib::fork_loop_dispatch();
-    AnyFork::Lib::check_int($n);
+    _this_process();
+    _dispatch_c();
     return _drain();
 }
 
+# Whether the library has work for a dispatch now (the loop fd is readable).
+sub _loop_readable {
+    my $fd = AnyFork::Lib::fork_loop_fd();
+    return 0 if $fd < 0;
+    require IO::Poll;
+    my @fds = ($fd, IO::Poll::POLLIN());
+    return IO::Poll::_poll(0, @fds) > 0 && $fds[1] != 0;
+}
+
+# How long (ms) to block next: a slice, or less before the deadline; 0
+# when it has passed.
+sub _slice {
+    my ($deadline) = @_;
+    return $SLICE_MS unless defined $deadline;
+    my $ms = int((($deadline - _now()) * 1000) + 0.5);
+    return $ms < $SLICE_MS ? ($ms > 0 ? $ms : 0) : $SLICE_MS;
+}
+
 # Blocks until every run and exit callback has run, or $timeout seconds
-# passed (undef: no limit). Returns the number of Perl callbacks run.
+# passed (undef: no limit), and then lets the library finish the work it
+# still has (the fds of freed processes) as far as it shows it: while the
+# loop fd is readable. Returns the number of Perl callbacks run. Blocks in
+# slices, so Perl's signal handlers run promptly; one that dies ends the
+# wait with its exception, and no callback is lost.
 sub wait {
     my ($timeout) = @_;
+    _this_process();
     my $deadline = defined $timeout ? _now() + $timeout : undef;
     my $ran = _drain();
     while (AnyFork::Lib::fork_pending()) {
-        my $ms = -1;
-        if (defined $deadline) {
-            $ms = int((($deadline - _now()) * 1000) + 0.5);
-            last if $ms <= 0;
-        }
-        my $n = AnyFork::Lib::fork_wait($ms);
-        AnyFork::Lib::check_int($n);
+        my $ms = _slice($deadline);
+        last if $ms == 0;
+        AnyFork::Lib::check_int(_c_call(\&AnyFork::Lib::fork_wait, $ms));
         $ran += _drain();
-        last if $n == 0 && !defined $deadline;
+    }
+    # The library's own leftovers: bounded, as a loop fd that stays
+    # readable without callbacks is not ours to wait for.
+    for (1 .. 64) {
+        last if @DUE || !_loop_readable() || (defined $deadline && _now() >= $deadline);
+        _dispatch_c();
+        $ran += _drain();
     }
     return $ran;
 }
@@ -407,16 +481,14 @@ sub wait {
 # that could make it true.
 sub wait_for {
     my ($cond, $timeout) = @_;
+    _this_process();
     my $deadline = defined $timeout ? _now() + $timeout : undef;
     _drain();
     until ($cond->()) {
         return 0 unless AnyFork::Lib::fork_pending();
-        my $ms = -1;
-        if (defined $deadline) {
-            $ms = int((($deadline - _now()) * 1000) + 0.5);
-            return 0 if $ms <= 0;
-        }
-        AnyFork::Lib::check_int(AnyFork::Lib::fork_wait($ms));
+        my $ms = _slice($deadline);
+        return 0 if $ms == 0;
+        AnyFork::Lib::check_int(_c_call(\&AnyFork::Lib::fork_wait, $ms));
         _drain();
     }
     return 1;
@@ -425,32 +497,43 @@ sub wait_for {
 sub _now { require Time::HiRes; Time::HiRes::time() }
 
 # The one fd an event loop watches (readable while dispatch has work).
-sub loop_fd { AnyFork::Lib::check_int(AnyFork::Lib::fork_loop_fd()) }
+sub loop_fd { _this_process(); AnyFork::Lib::check_int(AnyFork::Lib::fork_loop_fd()) }
 
 # Callbacks registered and not run yet.
-sub pending { AnyFork::Lib::fork_pending() + scalar @DUE }
+sub pending { _this_process(); AnyFork::Lib::fork_pending() + scalar @DUE }
 
-# With AnyEvent loaded, one io watcher on the loop fd dispatches while
-# anything is pending, so callbacks run from the AnyEvent loop (e.g. a
-# condvar passed as the callback fires in $cv->recv).
+# With AnyEvent loaded, one io watcher on the loop fd dispatches, so
+# callbacks run from the AnyEvent loop (e.g. a condvar passed as the
+# callback fires in $cv->recv). It is made on first use and kept: the
+# library also needs the loop when no callback is pending (to release
+# the fds of freed processes), and an idle fd costs nothing.
 sub _watch {
-    return if $WATCHER || !$INC{'AnyEvent.pm'};
+    return if $WATCHER || !$INC{'AnyEvent.pm'} || ${^GLOBAL_PHASE} eq 'DESTRUCT';
+    _this_process();
     my $fd = AnyFork::Lib::fork_loop_fd();
     return if $fd < 0;
     $WATCHER = AnyEvent->io(fh => $fd, poll => 'r', cb => \&dispatch);
 }
 
-sub _unwatch { undef $WATCHER }
-
-# Callbacks queued by this module itself: AnyFork::wait and dispatch run
-# them; with AnyEvent, the loop does soon.
-sub _postpone {
-    AnyEvent::postpone(sub { _drain() }) if $INC{'AnyEvent.pm'};
+# Callbacks left in @DUE by this module (a process gone at run, or a
+# callback that died before the others due ran): AnyFork::wait and
+# dispatch run them; with AnyEvent, the loop does on its next turn.
+sub _rearm {
+    return unless @DUE && $INC{'AnyEvent.pm'} && ${^GLOBAL_PHASE} ne 'DESTRUCT';
+    $REARM ||= AnyEvent->timer(after => 0, cb => sub { undef $REARM; _drain() });
 }
+
+# In a new process made by Perl's own fork (or anything else that copied
+# this one): the library state is the parent's, so reset it first.
+sub _this_process { reset_after_fork() if $PID != $$ }
 
 # In a child made with Perl's own fork: forget the parent's templates and
 # callbacks (fork_reset_after_fork), so the child can use AnyFork afresh.
+# Every AnyFork call does this by itself in a new process; calling it
+# explicitly is still allowed.
 sub reset_after_fork {
+    undef $WATCHER;
+    undef $REARM;
     AnyFork::Lib::fork_reset_after_fork();
     for my $t ($TEMPLATE, $EARLY) {
         delete $t->{p} if $t;
@@ -460,7 +543,7 @@ sub reset_after_fork {
     %RUN_CB = ();
     %EXIT_CB = ();
     @DUE = ();
-    undef $WATCHER;
+    $PID = $$;
     return;
 }
 

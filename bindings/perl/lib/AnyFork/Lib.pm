@@ -17,6 +17,9 @@ use FFI::Platypus::Buffer qw(scalar_to_buffer buffer_to_scalar);
 
 our $VERSION = '0.01';
 
+# Errors are reported at the line of the program that called AnyFork.
+our @CARP_NOT = qw(AnyFork AnyFork::Serve AnyFork::Template AnyFork::Early);
+
 # Which library to load: $AnyFork::LIB (set before loading AnyFork), else
 # $ENV{ANYFORK_LIB} (a file, or a directory holding libanyfork.so), else
 # the installed libanyfork.so.0 found by the dynamic linker.
@@ -106,6 +109,37 @@ $FFI->attach($_ => @{ $C{$_} }) for sort keys %C;
 
 $SELF->attach([close => 'c_close'] => ['int']               => 'int');
 $SELF->attach([fcntl => 'c_fcntl'] => ['int', 'int', 'int'] => 'int');
+
+# Flushes every Perl output handle, as Perl's fork does before it forks
+# (PerlIO_flush(NULL), through the interpreter's own function when this
+# perl exports it), else STDOUT, STDERR and the selected handle.
+my $FLUSH_ALL;
+sub flush_all {
+    unless (defined $FLUSH_ALL) {
+        $FLUSH_ALL = 0;
+        my $flush = $SELF->find_symbol('Perl_PerlIO_flush');
+        my $ctx   = $SELF->find_symbol('Perl_get_context');
+        if ($flush && $Config::Config{usemultiplicity}) {
+            if ($ctx) {
+                my $get = $SELF->function($ctx => [] => 'opaque');
+                my $f   = $SELF->function($flush => ['opaque', 'opaque'] => 'int');
+                $FLUSH_ALL = sub { $f->call($get->call, undef) };
+            }
+        }
+        elsif ($flush) {
+            my $f = $SELF->function($flush => ['opaque'] => 'int');
+            $FLUSH_ALL = sub { $f->call(undef) };
+        }
+    }
+    return $FLUSH_ALL->() if $FLUSH_ALL;
+    require IO::Handle;
+    require Symbol;
+    for my $fh (\*STDOUT, \*STDERR, Symbol::qualify_to_ref(select)) {
+        local $@;
+        CORE::eval { $fh->flush if defined fileno $fh };
+    }
+    return 0;
+}
 
 # The last error as a message: fork_last_error's text.
 sub error { my $e = fork_last_error(); defined $e && length $e ? $e : 'unknown anyfork error' }

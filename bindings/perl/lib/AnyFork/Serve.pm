@@ -28,6 +28,8 @@ use AnyFork::Lib;
 
 our $VERSION = '0.01';
 
+our @CARP_NOT = qw(AnyFork AnyFork::Lib AnyFork::Template AnyFork::Early);
+
 # The name under which AnyFork sends Perl code to eval: the code and its
 # strings travel as the eval's strings, so any octets can be passed.
 use constant EVAL_NAME => 'AnyFork::Serve::eval';
@@ -121,7 +123,16 @@ sub _dispatch {
     return $kind == 0 ? _eval($name, $args, $nargs) : _run($name, $fd, $args, $nargs);
 }
 
+# An eval may leave output in Perl's buffers, and the library may fork
+# this process next (it is a template): flush now, as Perl's own fork
+# would, so the output is written once, here, and not by every child.
 sub _eval {
+    my $rc = _eval_call(@_);
+    AnyFork::Lib::flush_all();
+    return $rc;
+}
+
+sub _eval_call {
     my ($name, $args, $nargs) = @_;
     my @strings = map { $_->[2] } AnyFork::Lib::decode_args($args, $nargs);
     if ($name eq EVAL_NAME) {
@@ -168,8 +179,11 @@ sub _run {
     my @perl = _perl_args(@all);
     my $ok = CORE::eval { $sub->($comm, @perl); 1 };
     unless ($ok) {
+        # The status a Perl program gets from an uncaught die: $! if set,
+        # else $? >> 8 if set, else 255.
+        my ($errno, $child) = ($! + 0, $? >> 8);
         _complain("run $name died: $@");
-        CORE::exit(255);
+        CORE::exit(($errno & 255) || ($child & 255) || 255);
     }
     # Leave as a Perl program does when its code ends.
     CORE::exit(0);

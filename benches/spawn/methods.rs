@@ -15,7 +15,7 @@
 //!   strings and 2 fds, plus 1 string after the fork, `run("anyfork_exit")`;
 //! - f: `Process::new()` + `exec(["/bin/true"])`, until the exit callback
 //!   has /bin/true's wait status (the same end point as waitpid); the
-//!   template spawns it (`posix_spawn`, see `src/exec_spawn.rs`); f′: the
+//!   template spawns it (`posix_spawn`, see `src/server/spawn.rs`); f′: the
 //!   same, but only until the comm socket's EOF, which comes when the exec
 //!   closes it (program loaded, not run);
 //! - f‴: the floor template asked to posix_spawn /bin/true and wait for

@@ -4,11 +4,13 @@
 //! Every frame is one tag byte, a little-endian `u32` payload length, then
 //! the payload. File descriptors never appear in the bytes: they ride as
 //! `SCM_RIGHTS` with the `sendmsg` that carries their frame (or an earlier
-//! one), and the receiver keeps them in a FIFO from which each `Fd` and
-//! `Fork` frame takes exactly one.
+//! one), and the receiver keeps them in a FIFO from which each `Fd`,
+//! `Fork` and `Spawn` frame takes exactly one.
 //!
 //! Caller to server: `Hello` (first frame to an exec'd server), `Str`, `Fd`,
-//! `Require`, `Eval`, `Fork`, `Run`. Server to caller, on the socket of the
+//! `Require`, `Eval`, `Fork` (optionally with a run function: fork and run
+//! in one frame), `Spawn` (fork and exec in one frame, which a server may
+//! do with `posix_spawn`), `Run`. Server to caller, on the socket of the
 //! process that forked: `Pid` (one per `Fork`, in order), `Exit`, and `End`
 //! (the last frame before a process that has forked enters its run function,
 //! so the caller knows where its reports stop and the user's bytes begin).

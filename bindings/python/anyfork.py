@@ -30,9 +30,11 @@ import importlib
 import itertools
 import os
 import re
+import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 
 __all__ = [
@@ -73,17 +75,42 @@ _P = ctypes.c_void_p
 _STRV = ctypes.POINTER(ctypes.c_char_p)
 
 
-def _sig(name, restype, *argtypes):
-    f = getattr(_lib, name)
+# Threads inside a call of the library (thread ident -> depth): template()
+# refuses to fork while another thread may hold one of the library's locks.
+# _gate orders entering a call against template()'s check and fork.
+_inside = {}
+_gate = threading.Lock()
+
+
+def _typed(f, restype, argtypes):
     f.restype = restype
     f.argtypes = list(argtypes)
     return f
 
 
+def _sig(name, restype, *argtypes):
+    f = _typed(getattr(_lib, name), restype, argtypes)
+
+    def call(*args):
+        me = threading.get_ident()
+        with _gate:
+            _inside[me] = _inside.get(me, 0) + 1
+        try:
+            return f(*args)
+        finally:
+            depth = _inside.get(me, 1) - 1
+            if depth:
+                _inside[me] = depth
+            else:
+                _inside.pop(me, None)
+    call.raw = f
+    call.__name__ = name
+    return call
+
+
 _fork_new = _sig("fork_new", _P)
 _fork_new_exec = _sig("fork_new_exec", _P)
 _fork_new_exec_argv = _sig("fork_new_exec_argv", _P, _STRV)
-_fork_template = _sig("fork_template", _P)
 _fork_fork = _sig("fork_fork", _P, _P)
 _fork_send_fd = _sig("fork_send_fd", ctypes.c_int, _P, ctypes.c_int)
 _fork_send_arg = _sig("fork_send_arg", ctypes.c_int, _P, ctypes.c_char_p, ctypes.c_size_t)
@@ -102,6 +129,12 @@ _fork_pending = _sig("fork_pending", ctypes.c_size_t)
 _fork_set_dispatch = _sig("fork_set_dispatch", None, _DISPATCH_FN, ctypes.c_void_p)
 _fork_serve = _sig("fork_serve", ctypes.c_int, ctypes.c_int)
 _fork_child_args = _sig("fork_child_args", ctypes.POINTER(_ForkArg), ctypes.POINTER(ctypes.c_size_t))
+_fork_reset_after_fork = _sig("fork_reset_after_fork", None)
+# fork_template through a PyDLL handle of the same library: ctypes keeps
+# the GIL across the call, so no other thread holds it in the copy.
+_fork_template_gil = _typed(ctypes.PyDLL(library_path).fork_template, _P, [])
+_before_fork = _typed(ctypes.pythonapi.PyOS_BeforeFork, None, [])
+_after_fork_parent = _typed(ctypes.pythonapi.PyOS_AfterFork_Parent, None, [])
 
 
 # --- errors ----------------------------------------------------------------
@@ -149,20 +182,38 @@ def _strv(items, what):
 
 # --- callbacks -------------------------------------------------------------
 #
-# One C trampoline per kind; the userdata is a token into _callbacks. Each
-# token is removed when its callback runs (the library runs each exactly
-# once) or when the registering call fails (then it never runs).
+# One C trampoline per kind; the userdata is a token into _callbacks, which
+# holds the function and the thread that registered it. Each token is
+# removed when its callback runs (the library runs each exactly once) or
+# when the registering call fails (then it never runs).
+#
+# Exceptions: a callback's exception belongs to the thread that registered
+# the callback. Run by that thread's wait()/dispatch(), it comes out of
+# that call; run by another thread (or by the blocking wait inside run()
+# and exec(), which must not lose their socket), it waits in _inbox for the
+# owner's next wait()/dispatch(); the owner gone, for the next one of any
+# thread. Several at once come out as one BaseExceptionGroup.
+#
+# Signals: Python runs signal handlers in the main thread between
+# bytecodes, so a Ctrl-C could cut a callback short (and ctypes swallows
+# an exception that escapes a trampoline). While the main thread is inside
+# wait() or dispatch(), every Python signal handler is replaced by one that
+# only records the signal; the recorded signals go to the real handlers
+# between the slices of a wait and when it ends, never inside a callback.
 
 _callbacks = {}
 _tokens = itertools.count(1)
 _cb_lock = threading.Lock()
-_raised = []          # exceptions from callbacks, re-raised by wait/dispatch
+_inbox = {}               # threading.Thread -> [exceptions for it]
+_local = threading.local()
+_SLICE_MS = 100           # fork_wait blocks at most this long at a time
 
 
 def _register(fn):
+    entry = (fn, threading.current_thread())
     with _cb_lock:
         token = next(_tokens)
-        _callbacks[token] = fn
+        _callbacks[token] = entry
     return token
 
 
@@ -178,60 +229,227 @@ def _comm_socket(fd):
     return s
 
 
+def _frames():
+    f = getattr(_local, "frames", None)
+    if f is None:
+        f = _local.frames = []
+    return f
+
+
+def _raised_in_callback(e, owner):
+    """Files an exception of a callback for the thread it belongs to."""
+    me = threading.current_thread()
+    frames = _frames()
+    if (owner is me or not owner.is_alive()) and frames:
+        frames[-1].append(e)
+    else:
+        if owner is not me and not owner.is_alive():
+            owner = me
+        with _cb_lock:
+            _inbox.setdefault(owner, []).append(e)
+
+
 def _run_done(fd, token):
-    cb = _unregister(token)
-    if cb is None:
+    entry = _unregister(token)
+    if entry is None:
         if fd >= 0:
             os.close(fd)
         return
+    cb, owner = entry
     try:
         if fd < 0:
             cb(None, _error(-fd, "run"))
         else:
             cb(_comm_socket(fd), None)
     except BaseException as e:  # never let it vanish inside ctypes
-        _raised.append(e)
+        _raised_in_callback(e, owner)
 
 
 def _exit_done(pid, status, token):
-    cb = _unregister(token)
-    if cb is None:
+    entry = _unregister(token)
+    if entry is None:
         return
+    cb, owner = entry
     try:
         if status < 0:
             cb(pid, None, _error(-status, "exit"))
         else:
             cb(pid, status, None)
     except BaseException as e:
-        _raised.append(e)
+        _raised_in_callback(e, owner)
 
 
 _run_tramp = _RUN_CB(_run_done)
 _exit_tramp = _EXIT_CB(_exit_done)
 
 
-def _reraise():
-    if _raised:
-        e = _raised.pop(0)
-        del _raised[:]
-        raise e
+def _take_inbox():
+    """This thread's waiting exceptions, and those of threads that ended."""
+    if not _inbox:
+        return []
+    me = threading.current_thread()
+    out = []
+    with _cb_lock:
+        for owner in list(_inbox):
+            if owner is me or not owner.is_alive():
+                out.extend(_inbox.pop(owner))
+    return out
+
+
+def _group(excs):
+    if len(excs) == 1:
+        return excs[0]
+    return BaseExceptionGroup("%d anyfork callbacks raised" % len(excs), excs)
+
+
+class _Deferred(object):
+    """Signals recorded while the main thread is in the library."""
+
+    depth = 0
+    saved = {}            # signal number -> the real handler
+    pending = []
+
+    @staticmethod
+    def record(signum, frame):
+        _Deferred.pending.append(signum)
+
+    @classmethod
+    def enter(cls):
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        cls.depth += 1
+        if cls.depth == 1:
+            for sig in signal.valid_signals():
+                try:
+                    h = signal.getsignal(sig)
+                except (OSError, ValueError):
+                    continue
+                if callable(h) and h is not _record_signal:
+                    cls.saved[sig] = h
+                    signal.signal(sig, _record_signal)
+        return True
+
+    @classmethod
+    def deliver(cls):
+        """Calls the real handlers of the signals recorded (outermost call
+        only: never inside a callback); one that raises ends the wait."""
+        while cls.depth == 1 and cls.pending:
+            sig = cls.pending.pop(0)
+            h = cls.saved.get(sig)
+            if callable(h):
+                h(sig, sys._getframe(1))
+
+    @classmethod
+    def leave(cls):
+        cls.depth -= 1
+        if cls.depth:
+            return
+        saved, cls.saved = cls.saved, {}
+        for sig, h in saved.items():
+            if signal.getsignal(sig) is _record_signal:   # not changed meanwhile
+                signal.signal(sig, h)
+        pending, cls.pending = cls.pending, []
+        for sig in pending:
+            h = saved.get(sig)
+            if callable(h):
+                h(sig, sys._getframe(1))
+
+
+_record_signal = _Deferred.record
+
+
+def _in_library(call, public):
+    """Runs call(check) with signals held back (main thread) and this
+    call's own list for callback exceptions. check() delivers recorded
+    signals and, for a public call, reports whether exceptions are waiting
+    (the wait then ends). Public calls raise the callback exceptions
+    (grouped) at the end; internal ones leave them for the next public
+    call on this thread."""
+    frames = _frames()
+    mine = []
+    frames.append(mine)
+    held = _Deferred.enter()
+
+    def check():
+        if held:
+            _Deferred.deliver()
+        return bool(mine) or (public and _inbox_has_mine())
+    try:
+        try:
+            result = call(check)
+        finally:
+            frames.pop()
+            if held:
+                _Deferred.leave()     # may raise: a signal handler's exception
+    except BaseException as e:
+        excs = _collect(mine, public)
+        if excs:
+            # The callback exceptions ride along as its context.
+            _chain(e, _group(excs))
+        raise
+    excs = _collect(mine, public)
+    if excs:
+        raise _group(excs)
+    return result
+
+
+def _inbox_has_mine():
+    if not _inbox:
+        return False
+    me = threading.current_thread()
+    return any(o is me or not o.is_alive() for o in list(_inbox))
+
+
+def _collect(mine, public):
+    """The exceptions a call raises: a public call takes the waiting ones
+    too; an internal one leaves its own for the next public call."""
+    if public:
+        return _take_inbox() + mine
+    if mine:
+        with _cb_lock:
+            _inbox.setdefault(threading.current_thread(), []).extend(mine)
+    return []
+
+
+def _chain(e, context):
+    for _ in range(100):            # the end of e's context chain
+        if e.__context__ is None or e.__context__ is context:
+            break
+        e = e.__context__
+    if e is not context:
+        e.__context__ = context
+
+
+def _wait(timeout, public):
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+
+    def loop(check):
+        while True:
+            if deadline is None:
+                ms = _SLICE_MS
+            else:
+                ms = min(_SLICE_MS, max(0, int((deadline - time.monotonic()) * 1000 + 0.999)))
+            n = _check(_fork_wait(ms), "fork_wait")
+            if check() or n > 0 or _fork_pending() == 0:
+                return n
+            if deadline is not None and time.monotonic() >= deadline:
+                return 0
+    return _in_library(loop, public)
 
 
 def wait(timeout=None):
     """Dispatches until at least one callback ran, timeout seconds passed
-    (None: no limit) or no callback waits at all; returns how many ran."""
-    ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
-    n = _check(_fork_wait(ms), "fork_wait")
-    _reraise()
-    return n
+    (None: no limit) or no callback waits at all; returns how many ran.
+    Waits in slices of 0.1 s, so signals (Ctrl-C) interrupt it promptly;
+    they are held back while callbacks run, never cutting one short."""
+    return _wait(timeout, True)
 
 
 def dispatch():
     """Does what can be done without blocking and runs the callbacks due;
     for programs watching loop_fd() in their own loop."""
-    n = _check(_fork_loop_dispatch(), "fork_loop_dispatch")
-    _reraise()
-    return n
+    return _in_library(
+        lambda check: _check(_fork_loop_dispatch(), "fork_loop_dispatch"), True)
 
 
 def loop_fd():
@@ -247,12 +465,27 @@ def pending():
 
 def _await(register):
     """Registers a run callback through register(cb) and dispatches until it
-    ran: returns the socket or raises the error."""
+    ran: returns the socket or raises the error. Interrupted (Ctrl-C), it
+    closes the socket, now or when it comes, and lets the exception out."""
     box = []
-    register(lambda sock, err: box.append((sock, err)))
-    while not box:
-        # Another thread's wait() may run our callback: look again often.
-        wait(0.1)
+    abandoned = []
+
+    def got(sock, err):
+        if abandoned:
+            if sock is not None:
+                sock.close()
+        else:
+            box.append((sock, err))
+    register(got)
+    try:
+        while not box:
+            # Another thread's wait() may run our callback: look again often.
+            _wait(0.1, False)
+    except BaseException:
+        abandoned.append(True)
+        if box and box[0][0] is not None:
+            box[0][0].close()
+        raise
     sock, err = box[0]
     if err is not None:
         raise err
@@ -459,7 +692,7 @@ def _loaded_path():
     if os.sep in library_path:
         return os.path.abspath(library_path)
     try:
-        addr = ctypes.cast(_fork_new, ctypes.c_void_p).value
+        addr = ctypes.cast(_fork_new.raw, ctypes.c_void_p).value
         with open("/proc/self/maps") as maps:
             for line in maps:
                 parts = line.split()
@@ -510,6 +743,9 @@ def child_args():
 
 
 def _status(rc):
+    """The exit status for a run or eval function's return value: None and
+    True are success, False is 1, an int is itself; anything else is
+    printed and gives 1."""
     if rc is None or rc is True:
         return 0
     if rc is False:
@@ -520,6 +756,37 @@ def _status(rc):
     return 1
 
 
+def _exit_code(code):
+    """What the interpreter does with SystemExit(code) at its top level:
+    None is 0, an int (True and False too) is itself, anything else is
+    printed on stderr (its str) and gives 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except Exception:
+        pass
+    return 1
+
+
+def _die_of_sigint():
+    """An unhandled KeyboardInterrupt: the interpreter ends by SIGINT (so
+    the parent sees the signal), as python3 and os.fork()'s children do."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            pass
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except (OSError, ValueError):
+        pass
+    return 130
+
+
 def _dispatch(kind, name, fd, args, nargs, _ud):
     """The dispatcher, in a child: calls the Python function name."""
     if _dispatch_pid[0] != os.getpid():
@@ -528,10 +795,14 @@ def _dispatch(kind, name, fd, args, nargs, _ud):
         # the at-fork hooks: random reseeds itself, threading forgets the
         # parent's threads).
         _dispatch_pid[0] = os.getpid()
+        _reset_python_state()
+        _in_anyfork_child[0] = True     # our at-fork hook: no library reset
         try:
             ctypes.pythonapi.PyOS_AfterFork_Child()
         except Exception:
             pass
+        finally:
+            _in_anyfork_child[0] = False
     text = name.decode("utf-8", "surrogateescape")
     try:
         try:
@@ -552,7 +823,10 @@ def _dispatch(kind, name, fd, args, nargs, _ud):
             if sock.fileno() >= 0:
                 sock.detach()
     except SystemExit as e:
-        return _status(e.code if isinstance(e.code, int) or e.code is None else 1)
+        return _exit_code(e.code)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        return _die_of_sigint()
     except BaseException:
         traceback.print_exc()
         return 1
@@ -590,10 +864,34 @@ def import_modules(*names):
 def template():
     """Forks this interpreter now; the copy is a template whose children
     (process.fork()) run Python functions of this program by name, with
-    everything prepared so far in memory. Call it while this process has
-    one thread. The copy closes every fd but 0, 1, 2: send what it needs."""
+    everything prepared so far in memory. The copy closes every fd but 0,
+    1, 2: send what it needs.
+
+    As os.fork() does: sys.stdout and sys.stderr are flushed first, the
+    fork runs the os.register_at_fork hooks and takes the import lock, and
+    the GIL is held across it, so other threads running Python are merely
+    not copied. Refused (OSError EBUSY) while another thread is inside a
+    call of the library, which may hold the library's locks."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            if f is not None:
+                f.flush()
+        except Exception:
+            pass
     _set_dispatch()
-    return Process._make(_fork_template(), "fork_template")
+    me = threading.get_ident()
+    with _gate:
+        others = [t for t, depth in list(_inside.items()) if depth and t != me]
+        if others:
+            raise OSError(_errno.EBUSY, "template: another thread is inside an anyfork call "
+                          "(wait, run, ...), which may hold the library's locks in the copy; "
+                          "call template() while no other thread uses anyfork")
+        _before_fork()
+        try:
+            h = _fork_template_gil()
+        finally:
+            _after_fork_parent()
+    return Process._make(h, "fork_template")
 
 
 def serve():
@@ -604,3 +902,33 @@ def serve():
         raise OSError(_errno.EINVAL, "serve: ANYFORK_FD is not set")
     _set_dispatch()
     _check(_fork_serve(int(fd)), "fork_serve")
+
+
+# --- the host's own fork ------------------------------------------------------
+
+_in_anyfork_child = [False]
+
+
+def _reset_python_state():
+    """In a new process: forgets the parent's callbacks, waiting exceptions
+    and threads inside the library (none of them exists here), with fresh
+    locks (another thread may have held one at the fork)."""
+    global _gate, _cb_lock
+    _gate = threading.Lock()
+    _cb_lock = threading.Lock()
+    _callbacks.clear()
+    _inbox.clear()
+    _inside.clear()
+
+
+def _after_os_fork():
+    """os.fork() (or multiprocessing) in a program that used anyfork: the
+    child drops the library state it inherited (fork_reset_after_fork) so
+    that both it and the parent keep working."""
+    if _in_anyfork_child[0]:
+        return
+    _fork_reset_after_fork.raw()
+    _reset_python_state()
+
+
+os.register_at_fork(after_in_child=_after_os_fork)

@@ -313,7 +313,10 @@ func (p *Proc) RunFunc(name string, cb func(*os.File, error)) error {
 	return nil
 }
 
-// Run is RunFunc that waits for the comm socket and returns it.
+// Run is RunFunc that waits for the comm socket and returns it. It waits
+// through Wait, so callbacks of other goroutines that are due may run
+// here; if one of them panics, Run panics as Wait does (and this
+// process's socket, delivered later, is closed by the garbage collector).
 func (p *Proc) Run(name string) (*os.File, error) {
 	w := make(runWaiter, 1)
 	if err := p.RunFunc(name, w.deliver); err != nil {
@@ -382,23 +385,29 @@ func (p *Proc) Free() {
 
 // Wait dispatches until at least one callback ran, timeout passed
 // (negative: no limit), or no callback is waiting at all. It returns the
-// number of callbacks run. A panic in a callback is re-raised here.
+// number of callbacks run.
+//
+// A panic in a callback that this Wait ran comes out of this Wait, once
+// the callbacks due with it have run too (each exactly once): with the
+// callback's panic value, or a CallbackPanics holding every value when
+// several panicked. It never goes to another goroutine's call.
 func Wait(timeout time.Duration) (int, error) {
 	ms := -1
 	if timeout >= 0 {
 		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
 	}
-	n, err := intCall("Wait", func() C.int { return C.fork_wait(C.int(ms)) })
-	repanic()
-	return n, err
+	return intCall("Wait", func() C.int {
+		return withSink(func(sink C.uintptr_t) C.int { return C.afgo_wait(C.int(ms), sink) })
+	})
 }
 
 // Dispatch does the work that can be done without blocking and runs the
-// callbacks that are due; for programs that poll LoopFd themselves.
+// callbacks that are due; for programs that poll LoopFd themselves. Panics
+// in those callbacks come out of it as out of Wait.
 func Dispatch() (int, error) {
-	n, err := intCall("Dispatch", func() C.int { return C.fork_loop_dispatch() })
-	repanic()
-	return n, err
+	return intCall("Dispatch", func() C.int {
+		return withSink(func(sink C.uintptr_t) C.int { return C.afgo_dispatch(sink) })
+	})
 }
 
 // LoopFd is the one fd, readable while Dispatch has work, that an event

@@ -12,9 +12,10 @@ package anyfork
 import "C"
 
 import (
+	"fmt"
 	"os"
 	"runtime/cgo"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"syscall"
 )
@@ -51,11 +52,11 @@ func newRunHandle(op string, cb func(*os.File, error)) cgo.Handle {
 }
 
 //export goRunDone
-func goRunDone(fd C.int, ud C.uintptr_t, msg *C.char) {
+func goRunDone(fd C.int, ud C.uintptr_t, msg *C.char, sink C.uintptr_t) {
 	h := cgo.Handle(ud)
 	rc := h.Value().(runCallback)
 	deleteHandle(h)
-	defer catch()
+	defer catch(sink)
 	if fd < 0 {
 		rc.cb(nil, &Error{Op: rc.op, Errno: syscall.Errno(-fd), Msg: C.GoString(msg)})
 		return
@@ -66,14 +67,14 @@ func goRunDone(fd C.int, ud C.uintptr_t, msg *C.char) {
 }
 
 //export goExitDone
-func goExitDone(pid C.pid_t, status C.int, ud C.uintptr_t, msg *C.char) {
+func goExitDone(pid C.pid_t, status C.int, ud C.uintptr_t, msg *C.char, sink C.uintptr_t) {
 	h := cgo.Handle(ud)
 	st := h.Value().(*exitState)
 	deleteHandle(h)
 	st.mu.Lock()
 	cb := st.cb
 	st.mu.Unlock()
-	defer catch()
+	defer catch(sink)
 	if status < 0 {
 		cb(int(pid), 0, &Error{Op: "OnExit", Errno: syscall.Errno(-status), Msg: C.GoString(msg)})
 		return
@@ -82,26 +83,50 @@ func goExitDone(pid C.pid_t, status C.int, ud C.uintptr_t, msg *C.char) {
 }
 
 // A panic must not unwind through the library's C frames: the trampolines
-// keep the first one and Wait or Dispatch raise it again once back in Go.
-var (
-	panicMu  sync.Mutex
-	panicked []interface{}
-)
+// catch it and hand it to the Wait or Dispatch call that ran the callback
+// (its panicSink, found through a thread-local in shim.c), which raises
+// it again once back in Go. Every panic is kept; none goes to another
+// goroutine's call.
+type panicSink struct {
+	vals []interface{}
+}
 
-func catch() {
+// CallbackPanics is the value Wait or Dispatch (and so Run or Exec, which
+// wait through Wait) panic with when more than one callback they ran
+// panicked: every panic value, in the order the callbacks ran. With one,
+// they panic with that value itself.
+type CallbackPanics []interface{}
+
+func (p CallbackPanics) Error() string {
+	parts := make([]string, len(p))
+	for i, v := range p {
+		parts[i] = fmt.Sprint(v)
+	}
+	return fmt.Sprintf("anyfork: %d callbacks panicked: %s", len(p), strings.Join(parts, "; "))
+}
+
+func catch(sink C.uintptr_t) {
 	if r := recover(); r != nil {
-		panicMu.Lock()
-		panicked = append(panicked, r)
-		panicMu.Unlock()
+		// Callbacks run only inside Wait or Dispatch, which always set a
+		// sink on their thread.
+		s := cgo.Handle(sink).Value().(*panicSink)
+		s.vals = append(s.vals, r)
 	}
 }
 
-func repanic() {
-	panicMu.Lock()
-	p := panicked
-	panicked = nil
-	panicMu.Unlock()
-	if len(p) > 0 {
-		panic(p[0])
+// withSink runs a dispatching C call with a fresh sink and raises what
+// the callbacks it ran panicked with.
+func withSink(f func(sink C.uintptr_t) C.int) C.int {
+	s := &panicSink{}
+	h := cgo.NewHandle(s)
+	r := f(C.uintptr_t(h))
+	h.Delete()
+	switch len(s.vals) {
+	case 0:
+	case 1:
+		panic(s.vals[0])
+	default:
+		panic(CallbackPanics(s.vals))
 	}
+	return r
 }

@@ -16,4 +16,9 @@ int afgo_exec(fork_proc *p, char **argv, char **envp, uintptr_t h);
 /* fork_on_exit with the Go exit trampoline. */
 int afgo_on_exit(fork_proc *p, uintptr_t h);
 
+/* fork_wait and fork_loop_dispatch: callbacks they run give their panics
+ * to sink (a cgo.Handle of the calling Wait or Dispatch). */
+int afgo_wait(int timeout_ms, uintptr_t sink);
+int afgo_dispatch(uintptr_t sink);
+
 #endif

@@ -70,6 +70,12 @@ class AnyFork
   @callbacks = {}
   @next_id = 0
   @lock = Mutex.new
+  # Signalled (under @lock) when a blocking run's callback delivered, or a
+  # thread left the library's dispatch.
+  @delivered = ConditionVariable.new
+  # Threads inside fork_wait or fork_loop_dispatch: a callback the library
+  # counts as run may still be on its way to Ruby in one of them.
+  @dispatching = 0
 
   class << self
     # Spawns a fresh anyfork-serve (a direct child: #pid is known at once).
@@ -130,7 +136,7 @@ class AnyFork
     # Does the work that can be done now, without blocking; runs the
     # callbacks that are due. For event loops watching ::loop_io.
     def dispatch
-      n = check(Lib.fork_loop_dispatch)
+      n = check(in_dispatch { Lib.fork_loop_dispatch })
       raise_callback_error
       n
     end
@@ -214,7 +220,12 @@ class AnyFork
     # without, waits and returns the IO (or raises).
     def start(block)
       box = nil
-      id = register(block || ->(io, err) { box = [io, err] })
+      id = register(block || lambda { |io, err|
+        @lock.synchronize do
+          box = [io, err]
+          @delivered.broadcast
+        end
+      })
       rc = begin
         yield RUN_CB, FFI::Pointer.new(id)
       rescue Exception # rubocop:disable Lint/RescueException
@@ -227,10 +238,9 @@ class AnyFork
       end
       return nil if block
 
-      until box
+      until await_delivery { box }
         wait_slice(nil)
         raise_callback_error
-        raise Error, "the library dropped the callback of this process" if !box && Lib.fork_pending.zero?
       end
       raise box[1] if box[1]
 
@@ -245,7 +255,49 @@ class AnyFork
 
     # One fork_wait of at most SLICE_MS (ms nil: the whole slice).
     def wait_slice(ms)
-      check(Lib.fork_wait(ms ? [ms, SLICE_MS].min : SLICE_MS))
+      check(in_dispatch { Lib.fork_wait(ms ? [ms, SLICE_MS].min : SLICE_MS) })
+    end
+
+    # Counts the threads in a call that runs callbacks.
+    def in_dispatch
+      @lock.synchronize { @dispatching += 1 }
+      begin
+        yield
+      ensure
+        @lock.synchronize do
+          @dispatching -= 1
+          @delivered.broadcast
+        end
+      end
+    end
+
+    # For a blocking run: true once its callback delivered (the block
+    # says). When the library has no callback left to run, another thread
+    # took this one and is about to call it (it waits for the GVL): wait
+    # for that, up to a slice. With no such thread, the callback is gone.
+    def await_delivery
+      @lock.synchronize do
+        return true if yield
+        return false if Lib.fork_pending.positive?
+        raise Error, "the library dropped the callback of this process" if @dispatching.zero?
+
+        @delivered.wait(@lock, SLICE_MS / 1000.0)
+        yield
+      end
+    end
+
+    # In the child of Kernel#fork (Process._fork): the library forgets the
+    # parent's sockets, templates and callbacks (fork_reset_after_fork),
+    # and so does this class. Handles inherited from the parent fail with
+    # EBADF from then on.
+    def after_kernel_fork
+      Lib.fork_reset_after_fork
+      @callbacks = {}
+      @lock = Mutex.new
+      @delivered = ConditionVariable.new
+      @dispatching = 0
+      @loop_io = nil
+      Thread.current[:anyfork_raised] = nil
     end
 
     def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
@@ -291,6 +343,17 @@ class AnyFork
       callback_failed(e)
     end
   end
+
+  # Ruby 3.1's Kernel#fork, Process.fork and IO.popen("-") all fork
+  # through Process._fork: the child resets anyfork there.
+  module ForkHook
+    def _fork
+      pid = super
+      AnyFork.__send__(:after_kernel_fork) if pid.zero?
+      pid
+    end
+  end
+  Process.singleton_class.prepend(ForkHook) if Process.respond_to?(:_fork)
 
   RUN_CB = FFI::Function.new(:void, %i[int pointer]) do |fd, ud|
     AnyFork.__send__(:run_done, ud.address, fd)

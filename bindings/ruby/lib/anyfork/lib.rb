@@ -69,6 +69,8 @@ class AnyFork
     attach_function :fork_wait, [:int], :int, blocking: true
     attach_function :fork_pending, [], :size_t
     attach_function :fork_set_dispatch, %i[dispatch_fn pointer], :void
+    # In a child of Kernel#fork: forget the parent's sockets and callbacks.
+    attach_function :fork_reset_after_fork, [], :void
     # Never returns in a working server, which runs Ruby in its children.
     attach_function :fork_serve, [:int], :int
   end

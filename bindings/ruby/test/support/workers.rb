@@ -117,3 +117,40 @@ end
 # A file the test program holds open when the template is made: the copy's
 # Ruby object for it is closed (its fd was not inherited).
 $anyfork_parent_file = File.open(__FILE__)
+
+# Workers for the stress tests (test/stress_test.rb).
+module StressWorkers
+  class << self
+    # For eval: keeps the process busy for seconds (a string), so that
+    # whatever is queued after it waits.
+    def nap(seconds)
+      sleep(Float(seconds))
+    end
+
+    # Writes the byte sizes of its strings.
+    def sizes(io, *args)
+      io.write(args.map(&:bytesize).join(" "))
+    end
+
+    # Ends the process the way `how` names, as the stress test compares
+    # with Kernel#fork.
+    def end_by(_io, how)
+      StressWorkers.finish(how)
+    end
+
+    def finish(how)
+      case how
+      when "exit_3" then exit 3
+      when "exit_true" then exit true
+      when "exit_false" then exit false
+      when "exit_bang_4" then exit! 4
+      when "abort" then abort "aborted on purpose"
+      when "raise" then raise "raised on purpose"
+      when "kill_term" then Process.kill(:TERM, Process.pid) && sleep(5)
+      when "kill_kill" then Process.kill(:KILL, Process.pid) && sleep(5)
+      when "return" then nil
+      else raise ArgumentError, "no way to end named #{how}"
+      end
+    end
+  end
+end

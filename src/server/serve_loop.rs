@@ -31,6 +31,9 @@ use crate::sys::proc::ForkFn;
 /// waits for the pid but `fork_pid` (and the exit report, which needs it).
 const PID_HOLD: Duration = Duration::from_millis(1);
 
+/// Most frames handled between two looks at children and reports.
+const FRAMES_PER_TURN: usize = 64;
+
 /// How a server was started.
 pub struct ServeOptions {
     /// The first frame must be `Hello` (a freshly exec'd server).
@@ -128,7 +131,10 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
 impl Server {
     fn main_loop(&mut self) -> ! {
         loop {
-            loop {
+            // A caller that keeps the socket full must not starve reaping
+            // and reports: after a turn's worth of frames, the loop polls
+            // (at once, the socket being readable) and does both.
+            for _ in 0..FRAMES_PER_TURN {
                 match self.rd.next(self.sock.as_raw_fd(), &mut self.fdq) {
                     Next::Frame(tag) => self.handle(tag),
                     Next::Again => break,

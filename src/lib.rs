@@ -96,13 +96,16 @@ pub fn dispatch() -> Result<usize> {
 }
 
 /// Dispatches until at least one callback ran, `timeout_ms` passed
-/// (negative: no limit) or no callback is waiting. Returns the number run;
-/// 0 means the timeout passed or nothing is waiting.
+/// (negative: no limit) or nothing is [`pending`]. Returns the number run;
+/// 0 means the timeout passed or nothing is pending. Any number of
+/// threads may wait at once.
 pub fn wait(timeout_ms: i32) -> Result<usize> {
     caller::state::reactor()?.wait(timeout_ms)
 }
 
-/// Callbacks registered (run and exit) that have not run yet.
+/// Work that only [`dispatch`] (or [`wait`]) does: run and exit callbacks
+/// registered and not run yet, plus processes whose commands are still
+/// queued (freed or run without a callback, but not yet delivered).
 pub fn pending() -> usize {
-    caller::state::reactor_if_any().map_or(0, |r| r.waiting())
+    caller::state::reactor_if_any().map_or(0, |r| r.pending())
 }

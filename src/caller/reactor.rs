@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -46,6 +46,15 @@ struct Due {
     signaled: bool,
 }
 
+/// Threads in [`Reactor::wait`]: one polls the loop fd, the others wait on
+/// a condition variable. Whoever makes the last expected callback leave
+/// (runs it, or cancels it) wakes them all; the poller through `alarm`.
+#[derive(Default)]
+struct Waiters {
+    polling: bool,
+    following: usize,
+}
+
 /// The library-wide reactor.
 pub struct Reactor {
     ep: Epoll,
@@ -58,7 +67,16 @@ pub struct Reactor {
     polled: Mutex<Vec<Arc<dyn Watcher>>>,
     next: AtomicU64,
     due: Mutex<Due>,
+    /// Run and exit callbacks expected and not run yet.
     waiting: AtomicUsize,
+    /// Watchers registered for `EPOLLOUT`: sockets with bytes queued,
+    /// which only dispatch delivers.
+    writing: AtomicUsize,
+    waiters: Mutex<Waiters>,
+    turn: Condvar,
+    /// Wakes the thread polling in `wait` (not in the epoll set: an event
+    /// loop watching the loop fd never sees it).
+    alarm: EventFd,
 }
 
 const WAKE: u64 = 0;
@@ -87,6 +105,9 @@ impl Reactor {
             TimerFlags::TFD_CLOEXEC | TimerFlags::TFD_NONBLOCK,
         )
         .map_err(|e| Error::sys(e, "creating the loop's timerfd"))?;
+        let alarm =
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(|e| Error::sys(e, "creating the waiters' eventfd"))?;
         ep.add(&tick, EpollEvent::new(EpollFlags::EPOLLIN, TICK))
             .map_err(|e| Error::sys(e, "adding the timerfd to the loop fd"))?;
         ep.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE))
@@ -104,6 +125,10 @@ impl Reactor {
                 signaled: false,
             }),
             waiting: AtomicUsize::new(0),
+            writing: AtomicUsize::new(0),
+            waiters: Mutex::new(Waiters::default()),
+            turn: Condvar::new(),
+            alarm,
         })
     }
 
@@ -135,7 +160,8 @@ impl Reactor {
 
     /// Moves `fd` from interest `old` to `new` (epoll event bits; 0 means
     /// not registered). While registered, the reactor keeps `watcher`
-    /// alive.
+    /// alive; while `EPOLLOUT` is in the interest, it counts as work for
+    /// the loop ([`Reactor::pending`]).
     pub fn set_interest(
         &self,
         token: u64,
@@ -146,19 +172,31 @@ impl Reactor {
     ) -> Result<()> {
         let ev = EpollEvent::new(EpollFlags::from_bits_retain(new as i32), token);
         let r = match (old, new) {
-            (a, b) if a == b => Ok(()),
+            (a, b) if a == b => return Ok(()),
             (0, _) => {
                 lock(&self.watchers).insert(token, watcher());
                 self.ep.add(fd, ev).inspect_err(|_| {
                     lock(&self.watchers).remove(&token);
                 })
             }
-            (_, 0) => return self.unwatch(token, fd),
+            (_, 0) => {
+                let r = self.ep.delete(fd);
+                lock(&self.watchers).remove(&token);
+                r
+            }
             _ => {
                 let mut ev = ev;
                 self.ep.modify(fd, &mut ev)
             }
         };
+        let out = libc::EPOLLOUT as u32;
+        match (old & out != 0, new & out != 0) {
+            (false, true) if r.is_ok() => {
+                self.writing.fetch_add(1, Ordering::SeqCst);
+            }
+            (true, false) => self.work_done(&self.writing),
+            _ => {}
+        }
         r.map_err(|e| {
             Error::sys(
                 e,
@@ -167,7 +205,8 @@ impl Reactor {
         })
     }
 
-    /// Takes a registered fd out of the loop fd.
+    /// Takes a registered fd out of the loop fd (not one with `EPOLLOUT`
+    /// interest: that goes through [`Reactor::set_interest`]).
     pub fn unwatch(&self, token: u64, fd: BorrowedFd<'_>) -> Result<()> {
         let r = self.ep.delete(fd);
         lock(&self.watchers).remove(&token);
@@ -188,17 +227,40 @@ impl Reactor {
 
     /// Counts one more callback that will be scheduled later.
     pub fn expect_callback(&self) {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.waiting.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Forgets one expected callback that completed without running.
     pub fn cancel_callback(&self) {
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.work_done(&self.waiting);
+    }
+
+    /// One unit of `counter` (an expected callback, a socket with bytes
+    /// queued) is done: when it was the last work of the loop, every
+    /// thread in `wait` learns that nothing is pending any more.
+    fn work_done(&self, counter: &AtomicUsize) {
+        counter.fetch_sub(1, Ordering::SeqCst);
+        if self.pending() == 0 {
+            let w = lock(&self.waiters);
+            if w.polling {
+                let _ = self.alarm.write(1);
+            }
+            if w.following > 0 {
+                self.turn.notify_all();
+            }
+        }
     }
 
     /// Callbacks registered and not yet run.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Work only dispatch does: callbacks not yet run, and sockets with
+    /// bytes or fds still queued (processes freed or run detached that are
+    /// not fully delivered, among them).
+    pub fn pending(&self) -> usize {
+        self.waiting() + self.writing.load(Ordering::SeqCst)
     }
 
     /// Starts or stops the tick.
@@ -277,7 +339,7 @@ impl Reactor {
         };
         let ran = ready.len();
         while let Some(cb) = ready.pop_front() {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.work_done(&self.waiting);
             if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
                 // A Rust callback panicked: the others still run, in a
                 // later dispatch, before the panic goes on to the caller.
@@ -305,28 +367,80 @@ impl Reactor {
     }
 
     /// Dispatches until at least one callback ran, `timeout_ms` passed
-    /// (negative: no limit), or no callback is waiting at all.
+    /// (negative: no limit), or nothing is pending ([`Reactor::pending`]).
+    ///
+    /// Any number of threads may wait at once. One of them polls the loop
+    /// fd; the others sleep until it stops polling (and one takes over) or
+    /// until nothing is pending any more, whoever made it so (see
+    /// `work_done`). Each checks its conditions under the waiters' lock
+    /// that the waking side takes, so no wake-up is lost.
     pub fn wait(&self, timeout_ms: i32) -> Result<usize> {
-        let start = Instant::now();
+        let deadline = u64::try_from(timeout_ms)
+            .ok()
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
         loop {
             let ran = self.dispatch()?;
-            if ran > 0 || self.waiting() == 0 {
+            if ran > 0 || self.pending() == 0 {
                 return Ok(ran);
             }
-            let left = if timeout_ms < 0 {
-                PollTimeout::NONE
-            } else {
-                let spent = start.elapsed().as_millis().min(i32::MAX as u128) as i32;
-                if spent >= timeout_ms {
-                    return Ok(0);
-                }
-                PollTimeout::try_from(timeout_ms - spent).unwrap_or(PollTimeout::MAX)
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(0),
+                },
             };
-            let mut pfd = [PollFd::new(self.ep.0.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut pfd, left) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(Error::sys(e, "waiting on the loop fd (poll)")),
+            let mut w = lock(&self.waiters);
+            if self.pending() == 0 {
+                continue;
             }
+            if w.polling {
+                w.following += 1;
+                w = match left {
+                    None => self.turn.wait(w).unwrap_or_else(|p| p.into_inner()),
+                    Some(left) => {
+                        self.turn
+                            .wait_timeout(w, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                };
+                w.following -= 1;
+                continue;
+            }
+            w.polling = true;
+            drop(w);
+            let r = self.poll_for_wait(left);
+            let mut w = lock(&self.waiters);
+            w.polling = false;
+            if w.following > 0 {
+                self.turn.notify_all();
+            }
+            drop(w);
+            r?;
+        }
+    }
+
+    /// Waits until the loop fd is readable, the alarm rings, or `left`
+    /// passed.
+    fn poll_for_wait(&self, left: Option<Duration>) -> Result<()> {
+        let timeout = left.map_or(PollTimeout::NONE, |d| {
+            // Rounded up, so a wait does not spin through its last
+            // fraction of a millisecond.
+            let ms = d.as_micros().div_ceil(1000);
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        });
+        let mut pfd = [
+            PollFd::new(self.ep.0.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.alarm.as_fd(), PollFlags::POLLIN),
+        ];
+        let r = poll(&mut pfd, timeout);
+        if pfd[1].any() == Some(true) {
+            let _ = self.alarm.read();
+        }
+        match r {
+            Ok(_) | Err(Errno::EINTR) => Ok(()),
+            Err(e) => Err(Error::sys(e, "waiting on the loop fd (poll)")),
         }
     }
 }

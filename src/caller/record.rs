@@ -134,8 +134,9 @@ impl Record {
         poke(&mut st);
     }
 
-    /// Run without a callback: the library closes the socket as soon as
-    /// everything is written (no pid confirmation, no dispatch needed).
+    /// Run without a callback: the library closes the socket as soon as the
+    /// process's own commands are written (no pid confirmation, no
+    /// dispatch needed).
     pub fn set_run_detached(&self) {
         let mut st = self.lock();
         expect();
@@ -202,7 +203,10 @@ fn poke(st: &mut State) {
         return;
     }
     let failed = st.run_error.is_some() || matches!(st.pid, Pid::Failed(_));
-    if st.detached && ((st.made && st.sock.is_some()) || failed) {
+    // A detached process's socket closes as soon as its own commands are
+    // written: the bytes stay readable for the process, and the fork
+    // request (if still queued for its template) needs no socket of ours.
+    if st.detached && (st.sock.is_some() || failed) {
         st.detached = false;
         st.sock = None;
         unexpect();

@@ -18,7 +18,7 @@
  * At exit, callbacks still pending are not run: the library's sockets
  * close with the process, so its templates exit and processes that had
  * not run yet see EOF and exit; processes already running are on their
- * own. In a child you forked yourself, call fork_reset_after_fork first.
+ * own. A child you fork yourself starts afresh (see fork_reset_after_fork).
  */
 
 #ifndef ANYFORK_H
@@ -332,6 +332,14 @@ struct fork_proc *fork_from_fd_flags(int fd, unsigned int flags);
  forgets the parent's templates, queues and callbacks (none of them
  runs), so the child can use anyfork afresh. Handles inherited from the
  parent then fail with `-EBADF`; free them with `fork_free`.
+
+ A child made by `fork()` (libc's, or any fork that runs
+ `pthread_atfork` handlers: Python's `os.fork`, Ruby's and Perl's
+ `fork`) needs no call: the library notices the fork, the parent's
+ handles fail with `-EBADF` at once, and the child's first call into
+ the library resets it there. Call this after a raw `clone` or glibc's
+ `_Fork`, which run no fork handlers. Calling it in a process that did
+ not fork makes every existing handle fail with `-EBADF`.
  */
 void fork_reset_after_fork(void);
 

@@ -73,13 +73,10 @@ pub fn serve_fd(fd: std::os::fd::RawFd) -> Result<std::convert::Infallible> {
 }
 
 /// In a child the caller forked itself: drops the parent's templates and
-/// queues (see [`caller::state`]).
-///
-/// # Safety
-/// Only in a forked child, before it starts threads.
-pub unsafe fn reset_after_fork() {
-    // SAFETY: per this function's contract.
-    unsafe { caller::state::reset() }
+/// queues (see [`caller::state`]). A fork through libc's `fork` is noticed
+/// without it; call it after a raw `clone` or `_Fork`.
+pub fn reset_after_fork() {
+    caller::state::reset()
 }
 
 /// The one fd of the library that an event loop watches for readability:

@@ -32,8 +32,7 @@ impl Process {
             Err(e) => return Err(Error::sys(e, "fork")),
             Ok(ForkResult::Child) => {
                 drop(ours);
-                // SAFETY: a forked child of a one-thread process.
-                unsafe { state::reset() };
+                state::reset();
                 let fd = theirs.as_raw_fd();
                 crate::sys::fd::close_others(fd);
                 // Handles inherited from the caller now name closed (soon

@@ -135,6 +135,10 @@ impl Reactor {
     /// In a forked child: closes the inherited reactor's fds and has every
     /// watcher close its own, without running anything it held (those
     /// callbacks belong to the parent).
+    ///
+    /// The reactor itself is then leaked, not freed (a dispatch running
+    /// when the program forked may still use it in the child); its own
+    /// fds are closed here.
     pub(super) fn abandon(&self) {
         if let Ok(mut w) = self.watchers.try_lock() {
             for (_, w) in w.drain() {
@@ -144,6 +148,19 @@ impl Reactor {
         if let Ok(mut w) = self.polled.try_lock() {
             for w in w.drain(..) {
                 w.abandon();
+            }
+        }
+        if !super::state::inherited_fds_gone() {
+            for fd in [
+                self.ep.0.as_raw_fd(),
+                self.wake.as_fd().as_raw_fd(),
+                self.tick.as_fd().as_raw_fd(),
+                self.alarm.as_fd().as_raw_fd(),
+            ] {
+                // SAFETY: the reactor is leaked and its owned fds are never
+                // dropped, so each number is closed exactly once, here. A
+                // dispatch still running on it afterwards gets EBADF.
+                unsafe { libc::close(fd) };
             }
         }
     }
@@ -338,7 +355,14 @@ impl Reactor {
             q
         };
         let ran = ready.len();
+        let epoch = super::state::epoch();
         while let Some(cb) = ready.pop_front() {
+            if super::state::epoch() != epoch {
+                // A callback forked and this is the child: the rest
+                // belong to the parent.
+                std::mem::forget(ready);
+                return Ok(ran);
+            }
             self.work_done(&self.waiting);
             if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
                 // A Rust callback panicked: the others still run, in a

@@ -9,10 +9,17 @@
 //! parent goes) and forgets the state without running any of the parent's
 //! callbacks; the next call creates the child's own reactor and template.
 //! Objects from before the reset refuse every command with `EBADF`.
+//!
+//! The library notices a fork by itself: a `pthread_atfork` child handler
+//! (registered with the first reactor) sets a flag, from which on objects
+//! of the parent count as foreign at once, and the next call into the
+//! library resets ([`check_fork`]). `fork_reset_after_fork` does the same
+//! explicitly (for a child made by a raw `clone` or `_Fork`, which run no
+//! fork handlers).
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 
 use super::process::Process;
 use super::reactor::Reactor;
@@ -21,10 +28,15 @@ use crate::error::Result;
 struct Library {
     /// The generation; it changes with every [`reset`].
     epoch: AtomicU64,
+    /// Set in the child of a fork (a `pthread_atfork` handler); cleared by
+    /// [`reset`]. While set, [`epoch`] is already the next generation.
+    forked: AtomicBool,
     /// The fds of objects from before the reset were closed wholesale.
     fds_gone: AtomicBool,
-    /// The reactor, created on first use; reactors are leaked, never freed
-    /// (but in [`reset`], where no other thread exists).
+    /// The reactor, created on first use. Reactors are never freed: one
+    /// abandoned by [`reset`] closes its fds and is leaked, because a
+    /// dispatch that was running when the program forked (a callback that
+    /// forks) may still hold a reference to it in the child.
     reactor: AtomicPtr<Reactor>,
     /// The default template of `fork_new`.
     default_template: Mutex<Option<Process>>,
@@ -36,6 +48,7 @@ struct Library {
 
 static LIB: Library = Library {
     epoch: AtomicU64::new(0),
+    forked: AtomicBool::new(false),
     fds_gone: AtomicBool::new(false),
     reactor: AtomicPtr::new(std::ptr::null_mut()),
     default_template: Mutex::new(None),
@@ -50,10 +63,10 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The reactor, created on first use.
 pub fn reactor() -> Result<&'static Reactor> {
+    check_fork();
     let p = LIB.reactor.load(Ordering::Acquire);
     if !p.is_null() {
-        // SAFETY: reactors are freed only by `reset`, in a process with one
-        // thread and no reference to it live.
+        // SAFETY: reactors are never freed (see `Library::reactor`).
         return Ok(unsafe { &*p });
     }
     let new = Box::into_raw(Box::new(Reactor::create()?));
@@ -63,18 +76,45 @@ pub fn reactor() -> Result<&'static Reactor> {
         Ordering::AcqRel,
         Ordering::Acquire,
     ) {
-        // SAFETY: just stored; freed only as above.
-        Ok(_) => Ok(unsafe { &*new }),
+        Ok(_) => {
+            watch_forks();
+            // SAFETY: just stored; never freed.
+            Ok(unsafe { &*new })
+        }
         Err(won) => {
-            // SAFETY: `new` was never shared; `won` lives as above.
+            // SAFETY: `new` was never shared; `won` is never freed.
             drop(unsafe { Box::from_raw(new) });
             Ok(unsafe { &*won })
         }
     }
 }
 
+/// Registers the fork handler, once per process image.
+fn watch_forks() {
+    static ONCE: Once = Once::new();
+    extern "C" fn in_child() {
+        // Async-signal-safe: one atomic store.
+        LIB.forked.store(true, Ordering::Release);
+    }
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic. If it
+        // cannot be registered (ENOMEM), forks are only noticed through
+        // fork_reset_after_fork, as before.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+}
+
+/// In the child of a fork that did not reset yet: resets now. Called where
+/// the library is entered (the C boundary, constructors, the reactor).
+pub fn check_fork() {
+    if LIB.forked.load(Ordering::Acquire) {
+        reset();
+    }
+}
+
 /// The reactor if one was created.
 pub fn reactor_if_any() -> Option<&'static Reactor> {
+    check_fork();
     let p = LIB.reactor.load(Ordering::Acquire);
     // SAFETY: as in `reactor`.
     (!p.is_null()).then(|| unsafe { &*p })
@@ -82,11 +122,13 @@ pub fn reactor_if_any() -> Option<&'static Reactor> {
 
 /// The default template's slot.
 pub fn default_template() -> MutexGuard<'static, Option<Process>> {
+    check_fork();
     lock(&LIB.default_template)
 }
 
 /// The early template's slot.
 pub fn early_template() -> MutexGuard<'static, Option<Process>> {
+    check_fork();
     lock(&LIB.early_template)
 }
 
@@ -95,9 +137,10 @@ pub fn serve_path() -> &'static OnceLock<CString> {
     &LIB.serve_path
 }
 
-/// The current generation.
+/// The current generation: in a forked child that did not reset yet,
+/// already the next one, so the parent's objects are foreign at once.
 pub fn epoch() -> u64 {
-    LIB.epoch.load(Ordering::Acquire)
+    LIB.epoch.load(Ordering::Acquire) + u64::from(LIB.forked.load(Ordering::Acquire))
 }
 
 /// Says that the fds of objects from before the reset were closed
@@ -112,19 +155,17 @@ pub fn inherited_fds_gone() -> bool {
     LIB.fds_gone.load(Ordering::Acquire)
 }
 
-/// Drops everything inherited from the parent (see the module docs).
-///
-/// # Safety
-/// Only in a forked child, before it starts threads: another thread
-/// holding a reference to the reactor would see it freed.
-pub unsafe fn reset() {
+/// Drops everything inherited from the parent (see the module docs). In
+/// the process that owns the state (no fork happened) it changes nothing
+/// but the generation: that process's own objects then refuse commands.
+pub fn reset() {
+    // The new generation is the one `epoch` already gave since the fork.
     LIB.epoch.fetch_add(1, Ordering::AcqRel);
+    LIB.forked.store(false, Ordering::Release);
     let p = LIB.reactor.swap(std::ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
-        // SAFETY: per the contract, no reference to the old reactor is
-        // live: the box can be taken back and freed.
-        let old = unsafe { Box::from_raw(p) };
-        old.abandon();
+        // SAFETY: reactors are never freed (see `Library::reactor`).
+        unsafe { &*p }.abandon();
     }
     // Only our copies of the templates' sockets close (see `Conn::close`:
     // objects of an older generation are abandoned, not flushed). A lock

@@ -59,6 +59,8 @@ pub fn call_or<T>(
     fail: impl FnOnce(Errno) -> T,
     body: impl FnOnce() -> Result<T>,
 ) -> T {
+    // In the child of a fork, the first call resets the library there.
+    crate::caller::state::check_fork();
     let e = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(v)) => return v,
         Ok(Err(e)) => e,

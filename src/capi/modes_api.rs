@@ -195,12 +195,18 @@ pub extern "C" fn fork_from_fd_flags(fd: c_int, flags: c_uint) -> *mut fork_proc
 /// forgets the parent's templates, queues and callbacks (none of them
 /// runs), so the child can use anyfork afresh. Handles inherited from the
 /// parent then fail with `-EBADF`; free them with `fork_free`.
+///
+/// A child made by `fork()` (libc's, or any fork that runs
+/// `pthread_atfork` handlers: Python's `os.fork`, Ruby's and Perl's
+/// `fork`) needs no call: the library notices the fork, the parent's
+/// handles fail with `-EBADF` at once, and the child's first call into
+/// the library resets it there. Call this after a raw `clone` or glibc's
+/// `_Fork`, which run no fork handlers. Calling it in a process that did
+/// not fork makes every existing handle fail with `-EBADF`.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_reset_after_fork() {
     ffi!(fork_reset_after_fork, {
-        // SAFETY: the C contract: called in a child the caller forked,
-        // before it starts threads.
-        unsafe { crate::reset_after_fork() };
+        crate::reset_after_fork();
         Ok(())
     })
 }

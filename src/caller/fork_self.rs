@@ -10,7 +10,6 @@ use nix::unistd::ForkResult;
 
 use super::launch::pair;
 use super::process::Process;
-use super::record::Record;
 use super::state;
 use crate::error::{Error, Result};
 use crate::server::entry::{ServeOptions, serve};
@@ -52,10 +51,7 @@ impl Process {
             Ok(ForkResult::Parent { child }) => child.as_raw(),
         };
         drop(theirs);
-        let (mut p, rec) = Process::from_parts(ours, Record::direct(pid), None)?;
-        super::direct::watch(pid, rec);
-        p.set_pidfd(pid);
-        Ok(p)
+        Process::direct_child(ours, pid)
     }
 }
 

@@ -16,7 +16,6 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::stat::Mode;
 
 use super::process::Process;
-use super::record::Record;
 use super::state;
 use crate::error::{Errno, Error, Result};
 use crate::protocol::env::FD_ENV;
@@ -72,9 +71,7 @@ fn spawn_server(path: &CStr, argv: &[impl AsRef<CStr>], search: bool) -> Result<
     let (ours, theirs) = pair("creating the server's socket (socketpair)")?;
     let pid = spawn(path, argv, &ours, &theirs, search)?;
     drop(theirs);
-    let (mut p, rec) = Process::from_parts(ours, Record::direct(pid), None)?;
-    super::direct::watch(pid, rec);
-    p.set_pidfd(pid);
+    let p = Process::direct_child(ours, pid)?;
     let mut hello = Vec::new();
     wire::push_hello(&mut hello);
     p.send_frames(&hello)?;

@@ -8,6 +8,12 @@
 //! consumes it. Each chunk keeps its fds; a `sendmsg` attaches the fds of
 //! every chunk it starts, so fds may travel early, never late. Once a
 //! `sendmsg` took any byte, its fds were sent and our copies are closed.
+//!
+//! A frame may also name an fd to be made only when it is written
+//! ([`Later`]): a new process's socket need not exist while its fork
+//! request waits in the queue, so queued requests hold no fds. Such a
+//! frame is a chunk of its own; if its fd cannot be made, the frame is
+//! dropped unsent (and counts as written).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -23,11 +29,19 @@ const PACK: usize = 64 * 1024;
 /// Most iovecs gathered into one `sendmsg`.
 const MAX_IOV: usize = 64;
 
+/// Makes the fd of a frame when the frame is written; `None` drops the
+/// frame (the maker has told whoever waits for it why).
+pub type Later = Box<dyn FnOnce() -> Option<OwnedFd> + Send>;
+
 #[derive(Default)]
 struct Chunk {
     data: Vec<u8>,
     off: usize,
     fds: Vec<OwnedFd>,
+    /// The fd of the chunk's one frame, not made yet.
+    later: Option<Later>,
+    /// Its fd could not be made: the frame is dropped unsent.
+    dead: bool,
 }
 
 /// Bytes and fds waiting for one socket.
@@ -104,13 +118,58 @@ impl Outbox {
         Ok(Flushed::Blocked)
     }
 
+    /// Like [`Outbox::send`] for one frame whose one fd `make` makes when
+    /// the frame is written: at once if nothing else waits, else when the
+    /// queue reaches it.
+    pub fn send_later(
+        &mut self,
+        sock: RawFd,
+        frame: &[&[u8]],
+        make: Later,
+    ) -> Result<Flushed, Errno> {
+        if self.chunks.is_empty() {
+            return match make() {
+                Some(fd) => self.send(sock, frame, vec![fd]),
+                None => Ok(Flushed::All),
+            };
+        }
+        self.hold_later(frame, make);
+        Ok(Flushed::Blocked)
+    }
+
+    /// Queues `parts` with `fds` without writing (the socket does not
+    /// exist yet).
+    pub fn hold(&mut self, parts: &[&[u8]], fds: Vec<OwnedFd>) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        self.accepted += total as u64;
+        self.queue(parts, 0, fds);
+    }
+
+    /// Queues one frame whose one fd `make` makes when it is written.
+    pub fn hold_later(&mut self, frame: &[&[u8]], make: Later) {
+        let len: usize = frame.iter().map(|p| p.len()).sum();
+        self.accepted += len as u64;
+        let mut data = Vec::with_capacity(len);
+        for p in frame {
+            data.extend_from_slice(p);
+        }
+        self.chunks.push_back(Chunk {
+            data,
+            later: Some(make),
+            ..Chunk::default()
+        });
+        self.bytes += len;
+    }
+
     /// Copies `parts` minus the first `skip` bytes into the queue.
     fn queue(&mut self, parts: &[&[u8]], mut skip: usize, fds: Vec<OwnedFd>) {
         let rest: usize = parts.iter().map(|p| p.len()).sum::<usize>() - skip;
         // A chunk's fds all ride with its first sendmsg, which carries at
         // most MAX_FDS_PER_MSG of them.
         let pack = matches!(self.chunks.back(),
-            Some(c) if c.data.len() + rest <= PACK && c.fds.len() + fds.len() <= MAX_FDS_PER_MSG);
+            Some(c) if c.later.is_none()
+                && c.data.len() + rest <= PACK
+                && c.fds.len() + fds.len() <= MAX_FDS_PER_MSG);
         if !pack {
             self.chunks.push_back(Chunk {
                 data: Vec::with_capacity(rest),
@@ -133,13 +192,33 @@ impl Outbox {
             let mut iov = Vec::with_capacity(MAX_IOV.min(self.chunks.len()));
             let mut raw = Vec::new();
             let mut used = 0;
-            for c in &self.chunks {
-                if iov.len() == MAX_IOV || raw.len() + c.fds.len() > MAX_FDS_PER_MSG {
+            let mut dropped = false;
+            for c in self.chunks.iter_mut() {
+                let fds = c.fds.len() + usize::from(c.later.is_some());
+                if iov.len() == MAX_IOV || raw.len() + fds > MAX_FDS_PER_MSG {
+                    break;
+                }
+                if let Some(make) = c.later.take() {
+                    match make() {
+                        Some(fd) => c.fds.push(fd),
+                        None => c.dead = true,
+                    }
+                }
+                if c.dead {
+                    // Dropped once it is first in line.
+                    dropped = used == 0;
                     break;
                 }
                 iov.push(IoSlice::new(&c.data[c.off..]));
                 raw.extend(c.fds.iter().map(AsRawFd::as_raw_fd));
                 used += 1;
+            }
+            if dropped {
+                let c = self.chunks.pop_front().expect("the first chunk");
+                let left = c.data.len() - c.off;
+                self.bytes -= left;
+                self.written += left as u64;
+                continue;
             }
             if used == 0 {
                 // Unreachable while queue() caps fds per chunk; never spin.

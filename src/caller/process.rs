@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-
 use super::conn::Conn;
 use super::record::{ExitCallback, Record, RunCallback};
 use crate::error::{Errno, Error, Result};
@@ -34,38 +32,42 @@ pub struct Process {
 
 impl Process {
     /// Wraps the caller's end of a socket whose other end a server reads.
-    pub(crate) fn from_parts(
-        fd: OwnedFd,
-        rec: Arc<Record>,
-        parent: Option<Arc<Conn>>,
-    ) -> Result<(Process, Arc<Record>)> {
-        let conn = Conn::new(fd, rec.clone())?;
-        Ok((
-            Process {
-                conn,
-                rec: rec.clone(),
-                unsent: AtomicBool::new(parent.is_some()),
-                parent,
-                pidfd: None,
-            },
+    fn from_parts(fd: OwnedFd, rec: Arc<Record>) -> Result<Process> {
+        Ok(Process {
+            conn: Conn::new(fd, rec.clone())?,
             rec,
-        ))
+            unsent: AtomicBool::new(false),
+            parent: None,
+            pidfd: None,
+        })
+    }
+
+    /// A server that is a direct child of the caller (`pid`), reached
+    /// through `fd`: the library watches it and reaps it.
+    pub(crate) fn direct_child(fd: OwnedFd, pid: i32) -> Result<Process> {
+        let rec = Record::direct(pid);
+        let mut p = Process::from_parts(fd, rec.clone())?;
+        super::direct::watch(pid, rec);
+        p.pidfd = crate::sys::proc::pidfd_open(pid);
+        Ok(p)
     }
 
     /// Forks this process: everything sent to it so far is cloned into the
     /// child, which is returned as a new process object.
     pub fn fork(&self) -> Result<Process> {
         self.materialize().map_err(|e| e.context("fork"))?;
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        )
-        .map_err(|e| Error::sys(e, "creating the new process's socket (socketpair)"))?;
-        let (child, rec) = Process::from_parts(ours, Record::forked(), Some(self.conn.clone()))?;
-        self.conn.fork(theirs, rec).map_err(|e| e.context("fork"))?;
-        Ok(child)
+        let rec = Record::forked();
+        let conn = Conn::new_lazy(rec.clone())?;
+        self.conn
+            .fork(conn.clone(), rec.clone())
+            .map_err(|e| e.context("fork"))?;
+        Ok(Process {
+            conn,
+            rec,
+            unsent: AtomicBool::new(true),
+            parent: Some(self.conn.clone()),
+            pidfd: None,
+        })
     }
 
     /// The fork that creates this process, if nothing was sent to it yet,
@@ -98,11 +100,6 @@ impl Process {
     /// True when the process is gone, as far as one `poll` can tell now.
     pub(crate) fn hung_up(&self) -> bool {
         self.conn.hung_up(self.pidfd.as_ref().map(AsFd::as_fd))
-    }
-
-    /// Remembers a pidfd of this direct child (see [`Process::hung_up`]).
-    pub(crate) fn set_pidfd(&mut self, pid: i32) {
-        self.pidfd = crate::sys::proc::pidfd_open(pid);
     }
 
     /// Sends a duplicate of `fd` (made at once, close-on-exec; the caller
@@ -218,10 +215,25 @@ impl Process {
     /// With `env`, the environment is replaced by those `NAME=VALUE` pairs.
     /// An exec failure is written to the comm socket (status 127).
     pub fn exec(
-        mut self,
+        self,
         argv: &[&[u8]],
         env: Option<&[&[u8]]>,
         cb: impl FnOnce(Result<OwnedFd>) + Send + 'static,
+    ) -> Result<()> {
+        self.exec_with(argv, env, Some(Box::new(cb)))
+    }
+
+    /// Like [`Process::exec`] without a callback: the library closes its
+    /// end of the comm socket as soon as everything is written.
+    pub fn exec_detached(self, argv: &[&[u8]], env: Option<&[&[u8]]>) -> Result<()> {
+        self.exec_with(argv, env, None)
+    }
+
+    fn exec_with(
+        mut self,
+        argv: &[&[u8]],
+        env: Option<&[&[u8]]>,
+        cb: Option<RunCallback>,
     ) -> Result<()> {
         if argv.is_empty() {
             return Err(Error::new(Errno::EINVAL, "exec: argv is empty"));
@@ -232,7 +244,10 @@ impl Process {
             let remote = self.with_held_fork(|parent| parent.fork_exec(&self.rec, argv));
             if remote.map_err(|e| e.context("exec"))? {
                 self.conn.ran_remotely();
-                self.rec.set_run(Box::new(cb));
+                match cb {
+                    Some(cb) => self.rec.set_run(cb),
+                    None => self.rec.set_run_detached(),
+                }
                 return Ok(());
             }
         }
@@ -243,7 +258,7 @@ impl Process {
         for a in argv {
             self.send_arg(a)?;
         }
-        self.run("anyfork_exec", cb)
+        self.run_with("anyfork_exec", cb)
     }
 
     /// Delivers what is queued (and waits for the pids of earlier forks),
@@ -251,8 +266,34 @@ impl Process {
     /// turned back into a process object there with [`Process::from_fd`].
     pub fn into_fd(self) -> Result<OwnedFd> {
         self.materialize()
+            .and_then(|()| self.socket_made(Instant::now() + PID_TIMEOUT))
             .and_then(|()| self.conn.detach(PID_TIMEOUT))
             .map_err(|e| e.context("to_fd"))
+    }
+
+    /// Waits (flushing the template's queue) until the fork that makes
+    /// this process was written and so its socket exists.
+    fn socket_made(&self, deadline: Instant) -> Result<()> {
+        let Some(parent) = &self.parent else {
+            return Ok(());
+        };
+        while !self.conn.attached() {
+            if let Some(e) = parent.dead() {
+                return Err(e);
+            }
+            parent.pump();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    Errno::ETIMEDOUT,
+                    "the template did not take the fork request within 10 s",
+                ));
+            }
+            if !self.conn.attached() {
+                parent.poll(left.as_millis().clamp(1, 100) as u16);
+            }
+        }
+        Ok(())
     }
 
     /// A process object for a socket made by [`Process::into_fd`] in this
@@ -271,7 +312,7 @@ impl Process {
         let fl = fcntl(&fd, FcntlArg::F_GETFL).map_or(OFlag::empty(), OFlag::from_bits_retain);
         let _ = fcntl(&fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK));
         let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-        let (p, _) = Process::from_parts(fd, Record::unknown(), None)
+        let p = Process::from_parts(fd, Record::unknown())
             .expect("Conn::new fails only without a reactor, which exists");
         p.conn.assume_forked();
         Ok(p)

@@ -126,9 +126,12 @@ pub unsafe extern "C" fn fork_exec(
             Some(unsafe { strv(envp, "envp")? })
         };
         let ud = UserData(userdata);
-        p.exec(&argv, env.as_deref(), move |r| {
-            run_done("fork_exec", cb, ud, r)
-        })
+        match cb {
+            None => p.exec_detached(&argv, env.as_deref()),
+            Some(_) => p.exec(&argv, env.as_deref(), move |r| {
+                run_done("fork_exec", cb, ud, r)
+            }),
+        }
         .map(|()| 0)
     })
 }

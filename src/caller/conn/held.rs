@@ -6,20 +6,24 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::{Conn, State};
+use crate::caller::outbox::Later;
 use crate::caller::record::Record;
 use crate::error::{Errno, Error, Result};
 use crate::protocol::wire::{self, Tag};
 
 impl Conn {
     /// Asks the process at the other end to fork: `child` is the new
-    /// process's end of its socket, `rec` its record.
+    /// process's connection (without a socket yet), `rec` its record.
     ///
     /// The fork is held back until the next command to this process or to
     /// the child: when that is the child's run, one frame asks for both
     /// (fork and enter the function), which spares a write here and two
     /// reads in the child. Any other command sends the plain fork first,
     /// so the order of commands is what the caller wrote.
-    pub fn fork(self: &Arc<Self>, child: OwnedFd, rec: Arc<Record>) -> Result<()> {
+    ///
+    /// The new process's socketpair is made only when its fork is written:
+    /// requests waiting in a full queue hold no fds.
+    pub fn fork(self: &Arc<Self>, child: Arc<Conn>, rec: Arc<Record>) -> Result<()> {
         let mut st = self.lock();
         self.check(&st)?;
         self.flush_pending(&mut st)?;
@@ -36,19 +40,59 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends the held-back fork, if any, as a plain fork.
+    /// Sends the held-back fork, if any, as a plain fork. The child's
+    /// socketpair is made when the frame is written; the child's commands
+    /// wait in its connection until then.
     pub(super) fn flush_pending(self: &Arc<Self>, st: &mut State) -> Result<()> {
-        self.send_pending(st, &[&wire::header(Tag::Fork, 0)])
-    }
-
-    /// Sends the held-back fork, if any, as `frame` (a frame that asks
-    /// for a fork), with the new process's socket.
-    fn send_pending(self: &Arc<Self>, st: &mut State, frame: &[&[u8]]) -> Result<()> {
         let Some((child, rec)) = st.pending.take() else {
             return Ok(());
         };
         st.forks.push_back(rec.clone());
-        self.write_locked(st, frame, vec![child])?;
+        let mut guard = Unforked {
+            child: Some(child),
+            rec: rec.clone(),
+        };
+        let make: Later = Box::new(move || {
+            let child = guard.child.take().expect("made once");
+            match socket_pair() {
+                Ok((ours, theirs)) => {
+                    child.attach(ours);
+                    Some(theirs)
+                }
+                Err(e) => {
+                    child.fail(&mut child.lock(), e.clone());
+                    guard.rec.set_pid(Err(e));
+                    None
+                }
+            }
+        });
+        self.write_later(st, &[&wire::header(Tag::Fork, 0)], make)?;
+        self.track_fork(st, rec);
+        Ok(())
+    }
+
+    /// Sends the held-back fork as `frame` (a fork that also runs or
+    /// execs): the child gets no commands of ours, so its socketpair is
+    /// made only when the frame is written, and the caller's end goes to
+    /// its record (for the run callback) from there.
+    fn send_pending_with_run(self: &Arc<Self>, st: &mut State, frame: &[&[u8]]) -> Result<()> {
+        let Some((_child, rec)) = st.pending.take() else {
+            return Ok(());
+        };
+        st.forks.push_back(rec.clone());
+        let r = rec.clone();
+        let make: Later = Box::new(move || match socket_pair() {
+            Ok((ours, theirs)) => {
+                r.sock_ready(ours);
+                Some(theirs)
+            }
+            Err(e) => {
+                r.set_pid(Err(e.clone()));
+                r.fail_run(e);
+                None
+            }
+        });
+        self.write_later(st, frame, make)?;
         self.track_fork(st, rec);
         Ok(())
     }
@@ -122,7 +166,7 @@ impl Conn {
             return Ok(false);
         }
         self.check(&st)?;
-        self.send_pending(&mut st, frame)?;
+        self.send_pending_with_run(&mut st, frame)?;
         self.settle(&mut st);
         Ok(true)
     }
@@ -133,6 +177,33 @@ impl Conn {
         let mut st = self.lock();
         if Self::holds(&st, rec) {
             st.pending = None;
+        }
+    }
+}
+
+/// A new process's socketpair: the caller's end (nonblocking) and the
+/// process's; both close-on-exec.
+fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    crate::caller::launch::pair("creating the new process's socket (socketpair)")
+}
+
+/// A plain fork waiting in a queue: if the queue is dropped before the
+/// fork is written (its template went away), the child's connection fails
+/// instead of waiting for a socket for ever.
+struct Unforked {
+    child: Option<Arc<Conn>>,
+    rec: Arc<Record>,
+}
+
+impl Drop for Unforked {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let e = Error::new(
+                Errno::EPIPE,
+                "the template went away before this process was forked",
+            );
+            child.fail(&mut child.lock(), e.clone());
+            self.rec.set_pid(Err(e));
         }
     }
 }

@@ -37,6 +37,9 @@ enum Phase {
 
 struct State {
     fd: Option<OwnedFd>,
+    /// No socket yet: the fork that makes the process waits in its
+    /// template's queue; commands wait here until [`Conn::attach`].
+    lazy: bool,
     out: Outbox,
     rx: Vec<u8>,
     /// Records of forks sent (or queued) whose pid is not reported yet.
@@ -51,9 +54,9 @@ struct State {
     shut: bool,
     /// Forks since reports were last read; see [`Conn::fork`].
     unread: u32,
-    /// The latest fork, not sent yet: the child's end of its socket and
-    /// its record. See [`Conn::fork`].
-    pending: Option<(OwnedFd, Arc<Record>)>,
+    /// The latest fork, not sent yet: the child's connection (which has no
+    /// socket until the fork is sent) and its record. See [`Conn::fork`].
+    pending: Option<(Arc<Conn>, Arc<Record>)>,
     /// Forks queued but not yet written, with the outbox mark they end at.
     unwritten: VecDeque<(u64, Arc<Record>)>,
     phase: Phase,
@@ -74,12 +77,24 @@ pub struct Conn {
 impl Conn {
     /// Wraps the caller's (nonblocking) end of a process's socket.
     pub fn new(fd: OwnedFd, rec: Arc<Record>) -> Result<Arc<Conn>> {
+        Self::with_fd(Some(fd), rec)
+    }
+
+    /// A connection to a process whose fork is still held back: its
+    /// socket is made when the fork is sent ([`Conn::attach`]), or, when
+    /// the fork goes out with its run, handed to the record directly.
+    pub fn new_lazy(rec: Arc<Record>) -> Result<Arc<Conn>> {
+        Self::with_fd(None, rec)
+    }
+
+    fn with_fd(fd: Option<OwnedFd>, rec: Arc<Record>) -> Result<Arc<Conn>> {
         Ok(Arc::new(Conn {
             token: Reactor::get()?.token(),
             epoch: state::epoch(),
             rec,
             st: Mutex::new(State {
-                fd: Some(fd),
+                lazy: fd.is_none(),
+                fd,
                 out: Outbox::default(),
                 rx: Vec::new(),
                 forks: VecDeque::new(),
@@ -95,6 +110,24 @@ impl Conn {
                 dead: None,
             }),
         }))
+    }
+
+    /// Gives a lazy connection its socket (its fork is being sent) and
+    /// writes what waited for it.
+    fn attach(self: &Arc<Self>, fd: OwnedFd) {
+        let mut st = self.lock();
+        if !st.lazy || st.dead.is_some() {
+            return;
+        }
+        st.lazy = false;
+        st.fd = Some(fd);
+        self.flush_out(&mut st);
+        self.settle(&mut st);
+    }
+
+    /// True once the connection has its socket (or failed).
+    pub fn attached(&self) -> bool {
+        !self.lock().lazy
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -182,7 +215,7 @@ impl Conn {
         if self.foreign() {
             return Err(Error::new(
                 Errno::EBADF,
-                "the process object belongs to the parent process (fork_reset_after_fork ran since)",
+                "the process object belongs to the parent process (this process was forked since)",
             ));
         }
         if let Some(e) = &st.dead {
@@ -190,6 +223,7 @@ impl Conn {
         }
         match (&st.fd, st.phase) {
             (Some(_), Phase::Open) => Ok(()),
+            (None, Phase::Open) if st.lazy => Ok(()),
             _ => Err(Error::new(
                 Errno::EINVAL,
                 "the process no longer takes commands",
@@ -205,9 +239,35 @@ impl Conn {
         fds: Vec<OwnedFd>,
     ) -> Result<()> {
         let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            if st.lazy {
+                st.out.hold(parts, fds);
+                return Ok(());
+            }
             return Err(Error::new(Errno::EBADF, "the socket is gone"));
         };
         if let Err(e) = st.out.send(fd, parts, fds) {
+            let err = Error::sys(e, "writing to the process's socket");
+            self.fail(st, err.clone());
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Queues one frame whose one fd `make` makes when it is written.
+    fn write_later(
+        self: &Arc<Self>,
+        st: &mut State,
+        frame: &[&[u8]],
+        make: super::outbox::Later,
+    ) -> Result<()> {
+        let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            if st.lazy {
+                st.out.hold_later(frame, make);
+                return Ok(());
+            }
+            return Err(Error::new(Errno::EBADF, "the socket is gone"));
+        };
+        if let Err(e) = st.out.send_later(fd, frame, make) {
             let err = Error::sys(e, "writing to the process's socket");
             self.fail(st, err.clone());
             return Err(err);
@@ -303,11 +363,9 @@ impl Conn {
                     let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
                 }
             }
-            // So are the child's end of a fork held back and queued fds.
+            st.pending = None;
+            // So are queued fds.
             if state::inherited_fds_gone() {
-                if let Some((fd, _)) = st.pending.take() {
-                    let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
-                }
                 std::mem::forget(std::mem::take(&mut st.out));
             }
         }
@@ -338,20 +396,25 @@ impl Conn {
             return;
         }
         let mut st = self.lock();
-        if st.dead.is_none() && !st.out.is_empty() {
-            let fd = st.fd.as_ref().map(AsRawFd::as_raw_fd);
-            if let Some(fd) = fd {
-                match st.out.flush(fd) {
-                    Ok(_) => self.forks_written(&mut st),
-                    Err(e) => self.fail(&mut st, Error::sys(e, "writing to the process's socket")),
-                }
-            }
-        }
+        self.flush_out(&mut st);
         let readable = (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         if st.dead.is_none() && events & readable != 0 && wants_read(&st) {
             self.read_reports(&mut st);
         }
         self.settle(&mut st);
+    }
+
+    /// Writes what the socket takes of the queue now.
+    fn flush_out(self: &Arc<Self>, st: &mut State) {
+        if st.dead.is_none() && !st.out.is_empty() {
+            let fd = st.fd.as_ref().map(AsRawFd::as_raw_fd);
+            if let Some(fd) = fd {
+                match st.out.flush(fd) {
+                    Ok(_) => self.forks_written(st),
+                    Err(e) => self.fail(st, Error::sys(e, "writing to the process's socket")),
+                }
+            }
+        }
     }
 
     /// Moves the connection along its phase and fixes its registration.
@@ -434,8 +497,10 @@ impl Conn {
             return;
         }
         st.dead = Some(err.clone());
+        st.lazy = false;
         st.out = Outbox::default();
-        if let Some((_, r)) = st.pending.take() {
+        if let Some((child, r)) = st.pending.take() {
+            child.fail(&mut child.lock(), err.clone().context("no fork"));
             st.forks.push_back(r);
         }
         st.unwritten.clear();

@@ -75,6 +75,11 @@ impl Conn {
             used += n;
             match wire::decode(tag, p)? {
                 Frame::Pid(pid) => {
+                    // Requests dropped unsent (their socket could not be
+                    // made) get no report.
+                    while st.forks.front().is_some_and(|r| r.pid().is_err()) {
+                        st.forks.pop_front();
+                    }
                     let Some(rec) = st.forks.pop_front() else {
                         return Err(wire::WireError::UnknownTag(tag as u8));
                     };

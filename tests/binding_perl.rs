@@ -57,16 +57,7 @@ fn perl_binding_tests_pass() {
         !r.stdout.contains("skipped:"),
         "a Perl test was skipped (missing AnyEvent or cc?): {all}"
     );
-    // Single tests may be skipped only while libanyfork lacks issue 17
-    // item 6 (13-drops.t says so with this reason); any other skip fails.
-    let other_skips: Vec<&str> = r
-        .stdout
-        .lines()
-        .filter(|l| l.contains("# skip") && !l.contains("# skip NEEDS-LIB-17.6"))
-        .collect();
-    assert!(
-        other_skips.is_empty(),
-        "Perl tests were skipped: {other_skips:?}"
-    );
+    let skips: Vec<&str> = r.stdout.lines().filter(|l| l.contains("# skip")).collect();
+    assert!(skips.is_empty(), "Perl tests were skipped: {skips:?}");
     assert!(r.leftovers.is_empty(), "processes left behind: {all}");
 }

@@ -276,9 +276,16 @@ sub _start {
     my ($self, $cb, $call) = @_;
     my $p = $self->_p;
     delete $self->{p};
-    my ($closure, $id) = _callback($cb, delete $self->{parent});
+    my $parent = delete $self->{parent};
+    # Without a callback the library runs the process detached: it closes
+    # its end of the socket once everything is written, with no dispatch.
+    my ($closure, $id) = defined $cb ? _callback($cb, $parent) : (undef, 0);
     my $rc = defined $self->{gone} ? -POSIX::EPIPE() : $call->($p, $closure, $id);
-    if ($rc == -POSIX::EPIPE()) {
+    if ($rc < 0 && !defined $cb) {
+        AnyFork::Lib::fork_free($p) if defined $self->{gone};
+        AnyFork::Lib::check_int($rc) unless $rc == -POSIX::EPIPE();
+    }
+    elsif ($rc == -POSIX::EPIPE()) {
         AnyFork::Lib::fork_free($p) if defined $self->{gone};
         my $why = defined $self->{gone} ? $self->{gone} : AnyFork::Lib::error();
         push @DUE, ['run', $id, $rc, $why];

@@ -41,6 +41,12 @@
 #define FORK_FROM_FD_ANY_UID 1
 
 /*
+ `fork_template_flags` and `fork_early_flags`: keep the caller's fds
+ open in the copy and in every process forked from it.
+ */
+#define FORK_TEMPLATE_KEEP_FDS 1
+
+/*
  What one `fork_arg` holds.
 
  The variant names are the C enumerators' names.
@@ -213,31 +219,52 @@ int fork_wait(int timeout_ms);
 size_t fork_pending(void);
 
 /*
- Forks the calling program now. The copy closes every fd but 0, 1, 2 and
- its socket, forgets the library state it inherited, and serves as a
- template: processes forked from it (`fork_fork`) can run the program's
- own functions and use the memory it had prepared (link the program
- with `-rdynamic` so `dlsym` finds its functions). Send what else they
- need (fds) explicitly.
+ `fork_template_flags(0)`.
+ */
+struct fork_proc *fork_template(void);
+
+/*
+ Forks the calling program now. The copy forgets the library state it
+ inherited and serves as a template: processes forked from it
+ (`fork_fork`) can run the program's own functions and use the memory
+ it had prepared (link the program with `-rdynamic` so `dlsym` finds
+ its functions).
+
+ Its fds: with `flags` 0 the copy closes every fd but 0, 1, 2 and its
+ socket; send what processes need (fds) explicitly. With
+ `FORK_TEMPLATE_KEEP_FDS` the program's fds stay open, at the same
+ numbers, in the copy and in every process forked from it (a log file,
+ an interpreter's handles); only the library's own fds close there (its
+ sockets, loop fd, eventfds, pidfds, and those of handles the program
+ holds, which fail with `-EBADF` in the copy). Either way a standard fd
+ the program has closed is `/dev/null` in the copy.
 
  Call it while the program has one thread (fork copies only the calling
  thread; locks held by others would stay locked in the copy).
 
  Returns a new handle owned by the caller, whose `fork_pid` is the
- copy's pid (the library reaps it), or NULL with `fork_last_error()` set.
+ copy's pid (the library reaps it), or NULL with `fork_last_error()` set
+ (`-EINVAL` for unknown flags).
  */
-struct fork_proc *fork_template(void);
+struct fork_proc *fork_template_flags(unsigned int flags);
+
+/*
+ `fork_early_flags(0)`.
+ */
+int fork_early(void);
 
 /*
  Forks the caller as the template that every later `fork_new_exec`
  (and so the default template of `fork_new`) forks instead of exec'ing
  `anyfork-serve`. Call it first thing in `main`, while the process is
  small and has one thread. Processes made this way can run functions of
- the program (link with `-rdynamic`).
+ the program (link with `-rdynamic`). `flags` as for
+ `fork_template_flags`: with `FORK_TEMPLATE_KEEP_FDS` the program's fds
+ open at this call stay open in every such process.
 
  Returns 0, or `-errno` with `fork_last_error()` set.
  */
-int fork_early(void);
+int fork_early_flags(unsigned int flags);
 
 /*
  Spawns a custom server with `posix_spawn`: `argv[0]` (searched in

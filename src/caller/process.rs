@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-
 use super::conn::Conn;
 use super::record::{ExitCallback, Record, RunCallback};
 use crate::error::{Errno, Error, Result};
@@ -56,13 +54,7 @@ impl Process {
     /// child, which is returned as a new process object.
     pub fn fork(&self) -> Result<Process> {
         self.materialize().map_err(|e| e.context("fork"))?;
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        )
-        .map_err(|e| Error::sys(e, "creating the new process's socket (socketpair)"))?;
+        let (ours, theirs) = super::launch::pair("creating the new process's socket (socketpair)")?;
         let (child, rec) = Process::from_parts(ours, Record::forked(), Some(self.conn.clone()))?;
         self.conn.fork(theirs, rec).map_err(|e| e.context("fork"))?;
         Ok(child)

@@ -99,3 +99,16 @@ fn a_caller_with_closed_stdio_works_with_fork_template() {
 fn a_caller_with_closed_stdio_works_with_fork_early() {
     closed_stdio("early");
 }
+
+// ---------------------------------------------------------------------
+// Item 5: error details
+
+#[test]
+fn errors_name_the_callers_fd_or_path_and_the_real_cause() {
+    let exe = build("error_details", Kind::Program, &[]);
+    let dir = own_dir().join("error_details.scratch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let r = run_c(&exe, &[&dir.display().to_string()]);
+    assert_clean(&r);
+    assert!(r.stdout.contains("checks passed"), "{}", r.describe());
+}

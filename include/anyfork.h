@@ -302,7 +302,8 @@ int fork_serve(int fd);
  the builtins `anyfork_setenv`, `anyfork_clearenv`, `anyfork_chdir`,
  `anyfork_setsid` and `anyfork_comm_fd` (e.g. "2": the comm socket
  becomes stderr) prepare the rest. An exec failure is written to the
- comm socket and the process exits with status 127.
+ comm socket and the process exits with status 127 (with a NULL `cb`
+ too: a message nobody reads raises no SIGPIPE).
 
  When nothing was sent to `p` since `fork_new` or `fork_fork` made it
  and `envp` is NULL, its template starts the program with `posix_spawn`
@@ -547,8 +548,18 @@ int fork_on_exit(struct fork_proc *p, fork_exit_cb cb, void *userdata);
 pid_t fork_pid(const struct fork_proc *p);
 
 /*
- Frees a handle that has not run: what was queued is still delivered,
- then the process sees EOF and exits. `fork_free(NULL)` does nothing.
+ Frees a handle that has not run. Two cases:
+
+ - Nothing was asked of a process that `fork_new` or `fork_fork` made
+   (no `fork_send_fd`, `fork_send_arg`, `fork_require`, `fork_eval`,
+   `fork_fork` of it or `fork_pid` since): the process is never made.
+   Its exit callback, if any, runs with pid -1 and `-ECANCELED`.
+ - Otherwise (and always for `fork_new_exec`, `fork_template` and
+   `fork_from_fd` handles, whose process exists already): what was
+   queued is still delivered, then the process sees EOF before any run
+   and exits with status 0, which its exit callback reports.
+
+ `fork_free(NULL)` does nothing.
 
  # Safety
  `p` is NULL or a live handle, which must not be used again.

@@ -112,3 +112,14 @@ fn errors_name_the_callers_fd_or_path_and_the_real_cause() {
     assert_clean(&r);
     assert!(r.stdout.contains("checks passed"), "{}", r.describe());
 }
+
+// ---------------------------------------------------------------------
+// Item 8: freed and detached processes
+
+#[test]
+fn freed_processes_and_detached_failed_execs_end_as_documented() {
+    let exe = build("freed_and_detached", Kind::Program, &[]);
+    let r = run_c(&exe, &[]);
+    assert_clean(&r);
+    assert!(r.stdout.contains("checks passed"), "{}", r.describe());
+}

@@ -132,7 +132,8 @@ pub extern "C" fn fork_serve(fd: c_int) -> c_int {
 /// the builtins `anyfork_setenv`, `anyfork_clearenv`, `anyfork_chdir`,
 /// `anyfork_setsid` and `anyfork_comm_fd` (e.g. "2": the comm socket
 /// becomes stderr) prepare the rest. An exec failure is written to the
-/// comm socket and the process exits with status 127.
+/// comm socket and the process exits with status 127 (with a NULL `cb`
+/// too: a message nobody reads raises no SIGPIPE).
 ///
 /// When nothing was sent to `p` since `fork_new` or `fork_fork` made it
 /// and `envp` is NULL, its template starts the program with `posix_spawn`

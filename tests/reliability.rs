@@ -123,3 +123,34 @@ fn freed_processes_and_detached_failed_execs_end_as_documented() {
     assert_clean(&r);
     assert!(r.stdout.contains("checks passed"), "{}", r.describe());
 }
+
+// ---------------------------------------------------------------------
+// Item 9: a template that keeps the program's fds
+
+fn template_fds(mode: &str) {
+    let exe = build("template_fds", Kind::Program, &["-rdynamic"]);
+    let log = own_dir().join(format!("template_fds.{mode}.log"));
+    let r = run_c(&exe, &[mode, &log.display().to_string()]);
+    assert_clean(&r);
+    assert!(r.stdout.contains("checks passed"), "{}", r.describe());
+}
+
+#[test]
+fn a_template_with_keep_fds_keeps_the_programs_fds_and_none_of_the_librarys() {
+    template_fds("keep");
+}
+
+#[test]
+fn a_template_without_flags_closes_the_programs_fds() {
+    template_fds("default");
+}
+
+#[test]
+fn an_early_template_with_keep_fds_keeps_the_programs_fds() {
+    template_fds("early-keep");
+}
+
+#[test]
+fn an_early_template_without_flags_closes_the_programs_fds() {
+    template_fds("early");
+}

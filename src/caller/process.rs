@@ -26,8 +26,6 @@ pub struct Process {
     parent: Option<Arc<Conn>>,
     /// The fork may still be held back in the parent (see [`Conn::fork`]).
     unsent: AtomicBool,
-    /// A pidfd of a direct child, to tell at once that it died.
-    pidfd: Option<OwnedFd>,
 }
 
 impl Process {
@@ -44,7 +42,6 @@ impl Process {
                 rec: rec.clone(),
                 unsent: AtomicBool::new(parent.is_some()),
                 parent,
-                pidfd: None,
             },
             rec,
         ))
@@ -89,12 +86,12 @@ impl Process {
 
     /// True when the process is gone, as far as one `poll` can tell now.
     pub(crate) fn hung_up(&self) -> bool {
-        self.conn.hung_up(self.pidfd.as_ref().map(AsFd::as_fd))
+        self.conn.hung_up()
     }
 
     /// Remembers a pidfd of this direct child (see [`Process::hung_up`]).
     pub(crate) fn set_pidfd(&mut self, pid: i32) {
-        self.pidfd = crate::sys::proc::pidfd_open(pid);
+        self.conn.set_pidfd(crate::sys::proc::pidfd_open(pid));
     }
 
     /// Sends a duplicate of `fd` (made at once, close-on-exec; the caller

@@ -126,6 +126,9 @@ pub unsafe fn reset() {
         let old = unsafe { Box::from_raw(p) };
         old.abandon();
     }
+    // So do those of every other connection, the ones only the program's
+    // handles hold included.
+    super::conn::Conn::abandon_all();
     // Only our copies of the templates' sockets close (see `Conn::close`:
     // objects of an older generation are abandoned, not flushed). A lock
     // another thread held at the fork stays locked in the child: such a

@@ -41,6 +41,12 @@
 #define FORK_FROM_FD_ANY_UID 1
 
 /*
+ `fork_template_flags` and `fork_early_flags`: keep the caller's fds
+ open in the copy and in every process forked from it.
+ */
+#define FORK_TEMPLATE_KEEP_FDS 1
+
+/*
  What one `fork_arg` holds.
 
  The variant names are the C enumerators' names.
@@ -213,31 +219,52 @@ int fork_wait(int timeout_ms);
 size_t fork_pending(void);
 
 /*
- Forks the calling program now. The copy closes every fd but 0, 1, 2 and
- its socket, forgets the library state it inherited, and serves as a
- template: processes forked from it (`fork_fork`) can run the program's
- own functions and use the memory it had prepared (link the program
- with `-rdynamic` so `dlsym` finds its functions). Send what else they
- need (fds) explicitly.
+ `fork_template_flags(0)`.
+ */
+struct fork_proc *fork_template(void);
+
+/*
+ Forks the calling program now. The copy forgets the library state it
+ inherited and serves as a template: processes forked from it
+ (`fork_fork`) can run the program's own functions and use the memory
+ it had prepared (link the program with `-rdynamic` so `dlsym` finds
+ its functions).
+
+ Its fds: with `flags` 0 the copy closes every fd but 0, 1, 2 and its
+ socket; send what processes need (fds) explicitly. With
+ `FORK_TEMPLATE_KEEP_FDS` the program's fds stay open, at the same
+ numbers, in the copy and in every process forked from it (a log file,
+ an interpreter's handles); only the library's own fds close there (its
+ sockets, loop fd, eventfds, pidfds, and those of handles the program
+ holds, which fail with `-EBADF` in the copy). Either way a standard fd
+ the program has closed is `/dev/null` in the copy.
 
  Call it while the program has one thread (fork copies only the calling
  thread; locks held by others would stay locked in the copy).
 
  Returns a new handle owned by the caller, whose `fork_pid` is the
- copy's pid (the library reaps it), or NULL with `fork_last_error()` set.
+ copy's pid (the library reaps it), or NULL with `fork_last_error()` set
+ (`-EINVAL` for unknown flags).
  */
-struct fork_proc *fork_template(void);
+struct fork_proc *fork_template_flags(unsigned int flags);
+
+/*
+ `fork_early_flags(0)`.
+ */
+int fork_early(void);
 
 /*
  Forks the caller as the template that every later `fork_new_exec`
  (and so the default template of `fork_new`) forks instead of exec'ing
  `anyfork-serve`. Call it first thing in `main`, while the process is
  small and has one thread. Processes made this way can run functions of
- the program (link with `-rdynamic`).
+ the program (link with `-rdynamic`). `flags` as for
+ `fork_template_flags`: with `FORK_TEMPLATE_KEEP_FDS` the program's fds
+ open at this call stay open in every such process.
 
  Returns 0, or `-errno` with `fork_last_error()` set.
  */
-int fork_early(void);
+int fork_early_flags(unsigned int flags);
 
 /*
  Spawns a custom server with `posix_spawn`: `argv[0]` (searched in
@@ -275,7 +302,8 @@ int fork_serve(int fd);
  the builtins `anyfork_setenv`, `anyfork_clearenv`, `anyfork_chdir`,
  `anyfork_setsid` and `anyfork_comm_fd` (e.g. "2": the comm socket
  becomes stderr) prepare the rest. An exec failure is written to the
- comm socket and the process exits with status 127.
+ comm socket and the process exits with status 127 (with a NULL `cb`
+ too: a message nobody reads raises no SIGPIPE).
 
  When nothing was sent to `p` since `fork_new` or `fork_fork` made it
  and `envp` is NULL, its template starts the program with `posix_spawn`
@@ -528,8 +556,18 @@ int fork_on_exit(struct fork_proc *p, fork_exit_cb cb, void *userdata);
 pid_t fork_pid(const struct fork_proc *p);
 
 /*
- Frees a handle that has not run: what was queued is still delivered,
- then the process sees EOF and exits. `fork_free(NULL)` does nothing.
+ Frees a handle that has not run. Two cases:
+
+ - Nothing was asked of a process that `fork_new` or `fork_fork` made
+   (no `fork_send_fd`, `fork_send_arg`, `fork_require`, `fork_eval`,
+   `fork_fork` of it or `fork_pid` since): the process is never made.
+   Its exit callback, if any, runs with pid -1 and `-ECANCELED`.
+ - Otherwise (and always for `fork_new_exec`, `fork_template` and
+   `fork_from_fd` handles, whose process exists already): what was
+   queued is still delivered, then the process sees EOF before any run
+   and exits with status 0, which its exit callback reports.
+
+ `fork_free(NULL)` does nothing.
 
  # Safety
  `p` is NULL or a live handle, which must not be used again.

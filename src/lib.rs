@@ -60,6 +60,16 @@ pub unsafe fn early() -> Result<()> {
     unsafe { caller::fork_self::early() }
 }
 
+/// [`early`], keeping the program's fds open in the early template and
+/// its processes when `keep_fds` (see [`Process::template_with`]).
+///
+/// # Safety
+/// The program must have one thread (see [`Process::template`]).
+pub unsafe fn early_with(keep_fds: bool) -> Result<()> {
+    // SAFETY: per this function's contract.
+    unsafe { caller::fork_self::early_with(keep_fds) }
+}
+
 /// Spawns a custom server command that calls [`serve_fd`] on the fd it
 /// finds in `ANYFORK_FD`.
 pub fn new_exec_argv(argv: &[&[u8]]) -> Result<Process> {

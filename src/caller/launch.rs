@@ -55,14 +55,20 @@ impl Process {
 }
 
 /// A nonblocking, close-on-exec socketpair: the caller's end, the other.
+/// Both are above fd 2 (see [`crate::sys::fd::above_stdio`]).
 pub(super) fn pair(what: &str) -> Result<(OwnedFd, OwnedFd)> {
-    socketpair(
+    let (a, b) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
     )
-    .map_err(|e| Error::sys(e, what))
+    .map_err(|e| Error::sys(e, what))?;
+    let lift = |fd| {
+        crate::sys::fd::above_stdio(fd)
+            .map_err(|e| Error::io(&e, format_args!("{what}: moving it above fd 2")))
+    };
+    Ok((lift(a)?, lift(b)?))
 }
 
 /// Spawns `path` with `argv`, its end of a fresh socketpair as `ANYFORK_FD`,
@@ -85,18 +91,10 @@ fn spawn(
     theirs: &OwnedFd,
     search: bool,
 ) -> Result<i32> {
-    // The server's socket must be above its standard fds: in a caller with
-    // closed 0, 1 or 2 (a daemon) the socketpair may have taken them. (A
-    // duplicate from `try_clone` is never below 3.)
-    let moved = match theirs.as_raw_fd() {
-        0..=2 => Some(
-            theirs
-                .try_clone()
-                .map_err(|e| Error::io(&e, "moving the server's socket above fd 2"))?,
-        ),
-        _ => None,
-    };
-    let sock = moved.as_ref().unwrap_or(theirs).as_raw_fd();
+    // `pair` put both ends above 2, and the library keeps none of its fds
+    // at 0, 1 or 2: an open standard fd is the caller's own.
+    let sock = theirs.as_raw_fd();
+    debug_assert!(sock > 2 && ours.as_raw_fd() > 2);
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != FD_ENV)
         .filter_map(|(k, v)| {
@@ -113,10 +111,10 @@ fn spawn(
     // dup2 onto itself clears FD_CLOEXEC in the child (glibc >= 2.29,
     // musl): only this fd crosses the exec.
     fa.add_dup2(sock, sock).map_err(what)?;
-    // Standard fds the caller lacks (or that hold our sockets) are
-    // /dev/null in the server, so nothing it writes reaches a socket.
+    // Standard fds the caller lacks (a daemon's) are /dev/null in the
+    // server, so nothing it or its processes write reaches a socket.
     for fd in 0..=2 {
-        if !crate::sys::fd::is_open(fd) || fd == ours.as_raw_fd() || fd == theirs.as_raw_fd() {
+        if !crate::sys::fd::is_open(fd) {
             fa.add_open(fd, c"/dev/null", OFlag::O_RDWR, Mode::empty())
                 .map_err(what)?;
         }

@@ -26,8 +26,6 @@ pub struct Process {
     parent: Option<Arc<Conn>>,
     /// The fork may still be held back in the parent (see [`Conn::fork`]).
     unsent: AtomicBool,
-    /// A pidfd of a direct child, to tell at once that it died.
-    pidfd: Option<OwnedFd>,
 }
 
 impl Process {
@@ -38,7 +36,6 @@ impl Process {
             rec,
             unsent: AtomicBool::new(false),
             parent: None,
-            pidfd: None,
         })
     }
 
@@ -46,9 +43,9 @@ impl Process {
     /// through `fd`: the library watches it and reaps it.
     pub(crate) fn direct_child(fd: OwnedFd, pid: i32) -> Result<Process> {
         let rec = Record::direct(pid);
-        let mut p = Process::from_parts(fd, rec.clone())?;
+        let p = Process::from_parts(fd, rec.clone())?;
         super::direct::watch(pid, rec);
-        p.pidfd = crate::sys::proc::pidfd_open(pid);
+        p.conn.set_pidfd(crate::sys::proc::pidfd_open(pid));
         Ok(p)
     }
 
@@ -66,7 +63,6 @@ impl Process {
             rec,
             unsent: AtomicBool::new(true),
             parent: Some(self.conn.clone()),
-            pidfd: None,
         })
     }
 
@@ -99,7 +95,7 @@ impl Process {
 
     /// True when the process is gone, as far as one `poll` can tell now.
     pub(crate) fn hung_up(&self) -> bool {
-        self.conn.hung_up(self.pidfd.as_ref().map(AsFd::as_fd))
+        self.conn.hung_up()
     }
 
     /// Sends a duplicate of `fd` (made at once, close-on-exec; the caller

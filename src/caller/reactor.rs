@@ -108,6 +108,17 @@ impl Reactor {
         let alarm =
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(|e| Error::sys(e, "creating the waiters' eventfd"))?;
+        // None of the library's fds stays at 0, 1 or 2 (see
+        // `sys::fd::above_stdio`).
+        let lift = |fd: std::os::fd::OwnedFd| {
+            crate::sys::fd::above_stdio(fd)
+                .map_err(|e| Error::io(&e, "moving the loop's fds above fd 2"))
+        };
+        let ep = Epoll(lift(ep.0)?);
+        // SAFETY (three times): the same kind of fd, moved to another number.
+        let wake = unsafe { EventFd::from_owned_fd(lift(wake.into())?) };
+        let tick = unsafe { TimerFd::from_owned_fd(lift(tick.into())?) };
+        let alarm = unsafe { EventFd::from_owned_fd(lift(alarm.into())?) };
         ep.add(&tick, EpollEvent::new(EpollFlags::EPOLLIN, TICK))
             .map_err(|e| Error::sys(e, "adding the timerfd to the loop fd"))?;
         ep.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE))

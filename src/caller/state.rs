@@ -167,6 +167,9 @@ pub fn reset() {
         // SAFETY: reactors are never freed (see `Library::reactor`).
         unsafe { &*p }.abandon();
     }
+    // So do those of every other connection, the ones only the program's
+    // handles hold included.
+    super::conn::Conn::abandon_all();
     // Only our copies of the templates' sockets close (see `Conn::close`:
     // objects of an older generation are abandoned, not flushed). A lock
     // another thread held at the fork stays locked in the child: such a

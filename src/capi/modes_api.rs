@@ -14,39 +14,79 @@ use crate::error::{Errno, Error};
 /// `fork_from_fd_flags`: accept a peer that runs as another user.
 pub const FORK_FROM_FD_ANY_UID: c_uint = 1;
 
-/// Forks the calling program now. The copy closes every fd but 0, 1, 2 and
-/// its socket, forgets the library state it inherited, and serves as a
-/// template: processes forked from it (`fork_fork`) can run the program's
-/// own functions and use the memory it had prepared (link the program
-/// with `-rdynamic` so `dlsym` finds its functions). Send what else they
-/// need (fds) explicitly.
+/// `fork_template_flags` and `fork_early_flags`: keep the caller's fds
+/// open in the copy and in every process forked from it.
+pub const FORK_TEMPLATE_KEEP_FDS: c_uint = 1;
+
+/// `fork_template_flags(0)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_template() -> *mut fork_proc {
+    ffi!(fork_template, Ok(fork_template_flags(0)))
+}
+
+/// Forks the calling program now. The copy forgets the library state it
+/// inherited and serves as a template: processes forked from it
+/// (`fork_fork`) can run the program's own functions and use the memory
+/// it had prepared (link the program with `-rdynamic` so `dlsym` finds
+/// its functions).
+///
+/// Its fds: with `flags` 0 the copy closes every fd but 0, 1, 2 and its
+/// socket; send what processes need (fds) explicitly. With
+/// `FORK_TEMPLATE_KEEP_FDS` the program's fds stay open, at the same
+/// numbers, in the copy and in every process forked from it (a log file,
+/// an interpreter's handles); only the library's own fds close there (its
+/// sockets, loop fd, eventfds, pidfds, and those of handles the program
+/// holds, which fail with `-EBADF` in the copy). Either way a standard fd
+/// the program has closed is `/dev/null` in the copy.
 ///
 /// Call it while the program has one thread (fork copies only the calling
 /// thread; locks held by others would stay locked in the copy).
 ///
 /// Returns a new handle owned by the caller, whose `fork_pid` is the
-/// copy's pid (the library reaps it), or NULL with `fork_last_error()` set.
+/// copy's pid (the library reaps it), or NULL with `fork_last_error()` set
+/// (`-EINVAL` for unknown flags).
 #[unsafe(no_mangle)]
-pub extern "C" fn fork_template() -> *mut fork_proc {
-    ffi!(fork_template, {
+pub extern "C" fn fork_template_flags(flags: c_uint) -> *mut fork_proc {
+    ffi!(fork_template_flags, {
+        let keep = template_flags(flags)?;
         // SAFETY: the caller promises one thread (see above).
-        unsafe { Process::template() }.map(boxed)
+        unsafe { Process::template_with(keep) }.map(boxed)
     })
+}
+
+/// `fork_early_flags(0)`.
+#[unsafe(no_mangle)]
+pub extern "C" fn fork_early() -> c_int {
+    ffi!(fork_early, Ok(fork_early_flags(0)))
 }
 
 /// Forks the caller as the template that every later `fork_new_exec`
 /// (and so the default template of `fork_new`) forks instead of exec'ing
 /// `anyfork-serve`. Call it first thing in `main`, while the process is
 /// small and has one thread. Processes made this way can run functions of
-/// the program (link with `-rdynamic`).
+/// the program (link with `-rdynamic`). `flags` as for
+/// `fork_template_flags`: with `FORK_TEMPLATE_KEEP_FDS` the program's fds
+/// open at this call stay open in every such process.
 ///
 /// Returns 0, or `-errno` with `fork_last_error()` set.
 #[unsafe(no_mangle)]
-pub extern "C" fn fork_early() -> c_int {
-    ffi!(fork_early, {
+pub extern "C" fn fork_early_flags(flags: c_uint) -> c_int {
+    ffi!(fork_early_flags, {
+        let keep = template_flags(flags)?;
         // SAFETY: the caller promises one thread (see above).
-        unsafe { crate::early() }.map(|()| 0)
+        unsafe { crate::early_with(keep) }.map(|()| 0)
     })
+}
+
+/// Whether `flags` (of `fork_template_flags`, `fork_early_flags`) keep fds.
+fn template_flags(flags: c_uint) -> Result<bool, Error> {
+    if flags & !FORK_TEMPLATE_KEEP_FDS != 0 {
+        return Err(Error::new(
+            Errno::EINVAL,
+            format!("unknown flags 0x{flags:x}"),
+        ));
+    }
+    Ok(flags & FORK_TEMPLATE_KEEP_FDS != 0)
 }
 
 /// Spawns a custom server with `posix_spawn`: `argv[0]` (searched in
@@ -92,7 +132,8 @@ pub extern "C" fn fork_serve(fd: c_int) -> c_int {
 /// the builtins `anyfork_setenv`, `anyfork_clearenv`, `anyfork_chdir`,
 /// `anyfork_setsid` and `anyfork_comm_fd` (e.g. "2": the comm socket
 /// becomes stderr) prepare the rest. An exec failure is written to the
-/// comm socket and the process exits with status 127.
+/// comm socket and the process exits with status 127 (with a NULL `cb`
+/// too: a message nobody reads raises no SIGPIPE).
 ///
 /// When nothing was sent to `p` since `fork_new` or `fork_fork` made it
 /// and `envp` is NULL, its template starts the program with `posix_spawn`

@@ -355,8 +355,18 @@ pub unsafe extern "C" fn fork_pid(p: *const fork_proc) -> libc::pid_t {
     })
 }
 
-/// Frees a handle that has not run: what was queued is still delivered,
-/// then the process sees EOF and exits. `fork_free(NULL)` does nothing.
+/// Frees a handle that has not run. Two cases:
+///
+/// - Nothing was asked of a process that `fork_new` or `fork_fork` made
+///   (no `fork_send_fd`, `fork_send_arg`, `fork_require`, `fork_eval`,
+///   `fork_fork` of it or `fork_pid` since): the process is never made.
+///   Its exit callback, if any, runs with pid -1 and `-ECANCELED`.
+/// - Otherwise (and always for `fork_new_exec`, `fork_template` and
+///   `fork_from_fd` handles, whose process exists already): what was
+///   queued is still delivered, then the process sees EOF before any run
+///   and exits with status 0, which its exit callback reports.
+///
+/// `fork_free(NULL)` does nothing.
 ///
 /// # Safety
 /// `p` is NULL or a live handle, which must not be used again.

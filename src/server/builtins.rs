@@ -182,11 +182,25 @@ unsafe extern "C" fn anyfork_warm(args: *const ForkArg, n: usize) -> c_int {
     }
 }
 
-/// Writes `msg` to `fd` (the comm socket) and exits 127.
+/// Writes `msg` to `fd` (the comm socket) and exits 127, whether or not
+/// anyone reads it: a detached process's socket has no reader, and
+/// `MSG_NOSIGNAL` keeps the write from raising SIGPIPE (the process has
+/// default signal dispositions), which would end it with signal 13
+/// instead of 127.
 fn exec_failed(fd: c_int, msg: String) -> ! {
     let line = format!("anyfork_exec: {msg}\n");
-    // SAFETY: writes a live buffer; the process exits right after.
-    unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+    // SAFETY: sends a live buffer; the process exits right after.
+    let sent = unsafe { libc::send(fd, line.as_ptr().cast(), line.len(), libc::MSG_NOSIGNAL) };
+    if sent < 0 && crate::error::last_errno() == nix::errno::Errno::ENOTSOCK {
+        // Not a socket (never the case for a comm socket the library
+        // made): a plain write, with SIGPIPE ignored for it.
+        // SAFETY: setting a disposition and writing a live buffer; the
+        // process exits right after.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            libc::write(fd, line.as_ptr().cast(), line.len());
+        }
+    }
     super::exit::exit(127)
 }
 

@@ -32,3 +32,23 @@ pub fn close_others(keep: RawFd) {
     }
     close_range(keep + 1, u32::MAX, false);
 }
+
+/// `fd` itself when it is above 2, else a close-on-exec duplicate above 2
+/// (the original closes). The library keeps none of its own fds at 0, 1
+/// or 2: in a caller that closed its standard fds (a daemon), a socket
+/// there would receive whatever the program, or a server inheriting it,
+/// writes to stdout or stderr.
+pub fn above_stdio(fd: std::os::fd::OwnedFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we own to the lowest free
+    // number from 3; the result is checked.
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns; `fd` closes on return.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}

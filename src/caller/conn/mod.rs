@@ -7,7 +7,7 @@
 //! forks are in `held.rs`, the reading of reports in `reports.rs`.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{Shutdown, shutdown};
@@ -62,6 +62,22 @@ struct State {
     phase: Phase,
     interest: u32,
     dead: Option<Error>,
+    /// A pidfd of the process when it is a direct child; see
+    /// [`Conn::hung_up`].
+    pidfd: Option<OwnedFd>,
+}
+
+/// Every connection alive in this process, by address, so that a forked
+/// child can abandon them all ([`Conn::abandon_all`]).
+static LIVE: std::sync::Mutex<Option<HashMap<usize, std::sync::Weak<Conn>>>> =
+    std::sync::Mutex::new(None);
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(live) = state::lock(&LIVE).as_mut() {
+            live.remove(&(self as *const Conn as usize));
+        }
+    }
 }
 
 /// One connection.
@@ -88,7 +104,7 @@ impl Conn {
     }
 
     fn with_fd(fd: Option<OwnedFd>, rec: Arc<Record>) -> Result<Arc<Conn>> {
-        Ok(Arc::new(Conn {
+        let conn = Arc::new(Conn {
             token: Reactor::get()?.token(),
             epoch: state::epoch(),
             rec,
@@ -108,8 +124,13 @@ impl Conn {
                 phase: Phase::Open,
                 interest: 0,
                 dead: None,
+                pidfd: None,
             }),
-        }))
+        });
+        state::lock(&LIVE)
+            .get_or_insert_with(HashMap::new)
+            .insert(Arc::as_ptr(&conn) as usize, Arc::downgrade(&conn));
+        Ok(conn)
     }
 
     /// Gives a lazy connection its socket (its fork is being sent) and
@@ -139,12 +160,18 @@ impl Conn {
         self.lock().dead.clone()
     }
 
+    /// Remembers a pidfd of the process, a direct child (see
+    /// [`Conn::hung_up`]); it closes with the connection.
+    pub fn set_pidfd(&self, pidfd: Option<OwnedFd>) {
+        self.lock().pidfd = pidfd;
+    }
+
     /// True when the peer is known gone: an error was seen, the socket
-    /// reports a hang-up, or `pidfd` (the process's, when it is a direct
-    /// child) says it exited; one `poll` with no timeout. The pidfd matters
+    /// reports a hang-up, or the pidfd (when the process is a direct child)
+    /// says it exited; one `poll` with no timeout. The pidfd matters
     /// because a child the template forked a moment ago may still hold a
     /// copy of the template's socket, hiding the hang-up for a while.
-    pub fn hung_up(&self, pidfd: Option<BorrowedFd<'_>>) -> bool {
+    pub fn hung_up(&self) -> bool {
         let st = self.lock();
         if st.dead.is_some() {
             return true;
@@ -152,6 +179,7 @@ impl Conn {
         let Some(fd) = st.fd.as_ref() else {
             return true;
         };
+        let pidfd = st.pidfd.as_ref().map(AsFd::as_fd);
         let sock = PollFd::new(fd.as_fd(), rdhup());
         let (sock, exited) = match pidfd {
             Some(pidfd) => {
@@ -357,7 +385,7 @@ impl Conn {
             st.dead.get_or_insert_with(|| {
                 Error::new(Errno::EBADF, "inherited from the parent process")
             });
-            if let Some(fd) = st.fd.take() {
+            for fd in [st.fd.take(), st.pidfd.take()].into_iter().flatten() {
                 if state::inherited_fds_gone() {
                     // Closed already; the number may be someone else's now.
                     let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
@@ -367,6 +395,22 @@ impl Conn {
             // So are queued fds.
             if state::inherited_fds_gone() {
                 std::mem::forget(std::mem::take(&mut st.out));
+            }
+        }
+    }
+
+    /// In a forked child: abandons every connection of the parent's that
+    /// is still alive, the ones only the program's handles hold included,
+    /// so that none of their fds stays open in the child.
+    pub fn abandon_all() {
+        let Ok(mut live) = LIVE.try_lock() else {
+            return;
+        };
+        let all: Vec<_> = live.get_or_insert_with(HashMap::new).drain().collect();
+        drop(live);
+        for (_, conn) in all {
+            if let Some(conn) = conn.upgrade() {
+                conn.abandon();
             }
         }
     }

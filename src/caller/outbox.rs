@@ -22,7 +22,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 use crate::error::Errno;
-use crate::protocol::wire::MAX_FDS_PER_MSG;
+use crate::protocol::wire::MAX_FDS_PER_SEND;
 
 /// Small frames are packed together until a chunk holds this much.
 const PACK: usize = 64 * 1024;
@@ -165,11 +165,11 @@ impl Outbox {
     fn queue(&mut self, parts: &[&[u8]], mut skip: usize, fds: Vec<OwnedFd>) {
         let rest: usize = parts.iter().map(|p| p.len()).sum::<usize>() - skip;
         // A chunk's fds all ride with its first sendmsg, which carries at
-        // most MAX_FDS_PER_MSG of them.
+        // most MAX_FDS_PER_SEND of them (one: see its doc).
         let pack = matches!(self.chunks.back(),
             Some(c) if c.later.is_none()
                 && c.data.len() + rest <= PACK
-                && c.fds.len() + fds.len() <= MAX_FDS_PER_MSG);
+                && c.fds.len() + fds.len() <= MAX_FDS_PER_SEND);
         if !pack {
             self.chunks.push_back(Chunk {
                 data: Vec::with_capacity(rest),
@@ -195,7 +195,7 @@ impl Outbox {
             let mut dropped = false;
             for c in self.chunks.iter_mut() {
                 let fds = c.fds.len() + usize::from(c.later.is_some());
-                if iov.len() == MAX_IOV || raw.len() + fds > MAX_FDS_PER_MSG {
+                if iov.len() == MAX_IOV || raw.len() + fds > MAX_FDS_PER_SEND {
                     break;
                 }
                 if let Some(make) = c.later.take() {

@@ -4,8 +4,9 @@
 //! Every frame is one tag byte, a little-endian `u32` payload length, then
 //! the payload. File descriptors never appear in the bytes: they ride as
 //! `SCM_RIGHTS` with the `sendmsg` that carries their frame (or an earlier
-//! one), and the receiver keeps them in a FIFO from which each `Fd`,
-//! `Fork` and `Spawn` frame takes exactly one.
+//! one), at most [`MAX_FDS_PER_SEND`] per `sendmsg`, and the receiver keeps
+//! them in a FIFO from which each `Fd`, `Fork` and `Spawn` frame takes
+//! exactly one.
 //!
 //! Caller to server: `Hello` (first frame to an exec'd server), `Str`, `Fd`,
 //! `Require`, `Eval`, `Fork` (optionally with a run function: fork and run
@@ -30,6 +31,12 @@ pub const MAGIC: [u8; 8] = *b"anyfork\0";
 pub const HEADER_LEN: usize = 5;
 /// Most fds one `sendmsg` may carry on Linux (`SCM_MAX_FD`).
 pub const MAX_FDS_PER_MSG: usize = 253;
+/// Most fds a caller puts on one `sendmsg` to a server. A server at its
+/// open-file limit loses the fds of a message (`MSG_CTRUNC`) without
+/// learning how many there were; with one per message it knows that
+/// exactly one frame's fd is missing, fails that frame, and every later
+/// frame still gets its own fd.
+pub(crate) const MAX_FDS_PER_SEND: usize = 1;
 /// Longest function or library name accepted (`PATH_MAX`).
 pub const MAX_NAME: usize = 4096;
 

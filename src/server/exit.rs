@@ -3,6 +3,11 @@
 
 use nix::sys::socket::{MsgFlags, recv};
 
+/// Exit status of a process that was to enter its run function without
+/// an fd argument the kernel could not give it (it was at its open-file
+/// limit, `EMFILE`).
+pub(super) const LOST_FD: i32 = 124;
+
 /// Writes `msg` to stderr and exits with `status` without running atexit
 /// handlers (they belong to whoever this process was copied from).
 ///

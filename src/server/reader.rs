@@ -2,13 +2,12 @@
 //! payload together with the next header, never past a `Run`), so no byte
 //! meant for the run function is ever consumed here. Received fds are
 //! close-on-exec from the moment they arrive (`MSG_CMSG_CLOEXEC`) and wait
-//! in a FIFO for the frames that take them.
+//! in a FIFO for the frames that take them; an fd the kernel could not
+//! install (this process was at its open-file limit) waits there as `None`.
 
 use std::collections::VecDeque;
 use std::io::IoSliceMut;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 
 use super::exit::die;
 use crate::protocol::wire::{self, HEADER_LEN, Tag};
@@ -47,7 +46,7 @@ impl Reader {
     }
 
     /// Reads until a whole frame is in `payload`, the socket is dry, or EOF.
-    pub fn next(&mut self, sock: RawFd, fdq: &mut VecDeque<OwnedFd>) -> Next {
+    pub fn next(&mut self, sock: RawFd, fdq: &mut VecDeque<Option<OwnedFd>>) -> Next {
         loop {
             match self.cur {
                 None if self.have == HEADER_LEN => {
@@ -110,39 +109,75 @@ impl Reader {
 }
 
 /// One nonblocking `recvmsg`; received fds join `fdq`. `None` when dry.
+///
+/// A caller puts at most one fd on a `sendmsg` ([`wire::MAX_FDS_PER_SEND`]),
+/// and one `recvmsg` returns the fds of at most one `sendmsg`. When this
+/// process is at its open-file limit the kernel drops the fd and says so
+/// with `MSG_CTRUNC`; the bytes are intact. The fd's place in the queue is
+/// then kept as `None`, so the frame it was meant for fails (`EMFILE`)
+/// and every later frame still gets its own fd.
 fn recv(
     sock: RawFd,
     iov: &mut [IoSliceMut<'_>],
     cmsg: &mut [u8],
-    fdq: &mut VecDeque<OwnedFd>,
+    fdq: &mut VecDeque<Option<OwnedFd>>,
 ) -> Option<usize> {
     loop {
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-        let r = match recvmsg::<()>(sock, iov, Some(cmsg), flags) {
-            Ok(r) => r,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::EAGAIN) => return None,
-            Err(nix::errno::Errno::ECONNRESET) => return Some(0),
-            Err(e) => die(
-                125,
-                format_args!("reading the command socket: {}", e.desc()),
-            ),
-        };
-        let cmsgs = r.cmsgs().unwrap_or_else(|_| {
-            die(
-                125,
-                "a control message was truncated (MSG_CTRUNC): too many fds at once",
-            )
-        });
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the kernel just installed these fds for us.
-                fdq.extend(
-                    fds.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
+        // SAFETY: a zeroed msghdr is valid; every pointer set below lives
+        // until recvmsg returns (IoSliceMut is ABI-compatible with iovec).
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_iov = iov.as_mut_ptr().cast();
+        mh.msg_iovlen = iov.len() as _;
+        mh.msg_control = cmsg.as_mut_ptr().cast();
+        mh.msg_controllen = cmsg.len() as _;
+        let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+        // SAFETY: as above.
+        let n = unsafe { libc::recvmsg(sock, &mut mh, flags) };
+        if n < 0 {
+            match nix::errno::Errno::last() {
+                nix::errno::Errno::EINTR => continue,
+                nix::errno::Errno::EAGAIN => return None,
+                nix::errno::Errno::ECONNRESET => return Some(0),
+                e => die(
+                    125,
+                    format_args!("reading the command socket: {}", e.desc()),
+                ),
             }
         }
-        return Some(r.bytes);
+        let before = fdq.len();
+        // SAFETY: the kernel filled `mh` and the control buffer it points
+        // to; the CMSG macros stay within msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&mh);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                    let bytes = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    for i in 0..bytes / size_of::<RawFd>() {
+                        // The kernel just installed these fds for us.
+                        let fd = data.add(i).read_unaligned();
+                        fdq.push_back(Some(OwnedFd::from_raw_fd(fd)));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&mh, c);
+            }
+        }
+        if mh.msg_flags & libc::MSG_CTRUNC != 0 {
+            if fdq.len() > before {
+                // More than one fd came in one message and only some were
+                // installed: which frames the rest belonged to is unknown.
+                die(
+                    125,
+                    format_args!(
+                        "corrupt command stream: a message carried more than {} fd and this \
+                         process, at its open-file limit (EMFILE), could take only {}",
+                        wire::MAX_FDS_PER_SEND,
+                        fdq.len() - before
+                    ),
+                );
+            }
+            fdq.push_back(None);
+        }
+        return Some(n as usize);
     }
 }

@@ -8,7 +8,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use super::args::Arg;
 use super::call;
-use super::exit::{die, exit_now};
+use super::exit::{LOST_FD, die, exit_now};
 use super::serve_loop::Server;
 use super::state;
 use crate::protocol::wire::{self, Frame, Tag};
@@ -37,10 +37,18 @@ impl Server {
                 self.args.push(Arg::string(payload));
                 return;
             }
-            Frame::Fd => {
-                let fd = self.take_fd();
-                self.args.push(Arg::Fd(fd));
-            }
+            Frame::Fd => match self.take_fd() {
+                Some(fd) => self.args.push(Arg::Fd(fd)),
+                None => {
+                    // The arguments are incomplete from here on: this
+                    // process's forks and its run function fail.
+                    self.lost += 1;
+                    complain(format_args!(
+                        "an fd argument could not be received: this process is at its \
+                         open-file limit (EMFILE); its forks and its run function will fail"
+                    ));
+                }
+            },
             Frame::Require(lib) => {
                 // The library may register fork handlers (pthread_atfork)
                 // that its code relies on: from now on they run.
@@ -53,8 +61,10 @@ impl Server {
                     self.pool.want = k;
                 }
             }
-            Frame::Fork { run } => {
-                let fd = self.take_fd();
+            Frame::Fork { run } => 'req: {
+                let Some(fd) = self.fork_fd("fork") else {
+                    break 'req;
+                };
                 let head = wire::header(Tag::Fork, payload.len() as u32);
                 if let Some(pid) = self.pool.hand_over(&head, &payload, fd.as_raw_fd()) {
                     drop(fd);
@@ -69,8 +79,10 @@ impl Server {
                     }
                 }
             }
-            Frame::Spawn { argv } => {
-                let fd = self.take_fd();
+            Frame::Spawn { argv } => 'req: {
+                let Some(fd) = self.fork_fd("spawn") else {
+                    break 'req;
+                };
                 let req = super::spawn::Request {
                     held: &self.args,
                     argv: &argv,
@@ -100,13 +112,35 @@ impl Server {
         self.rd.payload = payload;
     }
 
-    fn take_fd(&mut self) -> OwnedFd {
+    /// The next fd of the queue; `None` when the kernel could not install
+    /// it (this process was at its open-file limit).
+    fn take_fd(&mut self) -> Option<OwnedFd> {
         self.fdq.pop_front().unwrap_or_else(|| {
             die(
                 125,
                 "corrupt command stream: a frame needs an fd that was not passed",
             )
         })
+    }
+
+    /// The new process's socket for a fork or spawn request, or `None`
+    /// when the request fails with `EMFILE` (reported as its pid): its
+    /// socket was not received, or an fd argument of this process was
+    /// not (the new process would lack it). A socket that did come is
+    /// closed, so the caller sees EOF on its end.
+    fn fork_fd(&mut self, what: &str) -> Option<OwnedFd> {
+        let fd = self.take_fd();
+        let why = match (&fd, self.lost) {
+            (Some(_), 0) => return fd,
+            (None, _) => "the new process's socket could not be received".to_string(),
+            (Some(_), n) => format!("{n} fd argument(s) sent to this process were not received"),
+        };
+        drop(fd);
+        complain(format_args!(
+            "{what} request refused: {why}: this process is at its open-file limit (EMFILE)"
+        ));
+        self.push_pid(-libc::EMFILE);
+        None
     }
 
     /// Forks; true in the child, which now serves `fd`.
@@ -214,6 +248,17 @@ impl Server {
             self.reports.extend_from_slice(&wire::header(Tag::End, 0));
         }
         self.flush_reports(true);
+        if self.lost > 0 {
+            die(
+                LOST_FD,
+                format_args!(
+                    "run {:?}: {} fd argument(s) sent to this process could not be received: \
+                     it is at its open-file limit (EMFILE)",
+                    String::from_utf8_lossy(name),
+                    self.lost
+                ),
+            );
+        }
         if let Some(status) = super::builtins::exit_status(name, &self.args) {
             exit_now(status)
         }
@@ -230,4 +275,9 @@ impl Server {
         }
         call::run(name, sock, &self.args)
     }
+}
+
+/// One line on this process's stderr, as `die` writes them.
+fn complain(msg: std::fmt::Arguments<'_>) {
+    eprintln!("anyfork[{}]: {msg}", std::process::id());
 }

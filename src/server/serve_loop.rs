@@ -4,8 +4,9 @@
 //! What each command does is in `request.rs`.
 //!
 //! Exit statuses of the server itself: 0 at EOF (the caller is gone or freed
-//! the handle), 125 for a corrupt command stream, 127 for a library or
-//! function that cannot be found; a failing eval exits with its own status.
+//! the handle), 124 for a run without an fd argument that could not be
+//! received (`EMFILE`), 125 for a corrupt command stream, 127 for a library
+//! or function that cannot be found; a failing eval exits with its own status.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -57,7 +58,12 @@ pub(super) struct Server {
     /// SIGCHLD arrives here; closed before user code runs.
     pub(super) sigfd: Option<OwnedFd>,
     pub(super) signals: SignalState,
-    pub(super) fdq: VecDeque<OwnedFd>,
+    /// Received fds waiting for their frames; `None` for one the kernel
+    /// could not install (this process was at its open-file limit).
+    pub(super) fdq: VecDeque<Option<OwnedFd>>,
+    /// Fd arguments this process failed to receive: its forks and its run
+    /// function fail (`EMFILE`, exit status [`super::exit::LOST_FD`]).
+    pub(super) lost: usize,
     pub(super) args: Vec<Arg>,
     pub(super) reports: Vec<u8>,
     pub(super) rd: Reader,
@@ -113,6 +119,7 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         sigfd: Some(sigfd),
         signals,
         fdq: VecDeque::new(),
+        lost: 0,
         args: Vec::new(),
         reports: Vec::new(),
         rd: Reader::new(),

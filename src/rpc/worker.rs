@@ -3,17 +3,25 @@
 //!
 //! Synchronous: one request at a time, in order; the replies of requests
 //! that arrived together are written together (one write), events at once
-//! (after the replies before them). Asynchronous: the handler may reply
+//! (after the replies before them). A
+//! batch of replies waits at most 200 µs or 64 kB. Asynchronous: the handler may reply
 //! later, from any thread; every reply and event is written at once. At
 //! EOF the worker waits for its outstanding replies, then `serve` returns.
 
 use std::collections::HashSet;
 use std::os::fd::RawFd;
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::frame::{self, CONTROL_ID, EVENT_ID};
 use crate::caller::state::lock;
 use crate::error::{Errno, Error, Result};
+
+/// A synchronous worker writes the replies to requests that arrived
+/// together in one write, unless they grow past this many bytes ...
+const BATCH_BYTES: usize = 64 * 1024;
+/// ... or the first of them waited this long.
+const BATCH_TIME: Duration = Duration::from_micros(200);
 
 /// A worker's state, shared by `serve` and whoever replies.
 pub struct Worker {
@@ -141,6 +149,7 @@ pub fn serve(
         done: Condvar::new(),
     };
     let mut rx: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut since: Option<Instant> = None;
     loop {
         let mut pos = 0;
         while let Some((id, body, end)) = frame::next(&rx[pos..]) {
@@ -159,6 +168,17 @@ pub fn serve(
                 if st.waiting.remove(&id) {
                     st.buf.extend_from_slice(&frame::header(id, 0));
                 }
+                // Replies wait for the rest of the batch only briefly:
+                // a slow handler does not hold back earlier replies.
+                if st.buf.is_empty() {
+                    since = None;
+                } else {
+                    let t = *since.get_or_insert_with(Instant::now);
+                    if st.buf.len() > BATCH_BYTES || t.elapsed() > BATCH_TIME {
+                        w.flush(&mut st)?;
+                        since = None;
+                    }
+                }
             }
         }
         rx.drain(..pos);
@@ -167,6 +187,7 @@ pub fn serve(
             if !st.buf.is_empty() {
                 w.flush(&mut st)?;
             }
+            since = None;
             if let Some(e) = st.broken {
                 return Err(Error::sys(e, "rpc_serve: writing to the caller"));
             }

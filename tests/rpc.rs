@@ -403,7 +403,9 @@ fn a_freed_pool_answers_its_queue_then_its_workers_exit_then_destroyed() {
 #[test]
 fn a_hundred_thousand_pool_calls_leave_fds_and_memory_flat() {
     let _s = serial();
-    let pool = Pool::new(template(), "rpc_sync", opts(2, 64), None).unwrap();
+    let mut o = opts(2, 64);
+    o.idle = 2; // both workers from the start: their sockets are counted
+    let pool = Pool::new(template(), "rpc_sync", o, None).unwrap();
     let me = std::process::id() as i32;
     let done = Arc::new(Mutex::new(0usize));
     let batch = |n: usize| {
@@ -427,6 +429,7 @@ fn a_hundred_thousand_pool_calls_leave_fds_and_memory_flat() {
         turn(10);
     }
     let (fds, rss) = (open_fds(), status_kb(me, "VmRSS").unwrap());
+    let before = fds_of(me);
     for _ in 0..9 {
         batch(10_000);
     }
@@ -434,7 +437,7 @@ fn a_hundred_thousand_pool_calls_leave_fds_and_memory_flat() {
         turn(10);
     }
     let (fds2, rss2) = (open_fds(), status_kb(me, "VmRSS").unwrap());
-    assert_eq!(fds2, fds, "fd count changed");
+    assert_eq!(fds2, fds, "fd count changed: {before:?} -> {:?}", fds_of(me));
     assert!(rss2 < rss + 4096, "RSS grew from {rss} kB to {rss2} kB");
 }
 

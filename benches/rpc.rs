@@ -35,7 +35,10 @@ fn floor(n: usize) -> f64 {
     let mut sv = [0i32; 2];
     // SAFETY: plain syscalls on fds this function owns.
     unsafe {
-        assert_eq!(libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()), 0);
+        assert_eq!(
+            libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()),
+            0
+        );
         let pid = libc::fork();
         if pid == 0 {
             libc::close(sv[0]);
@@ -122,7 +125,11 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (reps, n, pn) = if quick { (3, 5_000, 20_000) } else { (7, 20_000, 100_000) };
+    let (reps, n, pn) = if quick {
+        (3, 5_000, 20_000)
+    } else {
+        (7, 20_000, 100_000)
+    };
     // SAFETY: set before any thread or process is made.
     unsafe { std::env::set_var("ANYFORK_SERVE", env!("CARGO_BIN_EXE_anyfork-serve")) };
     let lib = worker_lib();
@@ -131,11 +138,17 @@ fn main() {
     let rpc = Rpc::start(p, "rpc_sync", None).unwrap();
     let mut t = Process::new_exec().unwrap();
     t.require(&lib).unwrap();
-    let opts = PoolOpts { max: 2, idle: 2, load: 64, ..PoolOpts::default() };
+    let opts = PoolOpts {
+        max: 2,
+        idle: 2,
+        load: 64,
+        ..PoolOpts::default()
+    };
     let pool = Pool::new(t, "rpc_sync", opts, None).unwrap();
     sequential(&rpc, 1000);
     pool_rate(&pool, 1000);
-    let (mut f, mut s, mut pl, mut po, mut r1, mut r2) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut f, mut s, mut pl, mut po, mut r1, mut r2) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..reps {
         let a = floor(n);
         let b = sequential(&rpc, n);
@@ -160,7 +173,10 @@ fn main() {
     row("floor: socketpair ping-pong, two processes", &f);
     row("anyfork RPC, sequential", &s);
     row("anyfork RPC, pipelined (1,000 in flight)", &pl);
-    row(&format!("pool of 2 workers, {pn} trivial calls (calls/s)"), &po);
+    row(
+        &format!("pool of 2 workers, {pn} trivial calls (calls/s)"),
+        &po,
+    );
     ratio("sequential ÷ floor", &r1);
     ratio("pipelined ÷ sequential", &r2);
 }

@@ -84,7 +84,10 @@ fn get(rx: &Receiver<Result<Vec<u8>>>) -> Result<Vec<u8>> {
         if let Ok(v) = rx.try_recv() {
             return v;
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "no reply within 30 s");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no reply within 30 s"
+        );
         turn(10);
     }
 }
@@ -98,7 +101,9 @@ fn a_sync_worker_answers_in_order_with_events_in_between() {
         child(),
         "rpc_sync",
         Some(Arc::new(move |e: Vec<u8>| {
-            l.lock().unwrap().push(format!("event {}", String::from_utf8_lossy(&e)))
+            l.lock()
+                .unwrap()
+                .push(format!("event {}", String::from_utf8_lossy(&e)))
         })),
     )
     .unwrap();
@@ -109,12 +114,20 @@ fn a_sync_worker_answers_in_order_with_events_in_between() {
         })
         .unwrap();
     }
-    until(Duration::from_secs(10), "5 replies", || log.lock().unwrap().len() == 8);
+    until(Duration::from_secs(10), "5 replies", || {
+        log.lock().unwrap().len() == 8
+    });
     assert_eq!(
         *log.lock().unwrap(),
         [
-            "reply a", "event ev0", "event ev1", "event ev2", "reply done", "reply b",
-            "reply slept", "reply c"
+            "reply a",
+            "event ev0",
+            "event ev1",
+            "event ev2",
+            "reply done",
+            "reply b",
+            "reply slept",
+            "reply c"
         ]
     );
 }
@@ -131,8 +144,13 @@ fn an_async_worker_answers_out_of_order_matched_by_id() {
         })
         .unwrap();
     }
-    until(Duration::from_secs(10), "3 replies", || order.lock().unwrap().len() == 3);
-    assert_eq!(*order.lock().unwrap(), ["slept 10", "slept 200", "slept 400"]);
+    until(Duration::from_secs(10), "3 replies", || {
+        order.lock().unwrap().len() == 3
+    });
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["slept 10", "slept 200", "slept 400"]
+    );
 }
 
 #[test]
@@ -146,7 +164,9 @@ fn free_is_graceful_calls_are_answered_then_the_worker_exits_then_destroyed() {
         for i in 0..5 {
             let l = log.clone();
             rpc.call(format!("sleep {}", 10 * (5 - i)).as_bytes(), move |r| {
-                l.lock().unwrap().push(if r.is_ok() { "reply" } else { "error" })
+                l.lock()
+                    .unwrap()
+                    .push(if r.is_ok() { "reply" } else { "error" })
             })
             .unwrap();
         }
@@ -165,7 +185,10 @@ fn free_is_graceful_calls_are_answered_then_the_worker_exits_then_destroyed() {
             ["reply", "reply", "reply", "reply", "reply", "destroyed"],
             "{function}"
         );
-        assert!(gone_within(pid, Duration::from_secs(5)), "{function}: worker left");
+        assert!(
+            gone_within(pid, Duration::from_secs(5)),
+            "{function}: worker left"
+        );
     }
 }
 
@@ -176,10 +199,14 @@ fn a_worker_that_exits_fails_each_waiting_call_once_and_later_calls_are_refused(
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     for req in ["echo x", "exit", "echo y", "echo z"] {
         let o = outcomes.clone();
-        rpc.call(req.as_bytes(), move |r| o.lock().unwrap().push(r.map_err(|e| e.errno())))
-            .unwrap();
+        rpc.call(req.as_bytes(), move |r| {
+            o.lock().unwrap().push(r.map_err(|e| e.errno()))
+        })
+        .unwrap();
     }
-    until(Duration::from_secs(10), "4 outcomes", || outcomes.lock().unwrap().len() == 4);
+    until(Duration::from_secs(10), "4 outcomes", || {
+        outcomes.lock().unwrap().len() == 4
+    });
     std::thread::sleep(Duration::from_millis(100));
     turn(0);
     let o = outcomes.lock().unwrap().clone();
@@ -187,7 +214,10 @@ fn a_worker_that_exits_fails_each_waiting_call_once_and_later_calls_are_refused(
     // A synchronous worker writes the replies to requests that arrived
     // together at once: "echo x" is answered only if it came alone.
     assert!(o[0] == Ok(b"x".to_vec()) || o[0] == Err(anyfork::Errno::EPIPE));
-    assert!(o[1..].iter().all(|r| *r == Err(anyfork::Errno::EPIPE)), "{o:?}");
+    assert!(
+        o[1..].iter().all(|r| *r == Err(anyfork::Errno::EPIPE)),
+        "{o:?}"
+    );
     let e = rpc.call(b"echo late", |_| panic!("a refused call ran its callback"));
     assert_eq!(e.unwrap_err().errno(), anyfork::Errno::EPIPE);
 }
@@ -208,7 +238,11 @@ fn a_slow_worker_never_blocks_the_loop() {
         let _ = tx.send(r);
     })
     .unwrap();
-    assert!(t.elapsed() < Duration::from_millis(300), "call blocked {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "call blocked {:?}",
+        t.elapsed()
+    );
     let t = Instant::now();
     assert_eq!(text(get(&call(&fast, "echo quick"))), "quick");
     assert!(
@@ -244,7 +278,10 @@ fn a_python_worker_speaks_the_framing_through_exec() {
     let b = call(&rpc, "");
     assert_eq!(get(&a).unwrap(), b"HELLO");
     assert_eq!(get(&b).unwrap(), b"");
-    assert_eq!(*events.lock().unwrap(), [b"got 5 bytes".to_vec(), b"got 0 bytes".to_vec()]);
+    assert_eq!(
+        *events.lock().unwrap(),
+        [b"got 5 bytes".to_vec(), b"got 0 bytes".to_vec()]
+    );
     let (tx, rx) = channel();
     rpc.free(move |why| {
         let _ = tx.send(why);
@@ -286,16 +323,23 @@ fn a_pool_worker_killed_with_100_calls_in_flight_fails_each_once_and_the_pool_re
         )
         .unwrap();
     }
-    until(Duration::from_secs(5), "a few replies", || outcomes.lock().unwrap().len() >= 3);
+    until(Duration::from_secs(5), "a few replies", || {
+        outcomes.lock().unwrap().len() >= 3
+    });
     kill(pid, libc::SIGKILL);
-    until(Duration::from_secs(10), "100 outcomes", || outcomes.lock().unwrap().len() >= 100);
+    until(Duration::from_secs(10), "100 outcomes", || {
+        outcomes.lock().unwrap().len() >= 100
+    });
     for _ in 0..10 {
         turn(10);
     }
     let o = outcomes.lock().unwrap().clone();
     assert_eq!(o.len(), 100, "each call exactly once");
     let failed = o.iter().filter(|ok| !**ok).count();
-    assert!(failed >= 50, "{failed} of 100 failed; most were still in flight");
+    assert!(
+        failed >= 50,
+        "{failed} of 100 failed; most were still in flight"
+    );
     let again = pid_of(get(&pool_call(&pool, "pid")));
     assert_ne!(again, pid, "a replacement worker answers");
     assert_eq!(pool.workers(), 1);
@@ -309,7 +353,10 @@ fn workers_retire_on_request_and_after_n_calls() {
     assert_eq!(text(get(&pool_call(&pool, "retire"))), "retiring");
     let b = pid_of(get(&pool_call(&pool, "pid")));
     assert_ne!(a, b, "a retired worker gets nothing new");
-    assert!(gone_within(a, Duration::from_secs(5)), "the retired worker exited");
+    assert!(
+        gone_within(a, Duration::from_secs(5)),
+        "the retired worker exited"
+    );
 
     let mut o = opts(1, 1);
     o.retire_after = 3;
@@ -337,9 +384,13 @@ fn a_pool_scales_up_after_start_and_down_after_stop() {
     assert_eq!(pool.workers(), 1, "idle workers start at once");
     let t0 = Instant::now();
     let rxs: Vec<_> = (0..3).map(|_| pool_call(&pool, "sleep 1500")).collect();
-    until(Duration::from_secs(5), "a second worker", || pool.workers() == 2);
+    until(Duration::from_secs(5), "a second worker", || {
+        pool.workers() == 2
+    });
     let second = t0.elapsed();
-    until(Duration::from_secs(5), "a third worker", || pool.workers() == 3);
+    until(Duration::from_secs(5), "a third worker", || {
+        pool.workers() == 3
+    });
     let third = t0.elapsed();
     assert!(
         second >= Duration::from_millis(280) && second < Duration::from_millis(800),
@@ -356,7 +407,9 @@ fn a_pool_scales_up_after_start_and_down_after_stop() {
         assert_eq!(text(get(&rxs[0])), "slept");
         Instant::now()
     };
-    until(Duration::from_secs(5), "one worker stopped", || pool.workers() == 2);
+    until(Duration::from_secs(5), "one worker stopped", || {
+        pool.workers() == 2
+    });
     let down = first.elapsed();
     assert!(
         down >= Duration::from_millis(450) && down < Duration::from_millis(1200),
@@ -365,7 +418,9 @@ fn a_pool_scales_up_after_start_and_down_after_stop() {
     for r in &rxs[1..] {
         assert_eq!(text(get(r)), "slept");
     }
-    until(Duration::from_secs(5), "back to the idle minimum", || pool.workers() == 1);
+    until(Duration::from_secs(5), "back to the idle minimum", || {
+        pool.workers() == 1
+    });
     for _ in 0..80 {
         turn(10);
     }
@@ -396,7 +451,10 @@ fn a_freed_pool_answers_its_queue_then_its_workers_exit_then_destroyed() {
     assert_eq!(log.len(), 11);
     assert_eq!(log.last(), Some(&"destroyed"));
     for pid in pids.lock().unwrap().iter() {
-        assert!(gone_within(*pid, Duration::from_secs(5)), "worker {pid} left");
+        assert!(
+            gone_within(*pid, Duration::from_secs(5)),
+            "worker {pid} left"
+        );
     }
 }
 
@@ -421,7 +479,9 @@ fn a_hundred_thousand_pool_calls_leave_fds_and_memory_flat() {
             )
             .unwrap();
         }
-        until(Duration::from_secs(60), "a batch", || *done.lock().unwrap() == target);
+        until(Duration::from_secs(60), "a batch", || {
+            *done.lock().unwrap() == target
+        });
     };
     batch(10_000);
     // Workers and pools of earlier tests finish closing meanwhile.
@@ -437,7 +497,12 @@ fn a_hundred_thousand_pool_calls_leave_fds_and_memory_flat() {
         turn(10);
     }
     let (fds2, rss2) = (open_fds(), status_kb(me, "VmRSS").unwrap());
-    assert_eq!(fds2, fds, "fd count changed: {before:?} -> {:?}", fds_of(me));
+    assert_eq!(
+        fds2,
+        fds,
+        "fd count changed: {before:?} -> {:?}",
+        fds_of(me)
+    );
     assert!(rss2 < rss + 4096, "RSS grew from {rss} kB to {rss2} kB");
 }
 
@@ -455,13 +520,38 @@ fn a_killed_caller_leaves_no_pool_worker_behind() {
     std::io::BufReader::new(c.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let pids: Vec<i32> = line.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let pids: Vec<i32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
     assert_eq!(pids.len(), 2, "the caller printed {line:?}");
     assert_ne!(pids[0], pids[1]);
     assert!(pids.iter().all(|p| alive(*p)));
     kill(c.id() as i32, libc::SIGKILL);
     c.wait().unwrap();
     for p in pids {
-        assert!(gone_within(p, Duration::from_secs(1)), "worker {p} outlived its caller");
+        assert!(
+            gone_within(p, Duration::from_secs(1)),
+            "worker {p} outlived its caller"
+        );
     }
+}
+
+#[test]
+fn the_libuv_example_hands_200_requests_to_a_pool() {
+    let _s = serial();
+    example("rpc_pool_worker");
+    let out = std::process::Command::new(example("rpc_pool"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("pool destroyed (0); 200 answered, 0 failed"),
+        "{text}"
+    );
 }

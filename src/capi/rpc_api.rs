@@ -168,7 +168,8 @@ pub unsafe extern "C" fn fork_rpc_call(
 ) -> c_int {
     ffi!(fork_rpc_call, {
         // SAFETY: per the function contract.
-        let r = unsafe { r.as_ref() }.ok_or_else(|| Error::new(Errno::EINVAL, "the RPC handle is NULL"))?;
+        let r = unsafe { r.as_ref() }
+            .ok_or_else(|| Error::new(Errno::EINVAL, "the RPC handle is NULL"))?;
         if cb.is_none() {
             return Err(Error::new(Errno::EINVAL, "the reply callback is NULL"));
         }
@@ -189,7 +190,11 @@ pub unsafe extern "C" fn fork_rpc_call(
 /// # Safety
 /// `r` is NULL or a live handle, never used again.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fork_rpc_free(r: *mut fork_rpc, cb: fork_rpc_destroyed_cb, userdata: *mut c_void) {
+pub unsafe extern "C" fn fork_rpc_free(
+    r: *mut fork_rpc,
+    cb: fork_rpc_destroyed_cb,
+    userdata: *mut c_void,
+) {
     ffi!(fork_rpc_free, {
         if r.is_null() {
             return Ok(());
@@ -233,7 +238,10 @@ pub unsafe extern "C" fn fork_rpc_serve(
             return Err(Error::new(Errno::EINVAL, "the handler is NULL"));
         };
         if flags & !FORK_RPC_ASYNC != 0 {
-            return Err(Error::new(Errno::EINVAL, format!("unknown flags {flags:#x}")));
+            return Err(Error::new(
+                Errno::EINVAL,
+                format!("unknown flags {flags:#x}"),
+            ));
         }
         let ud = userdata;
         // One handle for the whole serve: the worker does not move while
@@ -343,8 +351,12 @@ fn to_c(o: &PoolOpts) -> fork_pool_opts {
 }
 
 fn seconds(v: c_double, what: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(v)
-        .map_err(|_| Error::new(Errno::EINVAL, format!("{what} ({v}) is not a number of seconds >= 0")))
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        Error::new(
+            Errno::EINVAL,
+            format!("{what} ({v}) is not a number of seconds >= 0"),
+        )
+    })
 }
 
 /// Makes a pool: workers are forked from `template` (consumed, even on
@@ -374,7 +386,9 @@ pub unsafe extern "C" fn fork_pool_new(
         // SAFETY: per the function contract.
         let name = unsafe { text(function, "the function name")? };
         // SAFETY: per the function contract.
-        let o = unsafe { opts.as_ref() }.copied().unwrap_or_else(|| to_c(&PoolOpts::default()));
+        let o = unsafe { opts.as_ref() }
+            .copied()
+            .unwrap_or_else(|| to_c(&PoolOpts::default()));
         let opts = PoolOpts {
             max: o.max as usize,
             idle: o.idle as usize,
@@ -396,12 +410,16 @@ pub unsafe extern "C" fn fork_pool_new(
 /// # Safety
 /// `pool` is NULL or a live handle; `template` as for `fork_pool_new`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fork_pool_add_template(pool: *mut fork_pool, template: *mut fork_proc) -> c_int {
+pub unsafe extern "C" fn fork_pool_add_template(
+    pool: *mut fork_pool,
+    template: *mut fork_proc,
+) -> c_int {
     ffi!(fork_pool_add_template, {
         // SAFETY: per the function contract.
         let t = unsafe { take(template)? };
         // SAFETY: per the function contract.
-        let pool = unsafe { pool.as_ref() }.ok_or_else(|| Error::new(Errno::EINVAL, "the pool is NULL"))?;
+        let pool = unsafe { pool.as_ref() }
+            .ok_or_else(|| Error::new(Errno::EINVAL, "the pool is NULL"))?;
         pool.pool.add_template(t).map(|()| 0)
     })
 }
@@ -425,7 +443,8 @@ pub unsafe extern "C" fn fork_pool_call(
 ) -> c_int {
     ffi!(fork_pool_call, {
         // SAFETY: per the function contract.
-        let pool = unsafe { pool.as_ref() }.ok_or_else(|| Error::new(Errno::EINVAL, "the pool is NULL"))?;
+        let pool = unsafe { pool.as_ref() }
+            .ok_or_else(|| Error::new(Errno::EINVAL, "the pool is NULL"))?;
         if cb.is_none() {
             return Err(Error::new(Errno::EINVAL, "the reply callback is NULL"));
         }
@@ -445,7 +464,8 @@ pub unsafe extern "C" fn fork_pool_call(
 pub unsafe extern "C" fn fork_pool_workers(pool: *const fork_pool) -> c_int {
     ffi!(fork_pool_workers, {
         // SAFETY: per the function contract.
-        let pool = unsafe { pool.as_ref() }.ok_or_else(|| Error::new(Errno::EINVAL, "the pool is NULL"))?;
+        let pool = unsafe { pool.as_ref() }
+            .ok_or_else(|| Error::new(Errno::EINVAL, "the pool is NULL"))?;
         Ok(pool.pool.workers().min(c_int::MAX as usize) as c_int)
     })
 }
@@ -458,7 +478,11 @@ pub unsafe extern "C" fn fork_pool_workers(pool: *const fork_pool) -> c_int {
 /// # Safety
 /// `pool` is NULL or a live handle, never used again.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn fork_pool_free(pool: *mut fork_pool, cb: fork_rpc_destroyed_cb, userdata: *mut c_void) {
+pub unsafe extern "C" fn fork_pool_free(
+    pool: *mut fork_pool,
+    cb: fork_rpc_destroyed_cb,
+    userdata: *mut c_void,
+) {
     ffi!(fork_pool_free, {
         if pool.is_null() {
             return Ok(());

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, Weak};
 use nix::sys::socket::{MsgFlags, Shutdown, sendmsg, shutdown};
 
 use super::frame::{self, CONTROL_ID, EVENT_ID, HEADER};
+use crate::Process;
 use crate::caller::reactor::{Reactor, Watcher};
 use crate::caller::state::lock;
 use crate::error::{Errno, Error, Result};
-use crate::Process;
 
 /// The callback of one call: the reply's bytes, or why there is none.
 pub type Reply = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
@@ -298,9 +298,7 @@ impl RpcConn {
         st.rx = Vec::new();
         st.ended_clean = st.freeing && st.calls.is_empty() && why.errno() == Errno::EPIPE;
         for (id, cb) in std::mem::take(&mut st.calls) {
-            let e = why
-                .clone()
-                .context(format_args!("call {id} got no reply"));
+            let e = why.clone().context(format_args!("call {id} got no reply"));
             schedule(Box::new(move || cb(Err(e))), true);
         }
         st.ended = Some(why);
@@ -320,7 +318,14 @@ impl RpcConn {
         st.rx.reserve(READ_CHUNK);
         let spare = st.rx.spare_capacity_mut();
         // SAFETY: `spare` is writable memory of at least READ_CHUNK bytes.
-        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+        let n = unsafe {
+            libc::recv(
+                fd,
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
         if n < 0 {
             match Errno::last() {
                 Errno::EAGAIN | Errno::EINTR => return,
@@ -428,7 +433,11 @@ fn schedule(cb: Box<dyn FnOnce() + Send>, expected: bool) {
 
 /// What the close callback gets: nothing for a clean end after a free.
 fn outcome(st: &Inner) -> Option<Error> {
-    if st.ended_clean { None } else { st.ended.clone() }
+    if st.ended_clean {
+        None
+    } else {
+        st.ended.clone()
+    }
 }
 
 fn bump(id: u32) -> u32 {

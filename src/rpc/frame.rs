@@ -35,10 +35,7 @@ pub(crate) fn len32(data: &[u8], what: &str) -> crate::Result<u32> {
     u32::try_from(data.len()).map_err(|_| {
         crate::Error::new(
             crate::Errno::E2BIG,
-            format!(
-                "{what}: {} bytes exceed the 4 GiB frame limit",
-                data.len()
-            ),
+            format!("{what}: {} bytes exceed the 4 GiB frame limit", data.len()),
         )
     })
 }

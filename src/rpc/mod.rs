@@ -50,10 +50,7 @@ impl Rpc {
     /// Frees gracefully: calls made are answered, the worker reads EOF,
     /// then `on_destroyed` runs with `None`, or why the worker ended
     /// otherwise (it died, or exited before it was freed).
-    pub fn free(
-        self,
-        on_destroyed: impl FnOnce(Option<crate::Error>) + Send + 'static,
-    ) {
+    pub fn free(self, on_destroyed: impl FnOnce(Option<crate::Error>) + Send + 'static) {
         // Drop then frees again without a callback, which changes nothing.
         self.conn.free(Some(Box::new(on_destroyed)));
     }

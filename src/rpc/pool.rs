@@ -172,7 +172,10 @@ impl Pool {
     pub fn add_template(&self, t: Process) -> Result<()> {
         let mut st = lock(&self.inner.st);
         if st.freed {
-            return Err(Error::new(Errno::EPIPE, "pool_add_template: the pool was freed"));
+            return Err(Error::new(
+                Errno::EPIPE,
+                "pool_add_template: the pool was freed",
+            ));
         }
         st.templates.push(t);
         Ok(())
@@ -275,7 +278,9 @@ impl PoolInner {
                     // queue and the worker takes no more; its close
                     // callback removes it.
                     w.retiring = true;
-                    let cb = lock(&slot).take().expect("a failed call keeps its callback");
+                    let cb = lock(&slot)
+                        .take()
+                        .expect("a failed call keeps its callback");
                     st.queue.push_front((data, cb));
                 }
             }
@@ -434,9 +439,13 @@ impl PoolInner {
         st.templates.clear();
         self.arm(st, None);
         if let Ok(r) = Reactor::get() {
-            let _ = r.set_interest(self.token, self.timer.as_fd(), libc::EPOLLIN as u32, 0, || {
-                unreachable!()
-            });
+            let _ = r.set_interest(
+                self.token,
+                self.timer.as_fd(),
+                libc::EPOLLIN as u32,
+                0,
+                || unreachable!(),
+            );
             if let Some(f) = st.on_destroyed.take() {
                 r.schedule(f);
             }

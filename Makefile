@@ -43,7 +43,7 @@ $(OUT):
 
 # libev and libuv examples need their libraries.
 $(OUT)/libev: EXTRA := -lev
-$(OUT)/libuv: EXTRA := -luv
+$(OUT)/libuv $(OUT)/rpc_pool: EXTRA := -luv
 # Template and early forks run the program's own functions: dlsym must
 # find them, so these export their symbols.
 $(OUT)/template $(OUT)/early: EXTRA := -rdynamic
@@ -95,7 +95,7 @@ sanitize: lib
 	for src in $(SAN_C) tests/c/api_errors.c tests/c/bad_input.c tests/c/fd_exhaustion.c \
 	           tests/c/signal_probe.c tests/c/loop_exit.c tests/c/foreign_uid.c; do \
 	  n=$$(basename $$src .c); extra=""; \
-	  case $$n in libev) extra=-lev;; libuv) extra=-luv;; template|early|signal_probe) extra=-rdynamic;; \
+	  case $$n in libev) extra=-lev;; libuv|rpc_pool) extra=-luv;; template|early|signal_probe) extra=-rdynamic;; \
 	    api_errors) extra=-pthread;; esac; \
 	  $(CC) $(SANFLAGS) $(WARN) -Iinclude $$src -o $(SAN)/$$n $(LINK) $$extra; \
 	done

@@ -47,6 +47,12 @@
 #define FORK_TEMPLATE_KEEP_FDS 1
 
 /*
+ `fork_rpc_serve` flag: the handler may reply later, from any thread,
+ and requests are handed over without waiting for earlier replies.
+ */
+#define FORK_RPC_ASYNC 1
+
+/*
  What one `fork_arg` holds.
 
  The variant names are the C enumerators' names.
@@ -79,6 +85,12 @@ typedef enum fork_call_kind {
 } fork_call_kind;
 
 /*
+ A pool of RPC workers (opaque): made by `fork_pool_new`, ended by
+ `fork_pool_free`.
+ */
+typedef struct fork_pool fork_pool;
+
+/*
  A process that has not entered its run function yet (opaque).
 
  Created by `fork_new`, `fork_new_exec` or `fork_fork`; ended by
@@ -86,6 +98,18 @@ typedef enum fork_call_kind {
  use a given `fork_proc`; different ones may be used by different threads.
  */
 typedef struct fork_proc fork_proc;
+
+/*
+ An RPC worker seen from the caller (opaque): made by `fork_rpc_start`,
+ ended by `fork_rpc_free`.
+ */
+typedef struct fork_rpc fork_rpc;
+
+/*
+ The worker's end of an RPC channel (opaque), valid inside
+ `fork_rpc_serve` (and, for an asynchronous worker, until it returns).
+ */
+typedef struct fork_rpc_worker fork_rpc_worker;
 
 /*
  One argument as the child's functions see it.
@@ -144,6 +168,72 @@ typedef void (*fork_run_cb)(int fd, void *userdata);
  with `fork_last_error()` describing why.
  */
 typedef void (*fork_exit_cb)(pid_t pid, int wait_status, void *userdata);
+
+/*
+ An event the worker sent (`fork_rpc_event`): `len` bytes at `data`,
+ valid during the callback only. Events come in the order sent,
+ interleaved in order with replies.
+ */
+typedef void (*fork_rpc_event_cb)(const void *data, size_t len, void *userdata);
+
+/*
+ The reply to one call: `status` 0 and the reply's `len` bytes at
+ `data` (valid during the callback only), or `status` -errno (data NULL,
+ len 0) when no reply will come: `-EPIPE` the worker exited or died
+ first, `-EPROTO` it broke the framing; `fork_last_error()` on the
+ dispatching thread says which call and why.
+ */
+typedef void (*fork_rpc_reply_cb)(int status, const void *data, size_t len, void *userdata);
+
+/*
+ Runs once a freed RPC worker or pool has ended. `status` is 0 when
+ the worker saw EOF and exited, or -errno when it had ended otherwise
+ (died, exited on its own); for a pool always 0.
+ */
+typedef void (*fork_rpc_destroyed_cb)(int status, void *userdata);
+
+/*
+ The worker's handler: one request, `len` bytes at `req` (valid during
+ the call only), with its `id`. Answer with `fork_rpc_reply(w, id, ...)`:
+ a synchronous worker before returning (a request left unanswered gets
+ an empty reply), an asynchronous one whenever it likes, from any thread.
+ */
+typedef void (*fork_rpc_handler)(struct fork_rpc_worker *w,
+                                 uint32_t id,
+                                 const void *req,
+                                 size_t len,
+                                 void *userdata);
+
+/*
+ A pool's settings, with AnyEvent::Fork::Pool's meanings; start from
+ `fork_pool_defaults()`.
+ */
+typedef struct fork_pool_opts {
+  /*
+   Workers at most (default: the number of CPUs).
+   */
+  unsigned int max;
+  /*
+   Idle workers kept ready, started at once (default 0).
+   */
+  unsigned int idle;
+  /*
+   Requests in flight per worker at most (default 2).
+   */
+  unsigned int load;
+  /*
+   Seconds between starting workers while all are busy (default 0.1).
+   */
+  double start;
+  /*
+   Seconds a spare worker stays idle before it is stopped (default 10).
+   */
+  double stop;
+  /*
+   Retire a worker after this many requests (default 0: never).
+   */
+  uint64_t retire_after;
+} fork_pool_opts;
 
 #ifdef __cplusplus
 extern "C" {
@@ -587,6 +677,183 @@ const char *fork_last_error(void);
  pid; 0 before any failure.
  */
 int fork_last_errno(void);
+
+/*
+ Starts an RPC worker: makes `p` enter `function` like `fork_run` (and
+ consumes `p`, even on failure). `function` serves RPC on its comm
+ socket: a C function calling `fork_rpc_serve`, or `anyfork_exec` for a
+ program that speaks the framing (README, "RPC"). Calls may be made at
+ once; they are written as the process becomes reachable. `on_event`
+ (may be NULL) gets the worker's events.
+
+ Returns a handle the caller owns (end it with `fork_rpc_free`), or NULL
+ with `fork_last_error()` set.
+
+ # Safety
+ `p` is NULL or a live handle, never used again; `function` is NULL or
+ a C string; callbacks may run on any thread that dispatches.
+ */
+struct fork_rpc *fork_rpc_start(struct fork_proc *p,
+                                const char *function,
+                                fork_rpc_event_cb on_event,
+                                void *userdata);
+
+/*
+ Sends a request of `len` bytes (copied if the socket cannot take it at
+ once; never blocks, the queue is bounded only by memory). `cb` runs
+ exactly once, from dispatch or wait: with the reply, or with -errno if
+ none will come. Outstanding calls count in `fork_pending`.
+
+ Returns 0, or `-EINVAL` (NULL `r` or `cb`, NULL
+ `data` with a length), `-E2BIG` (4 GiB or more), `-EPIPE` (the worker
+ is known to be gone), with `fork_last_error()` set and `cb` never run.
+
+ # Safety
+ `r` is NULL or a live handle; `data` is NULL or points to `len` bytes.
+ */
+int fork_rpc_call(struct fork_rpc *r,
+                  const void *data,
+                  size_t len,
+                  fork_rpc_reply_cb cb,
+                  void *userdata);
+
+/*
+ Frees an RPC handle gracefully: calls already made are still written
+ and answered, then the worker reads EOF (and exits), then `cb` (may be
+ NULL) runs from dispatch or wait. Until then it counts in
+ `fork_pending`, so `while (fork_wait(-1) > 0) ;` waits for it.
+ `fork_rpc_free(NULL, ...)` does nothing.
+
+ # Safety
+ `r` is NULL or a live handle, never used again.
+ */
+void fork_rpc_free(struct fork_rpc *r, fork_rpc_destroyed_cb cb, void *userdata);
+
+/*
+ In the worker: serves RPC on the comm socket `fd` until the caller
+ closes its side: reads each request and calls `handler` with it.
+ `flags` 0 is synchronous (one request at a time, in order);
+ `FORK_RPC_ASYNC` lets the handler reply later from any thread, and
+ `fork_rpc_serve` then returns only once every request was answered.
+
+ Returns 0 at EOF (return it from the run function), or -errno with
+ `fork_last_error()` set (a bad fd, the caller gone while replying, a
+ request with a reserved id).
+
+ # Safety
+ `handler` is a valid function; `userdata` is passed through untouched.
+ */
+int fork_rpc_serve(int fd, fork_rpc_handler handler, void *userdata, int flags);
+
+/*
+ In the worker: answers request `id` with `len` bytes at `data`
+ (copied). Each request is answered once.
+
+ Returns 0, or `-EINVAL` (NULL `w`, an id not waiting for a reply),
+ `-EPIPE` (the caller is gone), with `fork_last_error()` set.
+
+ # Safety
+ `w` is NULL or the handle the handler got, while `fork_rpc_serve`
+ runs; `data` is NULL or points to `len` bytes.
+ */
+int fork_rpc_reply(struct fork_rpc_worker *w, uint32_t id, const void *data, size_t len);
+
+/*
+ In the worker: sends an event (`len` bytes at `data`, copied) to the
+ caller's `on_event`, in order with the replies.
+
+ Returns 0, or -errno with `fork_last_error()` set, as `fork_rpc_reply`.
+
+ # Safety
+ As for `fork_rpc_reply`.
+ */
+int fork_rpc_event(struct fork_rpc_worker *w, const void *data, size_t len);
+
+/*
+ In a pool's worker: asks to be retired. The pool sends it nothing new;
+ once the requests it has are answered it reads EOF, and the pool
+ starts a replacement as needed.
+
+ Returns 0, or -errno with `fork_last_error()` set.
+
+ # Safety
+ As for `fork_rpc_reply`.
+ */
+int fork_pool_retire(struct fork_rpc_worker *w);
+
+/*
+ The default pool settings: max = number of CPUs, idle 0, load 2,
+ start 0.1 s, stop 10 s, retire_after 0.
+ */
+struct fork_pool_opts fork_pool_defaults(void);
+
+/*
+ Makes a pool: workers are forked from `template` (consumed, even on
+ failure; it is the pool's now) and enter `function`, which serves RPC
+ (see `fork_rpc_start`). `opts` NULL means `fork_pool_defaults()`.
+ `opts->idle` workers start at once. `on_event` (may be NULL) gets every
+ worker's events.
+
+ Returns a handle (end it with `fork_pool_free`), or NULL with
+ `fork_last_error()` set (`-EINVAL`: max or load 0, idle > max, a
+ negative or NaN time).
+
+ # Safety
+ `template` is NULL or a live handle, never used again; `function` is
+ NULL or a C string; `opts` is NULL or valid.
+ */
+struct fork_pool *fork_pool_new(struct fork_proc *template_,
+                                const char *function,
+                                const struct fork_pool_opts *opts,
+                                fork_rpc_event_cb on_event,
+                                void *userdata);
+
+/*
+ Adds another template workers may be forked from (templates are used
+ in turn); consumes `template`, even on failure.
+
+ Returns 0, or -errno with `fork_last_error()` set.
+
+ # Safety
+ `pool` is NULL or a live handle; `template` as for `fork_pool_new`.
+ */
+int fork_pool_add_template(struct fork_pool *pool, struct fork_proc *template_);
+
+/*
+ Sends a request to the least-loaded worker, or queues it while every
+ worker is at its load (never blocks). `cb` runs exactly once, as for
+ `fork_rpc_call`; a worker that dies fails only its own calls.
+
+ Returns 0, or `-EINVAL`, `-E2BIG`, `-EPIPE` (freed) with
+ `fork_last_error()` set and `cb` never run.
+
+ # Safety
+ `pool` is NULL or a live handle; `data` is NULL or points to `len` bytes.
+ */
+int fork_pool_call(struct fork_pool *pool,
+                   const void *data,
+                   size_t len,
+                   fork_rpc_reply_cb cb,
+                   void *userdata);
+
+/*
+ The number of workers the pool has now (retiring ones included).
+
+ # Safety
+ `pool` is NULL or a live handle.
+ */
+int fork_pool_workers(const struct fork_pool *pool);
+
+/*
+ Frees a pool gracefully: queued calls are still sent and answered,
+ then workers read EOF and exit, the templates exit, then `cb` (may be
+ NULL) runs with status 0. Until then it counts in `fork_pending`.
+ `fork_pool_free(NULL, ...)` does nothing.
+
+ # Safety
+ `pool` is NULL or a live handle, never used again.
+ */
+void fork_pool_free(struct fork_pool *pool, fork_rpc_destroyed_cb cb, void *userdata);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -25,6 +25,7 @@
 //! - [`server`]: the template server and what runs in each new process
 //!   until user code takes over;
 //! - [`protocol`]: the frames and environment names both share;
+//! - [`rpc`]: request/reply channels to workers, and pools of them;
 //! - [`capi`]: the C boundary, conversions only;
 //! - `sys`: the few raw system calls that nix and std do not wrap.
 
@@ -32,6 +33,7 @@ pub mod caller;
 pub mod capi;
 pub mod error;
 pub mod protocol;
+pub mod rpc;
 pub mod server;
 mod sys;
 

@@ -29,9 +29,11 @@ mod handle;
 mod loop_api;
 mod modes_api;
 mod proc_api;
+mod rpc_api;
 
 pub use child_api::*;
 pub use handle::fork_proc;
 pub use loop_api::*;
 pub use modes_api::*;
 pub use proc_api::*;
+pub use rpc_api::*;

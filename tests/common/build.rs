@@ -180,7 +180,7 @@ pub fn example(name: &str) -> PathBuf {
     let mut extra = vec![rpath.as_str()];
     match name {
         "libev" => extra.push("-lev"),
-        "libuv" => extra.push("-luv"),
+        "libuv" | "rpc_pool" => extra.push("-luv"),
         "template" | "early" => extra.push("-rdynamic"),
         _ => {}
     }

@@ -112,25 +112,24 @@ $SELF->attach([fcntl => 'c_fcntl'] => ['int', 'int', 'int'] => 'int');
 
 # Flushes every Perl output handle, as Perl's fork does before it forks
 # (PerlIO_flush(NULL), through the interpreter's own function when this
-# perl exports it), else STDOUT, STDERR and the selected handle.
-my $FLUSH_ALL;
-sub flush_all {
-    unless (defined $FLUSH_ALL) {
-        $FLUSH_ALL = 0;
-        my $flush = $SELF->find_symbol('Perl_PerlIO_flush');
-        my $ctx   = $SELF->find_symbol('Perl_get_context');
-        if ($flush && $Config::Config{usemultiplicity}) {
-            if ($ctx) {
-                my $get = $SELF->function($ctx => [] => 'opaque');
-                my $f   = $SELF->function($flush => ['opaque', 'opaque'] => 'int');
-                $FLUSH_ALL = sub { $f->call($get->call, undef) };
-            }
-        }
-        elsif ($flush) {
-            my $f = $SELF->function($flush => ['opaque'] => 'int');
-            $FLUSH_ALL = sub { $f->call(undef) };
-        }
+# perl exports it), else STDOUT, STDERR and the selected handle. The
+# function is looked up once, at load time: looked up in a forked child,
+# it would cost as much as that child's whole exit.
+sub _perlio_flush_all {
+    my $flush = $SELF->find_symbol('Perl_PerlIO_flush') or return undef;
+    unless ($Config::Config{usemultiplicity}) {
+        my $f = $SELF->function($flush => ['opaque'] => 'int');
+        return sub { $f->call(undef) };
     }
+    my $ctx = $SELF->find_symbol('Perl_get_context') or return undef;
+    my $get = $SELF->function($ctx => [] => 'opaque');
+    my $f   = $SELF->function($flush => ['opaque', 'opaque'] => 'int');
+    return sub { $f->call($get->call, undef) };
+}
+
+my $FLUSH_ALL = _perlio_flush_all();
+
+sub flush_all {
     return $FLUSH_ALL->() if $FLUSH_ALL;
     require IO::Handle;
     require Symbol;
@@ -242,7 +241,7 @@ sub fh_from_fd {
                    : $family == Socket::AF_INET6() ? 'IO::Socket::IP'
                    : $family == Socket::AF_UNIX()  ? 'IO::Socket::UNIX'
                    :                                  'IO::Socket';
-        unless ($SOCKET_CLASS{$class}++) {
+        unless ($SOCKET_CLASS{$class}++ || $class->can('new')) {
             (my $file = "$class.pm") =~ s{::}{/}g;
             require $file;
         }

@@ -211,6 +211,9 @@ sub _run {
     splice @all, 0, $TAKEN < @all ? $TAKEN : scalar @all;
     my $comm = AnyFork::Lib::fh_from_fd($fd);
     my @perl = _perl_args(@all);
+    # The sub starts as a program does: no errno or child status left
+    # over from AnyFork's own calls, which die would turn into the status.
+    ($!, $?) = (0, 0);
     my $ok = CORE::eval { $sub->($comm, @perl); 1 };
     unless ($ok) {
         # The status a Perl program gets from an uncaught die: $! if set,

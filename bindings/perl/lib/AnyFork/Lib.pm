@@ -110,6 +110,13 @@ $FFI->attach($_ => @{ $C{$_} }) for sort keys %C;
 $SELF->attach([close => 'c_close'] => ['int']               => 'int');
 $SELF->attach([fcntl => 'c_fcntl'] => ['int', 'int', 'int'] => 'int');
 
+# Only keys of Config.pm itself are read: any other one loads
+# Config_heavy.pl, about 370 kB more in every template to copy at each
+# fork. A perl with multiplicity (ithreads implies it) says "multi" in its
+# archname.
+my $MULTIPLICITY = $Config::Config{useithreads}
+  || $Config::Config{archname} =~ /-multi\b/;
+
 # Flushes every Perl output handle, as Perl's fork does before it forks
 # (PerlIO_flush(NULL), through the interpreter's own function when this
 # perl exports it), else STDOUT, STDERR and the selected handle. The
@@ -117,7 +124,7 @@ $SELF->attach([fcntl => 'c_fcntl'] => ['int', 'int', 'int'] => 'int');
 # it would cost as much as that child's whole exit.
 sub _perlio_flush_all {
     my $flush = $SELF->find_symbol('Perl_PerlIO_flush') or return undef;
-    unless ($Config::Config{usemultiplicity}) {
+    unless ($MULTIPLICITY) {
         my $f = $SELF->function($flush => ['opaque'] => 'int');
         return sub { $f->call(undef) };
     }
@@ -160,7 +167,9 @@ sub check_ptr {
 }
 
 my %PACK     = (4 => 'L', 8 => 'Q');
-my $PTR_PACK = $PACK{ $Config::Config{ptrsize} };
+my $PTR      = $FFI->sizeof('opaque');
+my $SZ       = $FFI->sizeof('size_t');
+my $PTR_PACK = $PACK{$PTR};
 
 # A NULL-terminated char ** built from Perl strings. Returns the pointer
 # and a guard that keeps the bytes alive: hold both until the call returns.
@@ -189,8 +198,6 @@ sub octets {
 }
 
 # struct fork_arg { int kind; int fd; const uint8_t *data; size_t len; }
-my $PTR  = $Config::Config{ptrsize};
-my $SZ   = $Config::Config{sizesize};
 my $ARG_TEMPLATE = "i i $PTR_PACK $PACK{$SZ}";
 my $ARG_SIZE     = length pack $ARG_TEMPLATE, 0, 0, 0, 0;
 {

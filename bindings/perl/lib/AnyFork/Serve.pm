@@ -15,9 +15,13 @@ package AnyFork::Serve;
 # loaded with require "libfoo.so"), so C run/eval functions still work.
 
 # Evaluates $_[0] in package main with @_ set to the rest. First in the
-# file, so that the code sees none of this module's lexicals.
+# file, so that the code sees none of this module's lexicals but @arg:
+# as in AnyEvent::Fork::Serve, the handles and strings received so far
+# (and not taken by run_args), which the code may read or change; what it
+# leaves there is what run gets (the array is @AnyFork::Serve::arg).
 sub _eval_code {
     local $AnyFork::Serve::CODE = shift;
+    our @arg;    # @AnyFork::Serve::arg, under its short name
     CORE::eval("package main;\n#line 1 \"AnyFork eval\"\n$AnyFork::Serve::CODE\n;1");
 }
 
@@ -52,9 +56,12 @@ use constant EVAL_NAME => 'AnyFork::Serve::eval';
 # template's pages it touches).
 our $PERL_CODE = 0;
 
-# How many of the received arguments run_args has handed out already; run
-# passes only the rest (the manual's "returns ... and clears them").
-my $TAKEN = 0;
+# The received arguments as Perl values (handles own their fds), once
+# converted: those not yet taken by run_args (the manual's "returns ... and
+# clears them"), as eval code sees them in @arg, and how many of the
+# library's arguments they came from.
+our @arg;
+my $SEEN = 0;
 
 our $DISPATCH = $AnyFork::Lib::FFI->closure(\&_dispatch);
 $DISPATCH->sticky;
@@ -93,14 +100,24 @@ sub _perl_args { map { $_->[0] == 1 ? AnyFork::Lib::fh_from_fd($_->[1]) : $_->[2
 # @args = AnyFork::Serve::run_args: inside eval code (or a function it
 # calls), the handles and strings received so far and not yet taken; they
 # are then no longer passed to the run function.
+# AnyEvent::Fork's name for it, for code written for that module (see
+# bindings/perl/compat), unless a real AnyEvent::Fork::Serve is here.
+*AnyEvent::Fork::Serve::run_args = \&run_args
+  unless defined &AnyEvent::Fork::Serve::run_args;
+
 sub run_args {
+    _receive();
+    return splice @arg;
+}
+
+# Converts the arguments that arrived since the last call into @arg.
+sub _receive {
     my $n = 0;
     my $ptr = AnyFork::Lib::fork_child_args(\$n);
-    return () unless $ptr && $n > $TAKEN;
+    return unless $ptr && $n > $SEEN;
     my @all = AnyFork::Lib::decode_args($ptr, $n);
-    my @new = @all[$TAKEN .. $#all];
-    $TAKEN = $n;
-    return _perl_args(@new);
+    push @arg, _perl_args(@all[$SEEN .. $#all]);
+    $SEEN = $n;
 }
 
 sub _flush {
@@ -145,8 +162,19 @@ sub _quick_exit {
     $C_EXIT->call($status);
 }
 
+# The process whose random seed is its own. A process forked by the
+# library (not by Perl) starts with its template's generator state: the
+# first eval or run in it seeds afresh, so no two processes draw the same
+# numbers (Perl's own fork does not do this; AnyEvent::Fork's processes,
+# which all start from one template, would share the sequence).
+my $SEEDED = $$;
+
 sub _dispatch {
     my ($kind, $name, $fd, $args, $nargs) = @_;
+    if ($SEEDED != $$) {
+        $SEEDED = $$;
+        srand();
+    }
     $name = '' unless defined $name;
     return $kind == 0 ? _eval($name, $args, $nargs) : _run($name, $fd, $args, $nargs);
 }
@@ -167,6 +195,7 @@ sub _eval_call {
         $PERL_CODE = 1;
         my ($code, @rest) = map { decode_string($_) } @strings;
         $code = '' unless defined $code;
+        _receive();
         unless (_eval_code($code, @rest)) {
             _complain("eval failed: $@");
             return 255;
@@ -208,9 +237,9 @@ sub _run {
         CORE::exit(127);
     }
     my @all = AnyFork::Lib::decode_args($args, $nargs);
-    splice @all, 0, $TAKEN < @all ? $TAKEN : scalar @all;
+    push @arg, _perl_args(@all[$SEEN .. $#all]) if @all > $SEEN;
     my $comm = AnyFork::Lib::fh_from_fd($fd);
-    my @perl = _perl_args(@all);
+    my @perl = splice @arg;
     # The sub starts as a program does: no errno or child status left
     # over from AnyFork's own calls, which die would turn into the status.
     ($!, $?) = (0, 0);

@@ -40,6 +40,14 @@ sub statuses_of {
     is_deeply [values %st], [0], 'CORE::exit with a string sent: status 0, not the string';
 }
 
+# CORE::exit reaching the process's own side (the caller no longer knew
+# the process was lean: a builtin eval was sent): status 0 through C's
+# exit, the END block of the process's side not needed.
+{
+    my %st = statuses_of(AnyFork->new->eval_function('anyfork_setenv', 'ANYFORK_T18=1'));
+    is_deeply [values %st], [0], 'CORE::exit after a builtin eval: status 0';
+}
+
 # A template with an END block and an object with a destructor: each of
 # three children writes both once, with its own pid; the template writes
 # nothing while it lives.

@@ -97,14 +97,14 @@ sub decode_string {
 # handles that own their fds.
 sub _perl_args { map { $_->[0] == 1 ? AnyFork::Lib::fh_from_fd($_->[1]) : $_->[2] } @_ }
 
-# @args = AnyFork::Serve::run_args: inside eval code (or a function it
-# calls), the handles and strings received so far and not yet taken; they
-# are then no longer passed to the run function.
-# AnyEvent::Fork's name for it, for code written for that module (see
-# bindings/perl/compat), unless a real AnyEvent::Fork::Serve is here.
+# AnyEvent::Fork's name for run_args, for code written for that module
+# (see bindings/perl/compat), unless a real AnyEvent::Fork::Serve is here.
 *AnyEvent::Fork::Serve::run_args = \&run_args
   unless defined &AnyEvent::Fork::Serve::run_args;
 
+# @args = AnyFork::Serve::run_args: inside eval code (or a function it
+# calls), the handles and strings received so far and not yet taken; they
+# are then no longer passed to the run function.
 sub run_args {
     _receive();
     return splice @arg;

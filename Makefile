@@ -64,7 +64,7 @@ demo: lib $(OUT)/hello $(OUT)/libhello_worker.so
 
 # Debian packages the tests need: libev and libuv for the loop examples,
 # the toolchains the language bindings are tested with.
-DEPS := libev-dev libuv1-dev pkg-config golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl python3 valgrind
+DEPS := libev-dev libuv1-dev pkg-config golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl libanyevent-fork-perl python3 valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -7,7 +7,9 @@
 //! in templates forked from the test program, hand-over with
 //! to_fh/new_from_fh, 1,000 creations without an fd leak, and issue 19's
 //! stress checklist (dying callbacks, SIGINT, Perl's fork, drops, exit
-//! statuses). It runs as
+//! statuses), issue 11's exit paths and the AnyEvent::Fork drop-in
+//! (bindings/perl/compat: the manual's examples, RPC- and pool-shaped
+//! workers). It runs as
 //! the leader of a session of its own, so templates and processes left
 //! behind are found and reported.
 

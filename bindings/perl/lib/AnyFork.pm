@@ -119,7 +119,7 @@ sub new_exec {
              . ' use AnyFork::Serve; AnyFork::Serve::serve()';
     my ($argv, $guard) = AnyFork::Lib::strv(_perl(), '-e', $boot, '--', $AnyFork::Lib::PATH, @inc);
     my $p = AnyFork::Lib::check_ptr(AnyFork::Lib::fork_new_exec_argv($argv));
-    return $class->_wrap($p);
+    return $class->_wrap($p, lean => 1);
 }
 
 # Forks the library's own template (anyfork-serve): no Perl in there, so it
@@ -141,6 +141,8 @@ sub _template {
     # exits: flush every handle first, as Perl's own fork does.
     AnyFork::Lib::flush_all();
     AnyFork::Serve::install();
+    # The template is this program: its END blocks and objects are there.
+    $AnyFork::Serve::PERL_CODE = 1;
     my $p = AnyFork::Lib::check_ptr(AnyFork::Lib::fork_template());
     return $class->_wrap($p);
 }
@@ -152,7 +154,7 @@ sub _template {
 sub fork {
     my ($self) = @_;
     my $p = AnyFork::Lib::check_ptr(AnyFork::Lib::fork_fork($self->_p));
-    return $self->_wrap($p, parent => $self);
+    return $self->_wrap($p, parent => $self, lean => $self->{lean});
 }
 
 # The fd of a handle, or undef. A handle tied to a class without FILENO
@@ -188,6 +190,7 @@ sub new_from_fh {
 
 sub eval {
     my ($self, $code, @args) = @_;
+    delete $self->{lean};
     my @s = map { AnyFork::Serve::encode_string($_) } $code, @args;
     my ($argv, $guard) = AnyFork::Lib::strv(@s);
     return $self->_sent(
@@ -201,6 +204,7 @@ sub eval {
 sub eval_function {
     my ($self, $name, @strings) = @_;
     Carp::croak('AnyFork->eval_function: no function name') unless defined $name && length $name;
+    delete $self->{lean};
     my ($argv, $guard) = AnyFork::Lib::strv(@strings);
     return $self->_sent(AnyFork::Lib::fork_eval($self->_p, $name, $argv, scalar @strings));
 }
@@ -212,6 +216,7 @@ sub _is_shared_lib { $_[0] =~ /\.so(?:\.[0-9]+)*\z/ }
 
 sub require {
     my ($self, @what) = @_;
+    delete $self->{lean};
     my @perl;
     my $flush = sub {
         return unless @perl;
@@ -249,6 +254,7 @@ sub send_fh {
 
 sub send_arg {
     my ($self, @args) = @_;
+    delete $self->{lean};
     my $p = $self->_p;
     for my $arg (@args) {
         my $s = AnyFork::Lib::octets($arg);
@@ -299,9 +305,15 @@ sub _start {
     return;
 }
 
+# A process is lean while it holds nothing but what a fresh AnyFork::Serve
+# perl holds (and fds): no Perl code but AnyFork's, no string. Running
+# CORE::exit there is then the library's anyfork_exit (status 0): nothing
+# of the user's is there for END blocks or destructors, and the child
+# leaves without entering Perl at all.
 sub run {
     my ($self, $func, $cb) = @_;
     Carp::croak('AnyFork->run: no function name') unless defined $func && length $func;
+    $func = 'anyfork_exit' if $func eq 'CORE::exit' && $self->{lean};
     return $self->_start($cb, sub { AnyFork::Lib::fork_run($_[0], $func, $_[1], $_[2]) });
 }
 

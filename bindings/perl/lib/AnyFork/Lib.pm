@@ -110,27 +110,33 @@ $FFI->attach($_ => @{ $C{$_} }) for sort keys %C;
 $SELF->attach([close => 'c_close'] => ['int']               => 'int');
 $SELF->attach([fcntl => 'c_fcntl'] => ['int', 'int', 'int'] => 'int');
 
+# Only keys of Config.pm itself are read: any other one loads
+# Config_heavy.pl, about 370 kB more in every template to copy at each
+# fork. A perl with multiplicity (ithreads implies it) says "multi" in its
+# archname.
+my $MULTIPLICITY = $Config::Config{useithreads}
+  || $Config::Config{archname} =~ /-multi\b/;
+
 # Flushes every Perl output handle, as Perl's fork does before it forks
 # (PerlIO_flush(NULL), through the interpreter's own function when this
-# perl exports it), else STDOUT, STDERR and the selected handle.
-my $FLUSH_ALL;
-sub flush_all {
-    unless (defined $FLUSH_ALL) {
-        $FLUSH_ALL = 0;
-        my $flush = $SELF->find_symbol('Perl_PerlIO_flush');
-        my $ctx   = $SELF->find_symbol('Perl_get_context');
-        if ($flush && $Config::Config{usemultiplicity}) {
-            if ($ctx) {
-                my $get = $SELF->function($ctx => [] => 'opaque');
-                my $f   = $SELF->function($flush => ['opaque', 'opaque'] => 'int');
-                $FLUSH_ALL = sub { $f->call($get->call, undef) };
-            }
-        }
-        elsif ($flush) {
-            my $f = $SELF->function($flush => ['opaque'] => 'int');
-            $FLUSH_ALL = sub { $f->call(undef) };
-        }
+# perl exports it), else STDOUT, STDERR and the selected handle. The
+# function is looked up once, at load time: looked up in a forked child,
+# it would cost as much as that child's whole exit.
+sub _perlio_flush_all {
+    my $flush = $SELF->find_symbol('Perl_PerlIO_flush') or return undef;
+    unless ($MULTIPLICITY) {
+        my $f = $SELF->function($flush => ['opaque'] => 'int');
+        return sub { $f->call(undef) };
     }
+    my $ctx = $SELF->find_symbol('Perl_get_context') or return undef;
+    my $get = $SELF->function($ctx => [] => 'opaque');
+    my $f   = $SELF->function($flush => ['opaque', 'opaque'] => 'int');
+    return sub { $f->call($get->call, undef) };
+}
+
+my $FLUSH_ALL = _perlio_flush_all();
+
+sub flush_all {
     return $FLUSH_ALL->() if $FLUSH_ALL;
     require IO::Handle;
     require Symbol;
@@ -161,7 +167,9 @@ sub check_ptr {
 }
 
 my %PACK     = (4 => 'L', 8 => 'Q');
-my $PTR_PACK = $PACK{ $Config::Config{ptrsize} };
+my $PTR      = $FFI->sizeof('opaque');
+my $SZ       = $FFI->sizeof('size_t');
+my $PTR_PACK = $PACK{$PTR};
 
 # A NULL-terminated char ** built from Perl strings. Returns the pointer
 # and a guard that keeps the bytes alive: hold both until the call returns.
@@ -190,8 +198,6 @@ sub octets {
 }
 
 # struct fork_arg { int kind; int fd; const uint8_t *data; size_t len; }
-my $PTR  = $Config::Config{ptrsize};
-my $SZ   = $Config::Config{sizesize};
 my $ARG_TEMPLATE = "i i $PTR_PACK $PACK{$SZ}";
 my $ARG_SIZE     = length pack $ARG_TEMPLATE, 0, 0, 0, 0;
 {
@@ -242,7 +248,7 @@ sub fh_from_fd {
                    : $family == Socket::AF_INET6() ? 'IO::Socket::IP'
                    : $family == Socket::AF_UNIX()  ? 'IO::Socket::UNIX'
                    :                                  'IO::Socket';
-        unless ($SOCKET_CLASS{$class}++) {
+        unless ($SOCKET_CLASS{$class}++ || $class->can('new')) {
             (my $file = "$class.pm") =~ s{::}{/}g;
             require $file;
         }

@@ -15,9 +15,13 @@ package AnyFork::Serve;
 # loaded with require "libfoo.so"), so C run/eval functions still work.
 
 # Evaluates $_[0] in package main with @_ set to the rest. First in the
-# file, so that the code sees none of this module's lexicals.
+# file, so that the code sees none of this module's lexicals but @arg:
+# as in AnyEvent::Fork::Serve, the handles and strings received so far
+# (and not taken by run_args), which the code may read or change; what it
+# leaves there is what run gets (the array is @AnyFork::Serve::arg).
 sub _eval_code {
     local $AnyFork::Serve::CODE = shift;
+    our @arg;    # @AnyFork::Serve::arg, under its short name
     CORE::eval("package main;\n#line 1 \"AnyFork eval\"\n$AnyFork::Serve::CODE\n;1");
 }
 
@@ -25,6 +29,14 @@ use strict;
 use warnings;
 
 use AnyFork::Lib;
+
+# What every Perl run function needs to receive its comm socket: loaded
+# here, in the template, once. Loaded in each child (as fh_from_fd would,
+# on first use), it cost about 10 ms per process.
+use Socket ();
+use IO::Socket ();
+use IO::Socket::UNIX ();
+use IO::Socket::INET ();
 
 our $VERSION = '0.01';
 
@@ -34,9 +46,22 @@ our @CARP_NOT = qw(AnyFork AnyFork::Lib AnyFork::Template AnyFork::Early);
 # strings travel as the eval's strings, so any octets can be passed.
 use constant EVAL_NAME => 'AnyFork::Serve::eval';
 
-# How many of the received arguments run_args has handed out already; run
-# passes only the rest (the manual's "returns ... and clears them").
-my $TAKEN = 0;
+# Whether Perl code other than AnyFork's own has run in this process or in
+# the templates it was forked from (an eval of Perl code, a Perl require,
+# a Perl sub called as an eval function, or a program forked as a template
+# by AnyFork::Template / AnyFork::Early). While it has not, the process
+# holds no END block and no object of anyone else, so a process told to
+# run CORE::exit leaves without Perl's global destruction, which would
+# only take apart AnyFork's own data (about 1 ms, most of it copying the
+# template's pages it touches).
+our $PERL_CODE = 0;
+
+# The received arguments as Perl values (handles own their fds), once
+# converted: those not yet taken by run_args (the manual's "returns ... and
+# clears them"), as eval code sees them in @arg, and how many of the
+# library's arguments they came from.
+our @arg;
+my $SEEN = 0;
 
 our $DISPATCH = $AnyFork::Lib::FFI->closure(\&_dispatch);
 $DISPATCH->sticky;
@@ -72,17 +97,27 @@ sub decode_string {
 # handles that own their fds.
 sub _perl_args { map { $_->[0] == 1 ? AnyFork::Lib::fh_from_fd($_->[1]) : $_->[2] } @_ }
 
+# AnyEvent::Fork's name for run_args, for code written for that module
+# (see bindings/perl/compat), unless a real AnyEvent::Fork::Serve is here.
+*AnyEvent::Fork::Serve::run_args = \&run_args
+  unless defined &AnyEvent::Fork::Serve::run_args;
+
 # @args = AnyFork::Serve::run_args: inside eval code (or a function it
 # calls), the handles and strings received so far and not yet taken; they
 # are then no longer passed to the run function.
 sub run_args {
+    _receive();
+    return splice @arg;
+}
+
+# Converts the arguments that arrived since the last call into @arg.
+sub _receive {
     my $n = 0;
     my $ptr = AnyFork::Lib::fork_child_args(\$n);
-    return () unless $ptr && $n > $TAKEN;
+    return unless $ptr && $n > $SEEN;
     my @all = AnyFork::Lib::decode_args($ptr, $n);
-    my @new = @all[$TAKEN .. $#all];
-    $TAKEN = $n;
-    return _perl_args(@new);
+    push @arg, _perl_args(@all[$SEEN .. $#all]);
+    $SEEN = $n;
 }
 
 sub _flush {
@@ -117,8 +152,29 @@ sub _c_function {
     return $AnyFork::Lib::SELF->function($addr => $args => $ret);
 }
 
+# Leaves a process that ran no Perl code but AnyFork's: Perl's output
+# buffers are flushed and the C library's exit runs (atexit handlers,
+# stdio), but not Perl's global destruction.
+my $C_EXIT = $AnyFork::Lib::SELF->function(exit => ['int'] => 'void');
+sub _quick_exit {
+    my ($status) = @_;
+    AnyFork::Lib::flush_all();
+    $C_EXIT->call($status);
+}
+
+# The process whose random seed is its own. A process forked by the
+# library (not by Perl) starts with its template's generator state: the
+# first eval or run in it seeds afresh, so no two processes draw the same
+# numbers (Perl's own fork does not do this; AnyEvent::Fork's processes,
+# which all start from one template, would share the sequence).
+my $SEEDED = $$;
+
 sub _dispatch {
     my ($kind, $name, $fd, $args, $nargs) = @_;
+    if ($SEEDED != $$) {
+        $SEEDED = $$;
+        srand();
+    }
     $name = '' unless defined $name;
     return $kind == 0 ? _eval($name, $args, $nargs) : _run($name, $fd, $args, $nargs);
 }
@@ -136,8 +192,10 @@ sub _eval_call {
     my ($name, $args, $nargs) = @_;
     my @strings = map { $_->[2] } AnyFork::Lib::decode_args($args, $nargs);
     if ($name eq EVAL_NAME) {
+        $PERL_CODE = 1;
         my ($code, @rest) = map { decode_string($_) } @strings;
         $code = '' unless defined $code;
+        _receive();
         unless (_eval_code($code, @rest)) {
             _complain("eval failed: $@");
             return 255;
@@ -145,6 +203,7 @@ sub _eval_call {
         return 0;
     }
     if (my $sub = _perl_sub($name)) {
+        $PERL_CODE = 1;
         my $ok = CORE::eval { $sub->(@strings); 1 };
         unless ($ok) {
             _complain("eval $name failed: $@");
@@ -161,8 +220,12 @@ sub _eval_call {
 
 sub _run {
     my ($name, $fd, $args, $nargs) = @_;
-    # The manual's benchmark runs CORE::exit: leave at once, status 0.
-    CORE::exit(0) if $name eq 'CORE::exit';
+    # The manual's benchmark runs CORE::exit: status 0, END blocks and
+    # destructors as Perl's exit does them, when there can be any.
+    if ($name eq 'CORE::exit') {
+        CORE::exit(0) if $PERL_CODE;
+        _quick_exit(0);
+    }
     my $sub = _perl_sub($name);
     unless ($sub) {
         if (my $f = _c_function($name, ['int', 'opaque', 'size_t'] => 'int')) {
@@ -174,9 +237,12 @@ sub _run {
         CORE::exit(127);
     }
     my @all = AnyFork::Lib::decode_args($args, $nargs);
-    splice @all, 0, $TAKEN < @all ? $TAKEN : scalar @all;
+    push @arg, _perl_args(@all[$SEEN .. $#all]) if @all > $SEEN;
     my $comm = AnyFork::Lib::fh_from_fd($fd);
-    my @perl = _perl_args(@all);
+    my @perl = splice @arg;
+    # The sub starts as a program does: no errno or child status left
+    # over from AnyFork's own calls, which die would turn into the status.
+    ($!, $?) = (0, 0);
     my $ok = CORE::eval { $sub->($comm, @perl); 1 };
     unless ($ok) {
         # The status a Perl program gets from an uncaught die: $! if set,

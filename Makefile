@@ -4,18 +4,23 @@
 #   make test       every test (cargo test runs the C examples too)
 #   make bench      the spawn benchmark
 #   make sanitize   the C examples and C tests built with ASan + UBSan, run
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (DESTDIR= for staging; runs ldconfig
+#                   when installing to the system as root)
 
 PREFIX    ?= /usr/local
 LIBDIR    ?= $(PREFIX)/lib
 INCDIR    ?= $(PREFIX)/include
 LIBEXEC   ?= $(PREFIX)/libexec
+MANDIR    ?= $(PREFIX)/share/man
+CMAKEDIR  ?= $(LIBDIR)/cmake/anyfork
 CARGO     ?= cargo
 CC        ?= cc
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror
 PROFILE   ?= release
-REL       := target/$(PROFILE)
+# cargo's output directory: $(CARGO_TARGET_DIR) when set, else target/.
+TARGET    := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+REL       := $(TARGET)/$(PROFILE)
 OUT       := build/examples
 VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 
@@ -116,17 +121,32 @@ sanitize: lib
 bench:
 	$(CARGO) bench --bench spawn
 
+# The SONAME (libanyfork.so.0) is set by build.rs; the file is
+# libanyfork.so.$(VERSION) with the SONAME and the dev link pointing at it.
+# ldconfig refreshes the loader's cache when installing to the system, so
+# that dlopen("libanyfork.so.0") (the Python, Ruby and Perl bindings)
+# finds it with no environment variable.
 SOVER := 0
+# Outside /usr, `pkg-config --libs anyfork` carries -Wl,-rpath,<libdir>:
+# a program (C, C++, Go's cgo) built with it runs from any prefix without
+# LD_LIBRARY_PATH. RPATH= turns that off.
+comma := ,
+RPATH ?= $(if $(filter /usr /usr/,$(PREFIX)),,-Wl$(comma)-rpath$(comma)$${libdir} )
+SUBST := sed -e 's|@RPATH@|$(RPATH)|g; s|@PREFIX@|$(PREFIX)|g; s|@LIBDIR@|$(LIBDIR)|g; s|@INCDIR@|$(INCDIR)|g; s|@VERSION@|$(VERSION)|g; s|@SOVER@|$(SOVER)|g'
 install: lib
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBEXEC)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBEXEC) \
+	  $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(MANDIR)/man3
 	install -m 755 $(REL)/libanyfork.so $(DESTDIR)$(LIBDIR)/libanyfork.so.$(VERSION)
 	ln -sf libanyfork.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libanyfork.so.$(SOVER)
 	ln -sf libanyfork.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libanyfork.so
 	install -m 644 $(REL)/libanyfork.a $(DESTDIR)$(LIBDIR)/libanyfork.a
-	install -m 644 include/anyfork.h $(DESTDIR)$(INCDIR)/anyfork.h
+	install -m 644 include/anyfork.h include/anyfork.hpp $(DESTDIR)$(INCDIR)/
 	install -m 755 $(REL)/anyfork-serve $(DESTDIR)$(LIBEXEC)/anyfork-serve
-	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
-	  anyfork.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/anyfork.pc
+	$(SUBST) anyfork.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/anyfork.pc
+	$(SUBST) cmake/anyforkConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/anyforkConfig.cmake
+	$(SUBST) cmake/anyforkConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/anyforkConfigVersion.cmake
+	install -m 644 doc/anyfork.3 $(DESTDIR)$(MANDIR)/man3/anyfork.3
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 clean:
 	$(CARGO) clean

@@ -1,7 +1,8 @@
 # anyfork: build, demo, test, install.
 #   make            library (release), anyfork-serve and the C examples
 #   make demo       build and run the hello example
-#   make test       every test (cargo test runs the C examples too)
+#   make test       every test (cargo test runs the C examples too), then
+#                   one summary line per suite
 #   make bench      the spawn benchmark
 #   make sanitize   the C examples and C tests built with ASan + UBSan, run
 #   make install PREFIX=/usr/local   (DESTDIR= for staging; runs ldconfig
@@ -68,18 +69,36 @@ demo: lib $(OUT)/hello $(OUT)/libhello_worker.so
 	$(OUT)/hello
 
 # Debian packages the tests need: libev and libuv for the loop examples,
-# the toolchains the language bindings are tested with.
-DEPS := libev-dev libuv1-dev pkg-config golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl python3 valgrind
+# cmake for the CMake package, the toolchains the language bindings are
+# tested with (python3-venv: the pip install test makes a virtualenv).
+# apt's output is kept in build/apt.log and shown only if it fails.
+DEPS := libev-dev libuv1-dev pkg-config cmake golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl python3 python3-venv valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APTLOG := build/apt.log
 deps:
 	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  echo "installing$$missing (apt-get; log in $(APTLOG))"; mkdir -p build; \
+	  if ! { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; } >$(APTLOG) 2>&1; then \
+	    cat $(APTLOG); echo "make deps: installing$$missing failed (output above)"; exit 1; \
+	  fi; \
 	fi
 
+# Every suite runs (--no-fail-fast); the output is kept in build/test.log
+# and ends with one line per suite: its name, ok or FAILED, the counts.
+TESTLOG := build/test.log
 test: deps
-	$(CARGO) test
+	@mkdir -p build
+	@{ $(CARGO) test --no-fail-fast 2>&1; echo $$? >$(TESTLOG).rc; } | tee $(TESTLOG)
+	@echo; echo "summary (from $(TESTLOG)):"; \
+	awk '/^ *Running /{ if (name != "") print "  " name ": no result (crashed?)"; \
+	        name = ($$2 == "unittests" ? $$3 : $$2); sub(/^tests\//, "", name); next } \
+	     /^ *Doc-tests /{ if (name != "") print "  " name ": no result (crashed?)"; name = "doc-tests " $$2; next } \
+	     /^test result: / && name != "" { r = $$3; sub(/\.$$/, "", r); \
+	        printf "  %-28s %-6s %s %s, %s %s, %s %s  (%s)\n", name, r, $$4, "passed", $$6, "failed", $$8, "ignored", $$NF; name = "" } \
+	     END { if (name != "") print "  " name ": no result (crashed?)" }' $(TESTLOG); \
+	rc=$$(cat $(TESTLOG).rc); [ "$$rc" = 0 ] && echo "make test: all suites passed" || echo "make test: FAILED (cargo test exit status $$rc)"; \
+	exit $$rc
 
 # The C examples and the C tests built with AddressSanitizer and UBSan and
 # run (the Rust library itself is not instrumented). Worker libraries are

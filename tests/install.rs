@@ -212,7 +212,10 @@ fn the_manual_page_covers_every_function_of_the_header() {
             }
         }
     }
-    assert!(names.len() >= 30, "too few functions found in anyfork.h: {names:?}");
+    assert!(
+        names.len() >= 30,
+        "too few functions found in anyfork.h: {names:?}"
+    );
     for n in &names {
         let in_synopsis = page.contains(&format!("{n}("));
         let in_text = page.matches(n.as_str()).count() >= 2;
@@ -221,7 +224,11 @@ fn the_manual_page_covers_every_function_of_the_header() {
             "doc/anyfork.3 does not cover {n} (synopsis: {in_synopsis}, described: {in_text})"
         );
     }
-    for section in [".SH RETURN VALUE AND ERRORS", ".SH OWNERSHIP", ".SH DESCRIPTION"] {
+    for section in [
+        ".SH RETURN VALUE AND ERRORS",
+        ".SH OWNERSHIP",
+        ".SH DESCRIPTION",
+    ] {
         assert!(page.contains(section), "doc/anyfork.3 lacks {section}");
     }
     // It renders without warnings.

@@ -275,8 +275,10 @@ fn copy_binding(lang: &str, dir: &Path) -> PathBuf {
         for e in std::fs::read_dir(from).unwrap().flatten() {
             let name = e.file_name();
             let n = name.to_string_lossy();
-            if matches!(n.as_ref(), "__pycache__" | "blib" | "Makefile" | "pm_to_blib")
-                || n.ends_with(".gem")
+            if matches!(
+                n.as_ref(),
+                "__pycache__" | "blib" | "Makefile" | "pm_to_blib"
+            ) || n.ends_with(".gem")
                 || n.starts_with("MYMETA")
             {
                 continue;
@@ -331,7 +333,10 @@ fn ok(what: &str, cmd: &mut Command) -> String {
     let r = common::run_in_session(cmd, LIMIT, GRACE);
     let all = r.describe();
     assert!(r.status.success(), "{what} failed: {all}");
-    assert!(r.leftovers.is_empty(), "{what} left processes behind: {all}");
+    assert!(
+        r.leftovers.is_empty(),
+        "{what} left processes behind: {all}"
+    );
     r.stdout
 }
 
@@ -414,7 +419,11 @@ fn the_c_quick_start_builds_with_pkg_config_and_cmake_and_runs() {
         GRACE,
     );
     let all = r.describe();
-    assert_eq!(r.status.code(), Some(127), "prog with a missing library: {all}");
+    assert_eq!(
+        r.status.code(),
+        Some(127),
+        "prog with a missing library: {all}"
+    );
     assert!(
         r.stderr.contains("no-such-worker.so"),
         "the reason does not name the library: {all}"
@@ -484,7 +493,8 @@ fn python_installs_with_pip_into_a_virtualenv_and_runs_the_readme_examples() {
     );
     let site: Vec<_> = glob_files(&venv, "anyfork.py");
     assert!(
-        site.iter().any(|p| p.to_string_lossy().contains("site-packages")),
+        site.iter()
+            .any(|p| p.to_string_lossy().contains("site-packages")),
         "anyfork.py is not in the virtualenv's site-packages: {site:?}"
     );
 
@@ -579,8 +589,8 @@ fn perl_installs_as_a_cpan_distribution_and_runs_the_readme_examples() {
     // Only what MANIFEST lists goes into the distribution's copy, so a
     // file missing from MANIFEST fails here.
     let dist = dir.join("dist");
-    let manifest =
-        std::fs::read_to_string(clone.join("bindings/perl/MANIFEST")).expect("bindings/perl/MANIFEST");
+    let manifest = std::fs::read_to_string(clone.join("bindings/perl/MANIFEST"))
+        .expect("bindings/perl/MANIFEST");
     for f in manifest.lines().filter(|l| !l.trim().is_empty()) {
         let f = f.split_whitespace().next().unwrap();
         let to = dist.join("bindings/perl").join(f);
@@ -684,7 +694,10 @@ fn go_builds_with_pkg_config_alone_and_runs_the_readme_examples() {
         // No CGO flags and no LD_LIBRARY_PATH: pkg-config gives both.
         let mut c = sh(&install, &m);
         go(&mut c);
-        let out = ok(&format!("{} built and run by {}", b.at(), install.at()), &mut c);
+        let out = ok(
+            &format!("{} built and run by {}", b.at(), install.at()),
+            &mut c,
+        );
         assert_eq!(
             out.to_lowercase(),
             "hi\n",

@@ -142,7 +142,8 @@ bench:
 
 # The SONAME (libanyfork.so.0) is set by build.rs; the file is
 # libanyfork.so.$(VERSION) with the SONAME and the dev link pointing at it.
-# ldconfig refreshes the loader's cache when installing to the system, so
+# ldconfig refreshes the loader's cache when installing as root to the
+# system's library directory (/usr/local/lib or /usr/lib), so
 # that dlopen("libanyfork.so.0") (the Python, Ruby and Perl bindings)
 # finds it with no environment variable.
 SOVER := 0
@@ -165,7 +166,11 @@ install: lib
 	$(SUBST) cmake/anyforkConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/anyforkConfig.cmake
 	$(SUBST) cmake/anyforkConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/anyforkConfigVersion.cmake
 	install -m 644 doc/anyfork.3 $(DESTDIR)$(MANDIR)/man3/anyfork.3
-	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
+	  case "$(LIBDIR)" in /usr/lib|/usr/lib64|/usr/local/lib|/usr/local/lib64) \
+	    ldconfig || echo "make install: ldconfig failed; run it to make $(LIBDIR)/libanyfork.so.0 known to the loader";; \
+	  esac; \
+	fi
 
 clean:
 	$(CARGO) clean

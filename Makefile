@@ -1,21 +1,27 @@
 # anyfork: build, demo, test, install.
 #   make            library (release), anyfork-serve and the C examples
 #   make demo       build and run the hello example
-#   make test       every test (cargo test runs the C examples too)
+#   make test       every test (cargo test runs the C examples too), then
+#                   one summary line per suite
 #   make bench      the spawn benchmark
 #   make sanitize   the C examples and C tests built with ASan + UBSan, run
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (DESTDIR= for staging; runs ldconfig
+#                   when installing to the system as root)
 
 PREFIX    ?= /usr/local
 LIBDIR    ?= $(PREFIX)/lib
 INCDIR    ?= $(PREFIX)/include
 LIBEXEC   ?= $(PREFIX)/libexec
+MANDIR    ?= $(PREFIX)/share/man
+CMAKEDIR  ?= $(LIBDIR)/cmake/anyfork
 CARGO     ?= cargo
 CC        ?= cc
 CFLAGS    ?= -O2 -g
 WARN      := -Wall -Wextra -Werror
 PROFILE   ?= release
-REL       := target/$(PROFILE)
+# cargo's output directory: $(CARGO_TARGET_DIR) when set, else target/.
+TARGET    := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+REL       := $(TARGET)/$(PROFILE)
 OUT       := build/examples
 VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 
@@ -63,18 +69,37 @@ demo: lib $(OUT)/hello $(OUT)/libhello_worker.so
 	$(OUT)/hello
 
 # Debian packages the tests need: libev and libuv for the loop examples,
-# the toolchains the language bindings are tested with.
-DEPS := libev-dev libuv1-dev pkg-config golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl libanyevent-fork-perl python3 valgrind
+# cmake for the CMake package, the toolchains the language bindings are
+# tested with (python3-venv: the pip install test makes a virtualenv;
+# libanyevent-fork-perl: the Perl benchmark and drop-in tests compare with it).
+# apt's output is kept in build/apt.log and shown only if it fails.
+DEPS := libev-dev libuv1-dev pkg-config cmake golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl libanyevent-fork-perl python3 python3-venv valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APTLOG := build/apt.log
 deps:
 	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  echo "installing$$missing (apt-get; log in $(APTLOG))"; mkdir -p build; \
+	  if ! { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; } >$(APTLOG) 2>&1; then \
+	    cat $(APTLOG); echo "make deps: installing$$missing failed (output above)"; exit 1; \
+	  fi; \
 	fi
 
+# Every suite runs (--no-fail-fast); the output is kept in build/test.log
+# and ends with one line per suite: its name, ok or FAILED, the counts.
+TESTLOG := build/test.log
 test: deps
-	$(CARGO) test
+	@mkdir -p build
+	@{ $(CARGO) test --no-fail-fast 2>&1; echo $$? >$(TESTLOG).rc; } | tee $(TESTLOG)
+	@echo; echo "summary (from $(TESTLOG)):"; \
+	awk '/^ *Running /{ if (name != "") print "  " name ": no result (crashed?)"; \
+	        name = ($$2 == "unittests" ? $$3 : $$2); sub(/^tests\//, "", name); next } \
+	     /^ *Doc-tests /{ if (name != "") print "  " name ": no result (crashed?)"; name = "doc-tests " $$2; next } \
+	     /^test result: / && name != "" { r = $$3; sub(/\.$$/, "", r); \
+	        printf "  %-28s %-6s %s %s, %s %s, %s %s  (%s)\n", name, r, $$4, "passed", $$6, "failed", $$8, "ignored", $$NF; name = "" } \
+	     END { if (name != "") print "  " name ": no result (crashed?)" }' $(TESTLOG); \
+	rc=$$(cat $(TESTLOG).rc); [ "$$rc" = 0 ] && echo "make test: all suites passed" || echo "make test: FAILED (cargo test exit status $$rc)"; \
+	exit $$rc
 
 # The C examples and the C tests built with AddressSanitizer and UBSan and
 # run (the Rust library itself is not instrumented). Worker libraries are
@@ -116,17 +141,37 @@ sanitize: lib
 bench:
 	$(CARGO) bench --bench spawn
 
+# The SONAME (libanyfork.so.0) is set by build.rs; the file is
+# libanyfork.so.$(VERSION) with the SONAME and the dev link pointing at it.
+# ldconfig refreshes the loader's cache when installing as root to the
+# system's library directory (/usr/local/lib or /usr/lib), so
+# that dlopen("libanyfork.so.0") (the Python, Ruby and Perl bindings)
+# finds it with no environment variable.
 SOVER := 0
+# Outside /usr, `pkg-config --libs anyfork` carries -Wl,-rpath,<libdir>:
+# a program (C, C++, Go's cgo) built with it runs from any prefix without
+# LD_LIBRARY_PATH. RPATH= turns that off.
+comma := ,
+RPATH ?= $(if $(filter /usr /usr/,$(PREFIX)),,-Wl$(comma)-rpath$(comma)$${libdir} )
+SUBST := sed -e 's|@RPATH@|$(RPATH)|g; s|@PREFIX@|$(PREFIX)|g; s|@LIBDIR@|$(LIBDIR)|g; s|@INCDIR@|$(INCDIR)|g; s|@VERSION@|$(VERSION)|g; s|@SOVER@|$(SOVER)|g'
 install: lib
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBEXEC)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBEXEC) \
+	  $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(MANDIR)/man3
 	install -m 755 $(REL)/libanyfork.so $(DESTDIR)$(LIBDIR)/libanyfork.so.$(VERSION)
 	ln -sf libanyfork.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libanyfork.so.$(SOVER)
 	ln -sf libanyfork.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libanyfork.so
 	install -m 644 $(REL)/libanyfork.a $(DESTDIR)$(LIBDIR)/libanyfork.a
-	install -m 644 include/anyfork.h $(DESTDIR)$(INCDIR)/anyfork.h
+	install -m 644 include/anyfork.h include/anyfork.hpp $(DESTDIR)$(INCDIR)/
 	install -m 755 $(REL)/anyfork-serve $(DESTDIR)$(LIBEXEC)/anyfork-serve
-	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCDIR@|$(INCDIR)|; s|@VERSION@|$(VERSION)|' \
-	  anyfork.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/anyfork.pc
+	$(SUBST) anyfork.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/anyfork.pc
+	$(SUBST) cmake/anyforkConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/anyforkConfig.cmake
+	$(SUBST) cmake/anyforkConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/anyforkConfigVersion.cmake
+	install -m 644 doc/anyfork.3 $(DESTDIR)$(MANDIR)/man3/anyfork.3
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
+	  case "$(LIBDIR)" in /usr/lib|/usr/lib64|/usr/local/lib|/usr/local/lib64) \
+	    ldconfig || echo "make install: ldconfig failed; run it to make $(LIBDIR)/libanyfork.so.0 known to the loader";; \
+	  esac; \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -2,7 +2,7 @@
 //! built libanyfork, and gofmt.
 //!
 //! cgo finds the header and the library through CGO_CFLAGS and
-//! CGO_LDFLAGS, as bindings/go/README.md documents. Everything Go writes
+//! CGO_LDFLAGS (build tag anyfork_nopkgconfig), as bindings/go/README.md documents. Everything Go writes
 //! (build cache, GOPATH, temporary files) goes under target/; the module
 //! has no dependencies, and GOPROXY=off makes sure nothing is fetched.
 //! The test runs as the leader of a session of its own, so templates and
@@ -62,7 +62,7 @@ fn go_command(args: &[&str]) -> Command {
         .env("GOPATH", work_dir("path"))
         .env("GOMODCACHE", work_dir("path").join("pkg").join("mod"))
         .env("TMPDIR", work_dir("tmp"))
-        .env("GOFLAGS", "-mod=mod")
+        .env("GOFLAGS", "-mod=mod -tags=anyfork_nopkgconfig")
         .env("GOPROXY", "off")
         .env("GOENV", "off")
         .env("GOTOOLCHAIN", "local")

@@ -1,9 +1,13 @@
-//go:build anyfork_pkgconfig
+//go:build !anyfork_nopkgconfig
 
 package anyfork
 
-// With -tags anyfork_pkgconfig the flags come from `pkg-config anyfork`
-// (set PKG_CONFIG_PATH to <prefix>/lib/pkgconfig for a private prefix).
+// The header and the library come from `pkg-config anyfork`, which `make
+// install` provides: nothing to set for the default prefix (/usr/local),
+// PKG_CONFIG_PATH=<prefix>/lib/pkgconfig for another one. Outside /usr the
+// flags carry -Wl,-rpath,<libdir>, so programs find libanyfork.so.0 at run
+// time too. To build against a build tree instead, use
+// -tags anyfork_nopkgconfig with CGO_CFLAGS and CGO_LDFLAGS (README.md).
 
 // #cgo pkg-config: anyfork
 import "C"

@@ -15,8 +15,11 @@ Python code runs in children of a template forked from this interpreter
 eval() then take "module.function" names, called in the child through the
 library's dispatcher.
 
-The library is found through $ANYFORK_LIB (a path or a name), else
-ctypes.util.find_library("anyfork"), else "libanyfork.so.0".
+The library is $ANYFORK_LIB (a file, a directory holding libanyfork.so.0,
+or a bare name for the dynamic linker), else libanyfork.so.0 through the
+dynamic linker, else /usr/local/lib/libanyfork.so.0 (make install's
+default prefix before ldconfig has run). The ImportError says what was
+tried and why each failed.
 
 Errors of the C library raise OSError(errno, fork_last_error() text).
 Callbacks run only inside wait() or dispatch(); an exception raised by one
@@ -24,7 +27,6 @@ comes out of that call.
 """
 
 import ctypes
-import ctypes.util
 import errno as _errno
 import importlib
 import itertools
@@ -43,15 +45,35 @@ __all__ = [
 ]
 
 
-def _find_library():
-    override = os.environ.get("ANYFORK_LIB")
-    if override:
-        return override
-    return ctypes.util.find_library("anyfork") or "libanyfork.so.0"
+LIB_NAME = "libanyfork.so.0"
+DEFAULT_DIRS = ("/usr/local/lib", "/usr/local/lib64")
 
 
-library_path = _find_library()
-_lib = ctypes.CDLL(library_path)
+def _candidates():
+    """(where the choice came from, the paths to try in order)."""
+    env = os.environ.get("ANYFORK_LIB", "")
+    if env:
+        if os.path.isdir(env):
+            names = (LIB_NAME, "libanyfork.so")
+            return "ANYFORK_LIB=%s" % env, [os.path.join(env, n) for n in names]
+        return "ANYFORK_LIB=%s" % env, [env]
+    return "ANYFORK_LIB unset", [LIB_NAME] + [os.path.join(d, LIB_NAME) for d in DEFAULT_DIRS]
+
+
+def _load_library():
+    origin, paths = _candidates()
+    tried = []
+    for path in paths:
+        try:
+            return path, ctypes.CDLL(path)
+        except OSError as e:
+            tried.append(str(e))  # names the path and the cause
+    raise ImportError("anyfork: cannot load libanyfork (%s); tried %s. Install it "
+                      "with `make install`, or set ANYFORK_LIB to the library or its "
+                      "directory" % (origin, "; ".join(tried)))
+
+
+library_path, _lib = _load_library()
 
 
 class _ForkArg(ctypes.Structure):

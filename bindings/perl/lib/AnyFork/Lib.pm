@@ -20,51 +20,47 @@ our $VERSION = '0.01';
 # Errors are reported at the line of the program that called AnyFork.
 our @CARP_NOT = qw(AnyFork AnyFork::Serve AnyFork::Template AnyFork::Early);
 
-# Which library to load: $AnyFork::LIB (set before loading AnyFork), else
-# $ENV{ANYFORK_LIB} (a file, or a directory holding libanyfork.so), else
-# the installed libanyfork.so.0 found by the dynamic linker.
+# Which library to load, in order: $AnyFork::LIB (set before loading
+# AnyFork), else $ENV{ANYFORK_LIB} (a file, a directory holding
+# libanyfork.so.0, or a bare name for the dynamic linker), else
+# libanyfork.so.0 through the dynamic linker, else under /usr/local (make
+# install's default prefix, before ldconfig has run). The error lists what
+# was tried and why each failed.
 our $PATH;
+our $LIB_NAME = 'libanyfork.so.0';
+our @DEFAULT_DIRS = ('/usr/local/lib', '/usr/local/lib64');
 
-sub _locate {
-    my $want = defined $AnyFork::LIB ? $AnyFork::LIB : $ENV{ANYFORK_LIB};
-    if (defined $want && length $want) {
-        # A bare name (libanyfork.so.0) is for the dynamic linker to find.
-        return $want unless $want =~ m{/} || -e $want;
-        $want .= '/libanyfork.so' if -d $want;
-        Carp::croak("AnyFork: no library at '$want' (from "
-              . (defined $AnyFork::LIB ? '$AnyFork::LIB' : 'ANYFORK_LIB') . ')')
-          unless -e $want;
-        require File::Spec;
-        return File::Spec->rel2abs($want);
+sub _candidates {
+    my ($origin, $want);
+    if (defined $AnyFork::LIB && length $AnyFork::LIB) {
+        ($origin, $want) = ("\$AnyFork::LIB='$AnyFork::LIB'", $AnyFork::LIB);
+    } elsif (defined $ENV{ANYFORK_LIB} && length $ENV{ANYFORK_LIB}) {
+        ($origin, $want) = ("ANYFORK_LIB=$ENV{ANYFORK_LIB}", $ENV{ANYFORK_LIB});
+    } else {
+        return ('ANYFORK_LIB unset', $LIB_NAME, map { "$_/$LIB_NAME" } @DEFAULT_DIRS);
     }
-    return 'libanyfork.so.0';
-}
-
-$PATH = _locate();
-
-sub _loadable {
-    my ($path) = @_;
-    my $h = FFI::Platypus::DL::dlopen($path, FFI::Platypus::DL::RTLD_PLATYPUS_DEFAULT());
-    return (0, FFI::Platypus::DL::dlerror()) unless $h;
-    FFI::Platypus::DL::dlclose($h);
-    return (1, '');
+    require File::Spec;
+    return ($origin, map { File::Spec->rel2abs($_) } "$want/$LIB_NAME", "$want/libanyfork.so")
+      if -d $want;
+    return ($origin, $want =~ m{/} ? File::Spec->rel2abs($want) : $want);
 }
 
 {
-    my ($ok, $why) = _loadable($PATH);
-    if (!$ok && $PATH !~ m{/}) {
-        # Not in the dynamic linker's path: try the usual prefixes too.
-        require FFI::CheckLib;
-        my ($found) = FFI::CheckLib::find_lib(
-            lib     => 'anyfork',
-            libpath => ['/usr/local/lib', '/usr/local/lib64'],
-            symbol  => 'fork_new',
-        );
-        ($ok, $PATH) = (1, $found) if $found;
-        $why .= ' (install libanyfork, or set ANYFORK_LIB to the library or its directory)'
-          unless $ok;
+    my ($origin, @paths) = _candidates();
+    my @tried;
+    for my $path (@paths) {
+        my $h = FFI::Platypus::DL::dlopen($path, FFI::Platypus::DL::RTLD_PLATYPUS_DEFAULT());
+        if ($h) {
+            FFI::Platypus::DL::dlclose($h);
+            $PATH = $path;
+            last;
+        }
+        push @tried, FFI::Platypus::DL::dlerror();
     }
-    Carp::croak("AnyFork: cannot load libanyfork: $why") unless $ok;
+    Carp::croak("AnyFork: cannot load libanyfork ($origin); tried "
+          . join('; ', @tried)
+          . '. Install it with `make install`, or set ANYFORK_LIB to the library or its directory')
+      unless defined $PATH;
 }
 
 our $FFI = FFI::Platypus->new(api => 2, lib => [$PATH]);

@@ -8,22 +8,38 @@ class AnyFork
   module Lib
     extend FFI::Library
 
-    # Where libanyfork is: $ANYFORK_LIB (a file, a directory holding
-    # libanyfork.so, or a bare name for the dynamic linker), else the
-    # installed libanyfork.so.0.
-    def self.path
+    LIB_NAME = "libanyfork.so.0"
+    DEFAULT_DIRS = ["/usr/local/lib", "/usr/local/lib64"].freeze
+
+    # Where libanyfork may be, in order: $ANYFORK_LIB (a file, a directory
+    # holding libanyfork.so.0, or a bare name for the dynamic linker), else
+    # libanyfork.so.0 through the dynamic linker, else under /usr/local
+    # (make install's default prefix, before ldconfig has run).
+    def self.candidates
       env = ENV.fetch("ANYFORK_LIB", "")
-      return "libanyfork.so.0" if env.empty?
+      return [LIB_NAME] + DEFAULT_DIRS.map { |d| File.join(d, LIB_NAME) } if env.empty?
+      return [File.join(env, LIB_NAME), File.join(env, "libanyfork.so")] if File.directory?(env)
 
-      File.directory?(env) ? File.join(env, "libanyfork.so") : env
+      [env]
     end
 
-    begin
-      ffi_lib path
-    rescue LoadError => e
-      raise LoadError, "anyfork: cannot load #{path}: #{e.message} " \
-                       "(set ANYFORK_LIB to the path of libanyfork.so, or `make install`)"
+    # The first candidate that loads; the LoadError lists each one tried.
+    def self.load_library
+      tried = []
+      candidates.each do |path|
+        ffi_lib path
+        return path
+      rescue LoadError => e
+        tried << e.message.lines.first.chomp
+      end
+      env = ENV.fetch("ANYFORK_LIB", "")
+      origin = env.empty? ? "ANYFORK_LIB unset" : "ANYFORK_LIB=#{env}"
+      raise LoadError, "anyfork: cannot load libanyfork (#{origin}); tried #{tried.join("; ")}. " \
+                       "Install it with `make install`, or set ANYFORK_LIB to the library or its directory"
     end
+
+    # The library actually loaded (a path, or libanyfork.so.0).
+    PATH = load_library
 
     FORK_ARG_STRING = 0
     FORK_ARG_FD = 1

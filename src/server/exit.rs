@@ -1,7 +1,7 @@
 //! How a server process leaves: `exit` (stdio flushed, no atexit handlers)
 //! and `die` (a message on stderr first).
 
-use nix::sys::socket::{MsgFlags, recv};
+use nix::sys::socket::{MsgFlags, Shutdown, recv, shutdown};
 
 /// Exit status of a process that was to enter its run function without
 /// an fd argument the kernel could not give it (it was at its open-file
@@ -19,7 +19,14 @@ pub fn die(status: i32, msg: impl std::fmt::Display) -> ! {
     let sock = super::state::comm();
     if sock >= 0 {
         let mut buf = [0u8; 4096];
-        while recv(sock, &mut buf, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
+        let drain = |buf: &mut [u8]| {
+            while recv(sock, buf, MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n > 0) {}
+        };
+        drain(&mut buf);
+        // No more can arrive (the caller's writes now fail with EPIPE), so
+        // after one more drain nothing is left unread at exit.
+        let _ = shutdown(sock, Shutdown::Read);
+        drain(&mut buf);
     }
     exit(status)
 }

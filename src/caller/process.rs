@@ -54,9 +54,19 @@ impl Process {
     pub fn fork(&self) -> Result<Process> {
         self.materialize().map_err(|e| e.context("fork"))?;
         let rec = Record::forked();
-        let conn = Conn::new_lazy(rec.clone())?;
+        // While the template's queue is empty the request goes out at
+        // once, so the socketpair is made now (and a caller out of fds
+        // hears it from this call). Behind a full queue it is made only
+        // when the request is written: queued requests hold no fds.
+        let (conn, theirs) = if self.conn.queue_empty() {
+            let (ours, theirs) =
+                super::launch::pair("creating the new process's socket (socketpair)")?;
+            (Conn::new(ours, rec.clone())?, Some(theirs))
+        } else {
+            (Conn::new_lazy(rec.clone())?, None)
+        };
         self.conn
-            .fork(conn.clone(), rec.clone())
+            .fork(conn.clone(), rec.clone(), theirs)
             .map_err(|e| e.context("fork"))?;
         Ok(Process {
             conn,

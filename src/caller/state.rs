@@ -44,6 +44,9 @@ struct Library {
     early_template: Mutex<Option<Process>>,
     /// Where `anyfork-serve` was found.
     serve_path: OnceLock<CString>,
+    /// Reactors abandoned by [`reset`], kept reachable (they are never
+    /// freed, and a leak checker should not call them lost).
+    abandoned: Mutex<Vec<&'static Reactor>>,
 }
 
 static LIB: Library = Library {
@@ -54,6 +57,7 @@ static LIB: Library = Library {
     default_template: Mutex::new(None),
     early_template: Mutex::new(None),
     serve_path: OnceLock::new(),
+    abandoned: Mutex::new(Vec::new()),
 };
 
 /// Locks `m`, whatever a panicking holder left.
@@ -165,7 +169,11 @@ pub fn reset() {
     let p = LIB.reactor.swap(std::ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
         // SAFETY: reactors are never freed (see `Library::reactor`).
-        unsafe { &*p }.abandon();
+        let old: &'static Reactor = unsafe { &*p };
+        old.abandon();
+        if let Ok(mut v) = LIB.abandoned.try_lock() {
+            v.push(old);
+        }
     }
     // So do those of every other connection, the ones only the program's
     // handles hold included.

@@ -23,12 +23,17 @@ impl Conn {
     ///
     /// The new process's socketpair is made only when its fork is written:
     /// requests waiting in a full queue hold no fds.
-    pub fn fork(self: &Arc<Self>, child: Arc<Conn>, rec: Arc<Record>) -> Result<()> {
+    pub fn fork(
+        self: &Arc<Self>,
+        child: Arc<Conn>,
+        rec: Arc<Record>,
+        theirs: Option<OwnedFd>,
+    ) -> Result<()> {
         let mut st = self.lock();
         self.check(&st)?;
         self.flush_pending(&mut st)?;
         st.forked = true;
-        st.pending = Some((child, rec));
+        st.pending = Some((child, rec, theirs));
         // A caller that creates without dispatching still has its reports
         // read now and then, so neither socket buffer fills with them.
         st.unread += 1;
@@ -44,10 +49,16 @@ impl Conn {
     /// socketpair is made when the frame is written; the child's commands
     /// wait in its connection until then.
     pub(super) fn flush_pending(self: &Arc<Self>, st: &mut State) -> Result<()> {
-        let Some((child, rec)) = st.pending.take() else {
+        let Some((child, rec, theirs)) = st.pending.take() else {
             return Ok(());
         };
         st.forks.push_back(rec.clone());
+        let frame = wire::header(Tag::Fork, 0);
+        if let Some(theirs) = theirs {
+            self.write_locked(st, &[&frame], vec![theirs])?;
+            self.track_fork(st, rec);
+            return Ok(());
+        }
         let mut guard = Unforked {
             child: Some(child),
             rec: rec.clone(),
@@ -66,7 +77,7 @@ impl Conn {
                 }
             }
         });
-        self.write_later(st, &[&wire::header(Tag::Fork, 0)], make)?;
+        self.write_later(st, &[&frame], make)?;
         self.track_fork(st, rec);
         Ok(())
     }
@@ -76,10 +87,17 @@ impl Conn {
     /// made only when the frame is written, and the caller's end goes to
     /// its record (for the run callback) from there.
     fn send_pending_with_run(self: &Arc<Self>, st: &mut State, frame: &[&[u8]]) -> Result<()> {
-        let Some((_child, rec)) = st.pending.take() else {
+        let Some((_child, rec, theirs)) = st.pending.take() else {
             return Ok(());
         };
         st.forks.push_back(rec.clone());
+        if let Some(theirs) = theirs {
+            // The child's connection holds our end and hands it to the
+            // record once it settles as run.
+            self.write_locked(st, frame, vec![theirs])?;
+            self.track_fork(st, rec);
+            return Ok(());
+        }
         let r = rec.clone();
         let make: Later = Box::new(move || match socket_pair() {
             Ok((ours, theirs)) => {
@@ -99,7 +117,7 @@ impl Conn {
 
     /// True when the fork held back is the one of `rec`.
     pub(super) fn holds(st: &State, rec: &Arc<Record>) -> bool {
-        matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec))
+        matches!(&st.pending, Some((_, r, _)) if Arc::ptr_eq(r, rec))
     }
 
     /// Tells `rec` when its fork request has been written.

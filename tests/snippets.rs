@@ -193,16 +193,49 @@ fn every_block_is_run_or_visibly_marked() {
                     "example.pl",
                     "example.rb",
                 ];
+                // Files the tests run from the tree: the block must be the
+                // file as it is there.
+                let in_tree = [("rpc_worker.py", "tests/c/rpc_worker.py")];
+                if let Some((_, path)) = in_tree.iter().find(|(n, _)| *n == name) {
+                    let file = std::fs::read_to_string(common::root().join(path)).unwrap();
+                    assert_eq!(
+                        b.text.trim(),
+                        file.trim(),
+                        "{}: the block is not {path} as tests/rpc.rs runs it",
+                        b.at()
+                    );
+                    continue;
+                }
                 assert!(
                     known.contains(&name.as_str()),
                     "{}: no test runs a file named {name}",
                     b.at()
                 );
             }
+            Kind::Fragment if b.lang == "c" => {
+                // A C fragment is a whole translation unit that is not a
+                // program: it must compile, warnings as errors.
+                let dir = common::own_dir().join("snippets");
+                std::fs::create_dir_all(&dir).unwrap();
+                let src = dir.join(format!("fragment-{}.c", b.line));
+                std::fs::write(&src, &b.text).unwrap();
+                let out = Command::new("cc")
+                    .args(["-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-I"])
+                    .arg(common::root().join("include"))
+                    .arg(&src)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}: the C fragment does not compile:\n{}",
+                    b.at(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
             Kind::Fragment => assert_eq!(
                 b.lang,
                 "perl",
-                "{}: fragments are only checked for Perl so far",
+                "{}: fragments are checked for C and Perl only",
                 b.at()
             ),
             Kind::NotRun(why) => {

@@ -1,6 +1,7 @@
-# An RPC worker in Python for tests/rpc.rs, started through the
-# anyfork_exec builtin with the comm socket as stdin and stdout. Each
-# request gets an event "got N bytes", then its bytes upper-cased.
+# rpc_worker.py: an RPC worker in Python (tests/rpc.rs runs it), started
+# through the anyfork_exec builtin with the comm socket as stdin and
+# stdout. Each request gets an event "got N bytes", then its bytes
+# upper-cased.
 import struct, sys
 
 inp, out = sys.stdin.buffer, sys.stdout.buffer

@@ -274,13 +274,7 @@ fn send_raw(sock: RawFd, iov: &[IoSlice<'_>], fds: &[RawFd]) -> Result<usize, Er
 mod tests {
     #[test]
     fn many_queued_fds_flush_in_messages_of_at_most_253() {
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (a, b) = pair();
         let mut ob = Outbox::default();
         // Fill the socket so that everything after queues.
         let fill = vec![0u8; 1 << 20];
@@ -311,18 +305,22 @@ mod tests {
 
     use super::*;
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    use std::io::Read;
-    use std::os::unix::net::UnixStream;
 
-    #[test]
-    fn queues_what_a_full_socket_refuses_and_flushes_it_in_order() {
-        let (a, b) = socketpair(
+    fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
             AddressFamily::Unix,
             SockType::Stream,
             None,
             SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         )
-        .unwrap();
+        .unwrap()
+    }
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn queues_what_a_full_socket_refuses_and_flushes_it_in_order() {
+        let (a, b) = pair();
         let mut ob = Outbox::default();
         let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         assert_eq!(

@@ -7,7 +7,7 @@
 //! forks are in `held.rs`, the reading of reports in `reports.rs`.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{Shutdown, shutdown};
@@ -273,19 +273,13 @@ impl Conn {
         parts: &[&[u8]],
         fds: Vec<OwnedFd>,
     ) -> Result<()> {
-        let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
-            if st.lazy {
-                st.out.hold(parts, fds);
-                return Ok(());
+        self.queue(st, |out, sock| match sock {
+            Some(sock) => out.send(sock, parts, fds).map(drop),
+            None => {
+                out.hold(parts, fds);
+                Ok(())
             }
-            return Err(Error::new(Errno::EBADF, "the socket is gone"));
-        };
-        if let Err(e) = st.out.send(fd, parts, fds) {
-            let err = Error::sys(e, "writing to the process's socket");
-            self.fail(st, err.clone());
-            return Err(err);
-        }
-        Ok(())
+        })
     }
 
     /// Queues one frame whose one fd `make` makes when it is written.
@@ -295,14 +289,28 @@ impl Conn {
         frame: &[&[u8]],
         make: super::outbox::Later,
     ) -> Result<()> {
-        let Some(fd) = st.fd.as_ref().map(AsRawFd::as_raw_fd) else {
-            if st.lazy {
-                st.out.hold_later(frame, make);
-                return Ok(());
+        self.queue(st, |out, sock| match sock {
+            Some(sock) => out.send_later(sock, frame, make).map(drop),
+            None => {
+                out.hold_later(frame, make);
+                Ok(())
             }
+        })
+    }
+
+    /// Hands the outbox and the socket (`None` while the connection is
+    /// lazy: hold, do not write) to `write`; a write error breaks the
+    /// connection.
+    fn queue(
+        self: &Arc<Self>,
+        st: &mut State,
+        write: impl FnOnce(&mut Outbox, Option<RawFd>) -> std::result::Result<(), Errno>,
+    ) -> Result<()> {
+        let sock = st.fd.as_ref().map(AsRawFd::as_raw_fd);
+        if sock.is_none() && !st.lazy {
             return Err(Error::new(Errno::EBADF, "the socket is gone"));
-        };
-        if let Err(e) = st.out.send_later(fd, frame, make) {
+        }
+        if let Err(e) = write(&mut st.out, sock) {
             let err = Error::sys(e, "writing to the process's socket");
             self.fail(st, err.clone());
             return Err(err);

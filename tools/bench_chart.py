@@ -33,8 +33,8 @@ PERL_SERIES = [
     ("AnyFork", "Perl: AnyFork ->new->run", "#8c564b", "2 3"),
     ("AnyEvent::Fork", "Perl: AnyEvent::Fork ->new->run", "#17becf", "2 3"),
 ]
-# Bindings whose benchmark is looked for in BENCH_DIR (file, language).
-BINDING_FILES = [("perl.md", "Perl")]
+# Bindings with no benchmark of their own fork against anyfork (Perl's,
+# perl.md in BENCH_DIR, is drawn when present).
 BINDINGS_WITHOUT_BENCHMARK = ["Python", "Ruby", "Go"]
 
 MB = 1 << 20
@@ -214,7 +214,7 @@ def chart(data, series, perl_found, source):
         "fork() copies the caller's page tables; anyfork asks a small template to fork, so its rate does not",
         "depend on the caller's size. exec and posix_spawn start /bin/true and wait for it.",
     ]
-    missing = [lang for lang in BINDINGS_WITHOUT_BENCHMARK]
+    missing = list(BINDINGS_WITHOUT_BENCHMARK)
     if perl_found:
         lines.append(
             "Perl: bindings/perl/bench/fork-vs-anyevent.pl, its exit workload: AnyFork against AnyEvent::Fork (not Perl's fork)."
@@ -237,9 +237,7 @@ def main():
     dest = sys.argv[2] if len(sys.argv) > 2 else "doc/spawn.svg"
     spawn = os.path.join(bench, "spawn.json")
     data, series = load_spawn(spawn)
-    perl = []
-    for name, _lang in BINDING_FILES:
-        perl = load_perl(os.path.join(bench, name))
+    perl = load_perl(os.path.join(bench, "perl.md"))
     svg = chart(data, series + perl, bool(perl), "cargo bench --bench spawn")
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     tmp = dest + ".tmp"

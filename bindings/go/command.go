@@ -43,6 +43,8 @@ func LookPath(file string) (string, error) { return exec.LookPath(file) }
 //   - the program holds only fds 0, 1, 2 and ExtraFiles: fds the caller
 //     has without close-on-exec (inherited from its own parent, say) do
 //     not reach it, as they would through os/exec;
+//   - ProcessState has no CPU times (UserTime, SystemTime, SysUsage): the
+//     template reaps the program and reports only its wait status;
 //   - SysProcAttr, Cancel and WaitDelay do not exist.
 type Cmd struct {
 	// Path is the program to run: Command sets it with LookPath when the

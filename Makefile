@@ -3,7 +3,7 @@
 #   make demo       build and run the hello example
 #   make test       every test (cargo test runs the C examples too), then
 #                   one summary line per suite
-#   make bench      the spawn benchmark
+#   make bench      the spawn and Perl benchmarks, drawn as doc/spawn.svg
 #   make sanitize   the C examples and C tests built with ASan + UBSan, run
 #   make install PREFIX=/usr/local   (DESTDIR= for staging; runs ldconfig
 #                   when installing to the system as root)
@@ -138,8 +138,23 @@ sanitize: lib
 	run foreign_uid ./foreign_uid $(abspath $(SAN))/libchildren.so; \
 	exit $$fail
 
-bench:
-	$(CARGO) bench --bench spawn
+# The spawn benchmark (BENCH_ARGS: e.g. --quick, --no-2g), then the Perl
+# binding's (when AnyEvent::Fork is installed; PERL_BENCH_ARGS: e.g.
+# --grow-mb 200), then doc/spawn.svg drawn from what they wrote.
+BENCH_ARGS      ?=
+PERL_BENCH_ARGS ?=
+bench: lib
+	$(CARGO) bench --bench spawn -- $(BENCH_ARGS)
+	@if perl -MAnyEvent::Fork -e1 2>/dev/null; then \
+	  echo "perl bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) > $(TARGET)/bench/perl.md"; \
+	  ANYFORK_LIB=$(abspath $(REL)) ANYFORK_SERVE=$(abspath $(REL))/anyfork-serve \
+	    perl -I bindings/perl/lib bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) \
+	    > $(TARGET)/bench/perl.md.tmp && mv $(TARGET)/bench/perl.md.tmp $(TARGET)/bench/perl.md; \
+	else \
+	  echo "AnyEvent::Fork is not installed (libanyevent-fork-perl): the chart has no Perl figures"; \
+	  rm -f $(TARGET)/bench/perl.md; \
+	fi
+	python3 tools/bench_chart.py $(TARGET)/bench doc/spawn.svg
 
 # The SONAME (libanyfork.so.0) is set by build.rs; the file is
 # libanyfork.so.$(VERSION) with the SONAME and the dev link pointing at it.

@@ -1014,6 +1014,11 @@ _fork_rpc_call = _sig("fork_rpc_call", ctypes.c_int, _P, ctypes.c_char_p, ctypes
 _fork_rpc_free = _sig("fork_rpc_free", None, _P, _DESTROYED_CB, ctypes.c_void_p)
 
 _rpc_futures = {}          # token -> Future
+# One thread at a time dispatches for Future.result(); the others wait on
+# _rpc_cond, notified at each reply and when the dispatching thread stops.
+_rpc_pump = threading.Lock()
+_rpc_cond = threading.Condition(threading.Lock())
+_RPC_SLICE = 0.05
 _rpc_tokens = itertools.count(1)
 
 
@@ -1055,6 +1060,10 @@ def _reply_done(status, data, length, token):
             fut.set_exception(e)
     except BaseException as e:  # InvalidStateError and the like: never inside ctypes
         _raised_in_callback(e, threading.current_thread())
+    finally:
+        if _rpc_pump.locked():           # someone may wait for it in _drive
+            with _rpc_cond:
+                _rpc_cond.notify_all()
 
 
 def _event_done(data, length, token):
@@ -1088,12 +1097,26 @@ class Future(_cf.Future):
     call anyfork.wait() or result()."""
 
     def _drive(self, timeout):
+        """Dispatches until done, unless another thread does: then waits
+        for a reply (any: set_result notifies _rpc_cond) or for the other
+        thread to stop dispatching, and looks again."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return
-            _wait(0.05 if left is None else min(left, 0.05), False)
+            step = _RPC_SLICE if left is None else min(left, _RPC_SLICE)
+            if _rpc_pump.acquire(blocking=False):
+                try:
+                    _wait(step, False)
+                finally:
+                    _rpc_pump.release()
+                    with _rpc_cond:
+                        _rpc_cond.notify_all()
+            else:
+                with _rpc_cond:
+                    if not self.done() and _rpc_pump.locked():
+                        _rpc_cond.wait(step)
 
     def result(self, timeout=None):
         self._drive(timeout)

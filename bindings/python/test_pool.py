@@ -91,6 +91,26 @@ class PoolTests(unittest.TestCase):
             self.assertIsInstance(futs[0], anyfork.Future)
             self.assertFalse(futs[0].cancel(), "a call sent cannot be cancelled")
 
+    def test_threads_waiting_on_their_own_futures(self):
+        with anyfork.Pool(2, load=4) as pool:
+            errors = []
+
+            def caller(k):
+                try:
+                    for i in range(150):
+                        got = pool.submit(pow, k, i % 5).result(30)
+                        if got != k ** (i % 5):
+                            errors.append((k, i, got))
+                except BaseException as e:
+                    errors.append(e)
+            threads = [threading.Thread(target=caller, args=(k,)) for k in range(2, 10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            self.assertEqual(errors, [])
+            self.assertFalse(any(t.is_alive() for t in threads), "a thread hung")
+
     def test_handler_with_bytes_and_with_pickle(self):
         suffix = b"!"   # a closure: the template is forked after it exists
         with anyfork.Pool(1, handler=lambda b: b.upper() + suffix, serializer=None) as pool:

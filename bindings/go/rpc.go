@@ -89,6 +89,14 @@ func pump() error {
 func await[T any](ctx context.Context, ch chan T) (T, error) {
 	var zero T
 	for {
+		if err := ctx.Err(); err != nil {
+			select {
+			case v := <-ch:
+				return v, nil
+			default:
+				return zero, err
+			}
+		}
 		select {
 		case v := <-ch:
 			return v, nil

@@ -167,7 +167,8 @@ class PoolTests(unittest.TestCase):
                 if e is None:
                     ok += 1
                 else:
-                    self.assertIsInstance(e, BrokenPipeError)
+                    # EPIPE, or ECONNRESET when it died with requests unread.
+                    self.assertIsInstance(e, (BrokenPipeError, ConnectionResetError))
                     failed += 1
             self.assertEqual(ok + failed, 20)
             self.assertGreater(failed, 0)

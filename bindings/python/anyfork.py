@@ -43,7 +43,7 @@ import traceback
 __all__ = [
     "Process", "template", "wait", "dispatch", "loop_fd", "pending",
     "child_args", "serve", "add_path", "import_modules", "library_path",
-    "Pool", "Future", "RemoteError", "event", "retire",
+    "Pool", "RPC", "Future", "RemoteError", "event", "retire",
 ]
 
 
@@ -1013,7 +1013,7 @@ _fork_rpc_call = _sig("fork_rpc_call", ctypes.c_int, _P, ctypes.c_char_p, ctypes
                       _REPLY_CB, ctypes.c_void_p)
 _fork_rpc_free = _sig("fork_rpc_free", None, _P, _DESTROYED_CB, ctypes.c_void_p)
 
-_rpc_futures = {}          # token -> Future
+_rpc_futures = {}          # token -> (Future, raw: the reply is the result as is)
 # One thread at a time dispatches for Future.result(); the others wait on
 # _rpc_cond, notified at each reply and when the dispatching thread stops.
 _rpc_pump = threading.Lock()
@@ -1049,13 +1049,14 @@ def _reply_done(status, data, length, token):
     entry = _rpc_futures.pop(token, None)
     if entry is None:
         return
-    fut = entry
+    fut, raw = entry
     try:
         if status < 0:
             fut.set_exception(_error(-status, "rpc call"))
             return
         try:
-            fut.set_result(_decode_reply(ctypes.string_at(data, length) if length else b""))
+            reply = ctypes.string_at(data, length) if length else b""
+            fut.set_result(reply if raw else _decode_reply(reply))
         except BaseException as e:
             fut.set_exception(e)
     except BaseException as e:  # InvalidStateError and the like: never inside ctypes
@@ -1127,11 +1128,11 @@ class Future(_cf.Future):
         return super().exception(0 if self.done() else timeout)
 
 
-def _submit(call, h, payload, what):
+def _submit(call, h, payload, what, raw=False):
     fut = Future()
     fut.set_running_or_notify_cancel()     # sent at once: it cannot be cancelled
     token = next(_rpc_tokens)
-    _rpc_futures[token] = fut
+    _rpc_futures[token] = (fut, raw)
     rc = call(h, payload, len(payload), _reply_tramp, token)
     if rc < 0:
         _rpc_futures.pop(token, None)
@@ -1286,6 +1287,83 @@ class Pool(_cf.Executor):
         try:
             if getattr(self, "_h", None) is not None:
                 self.shutdown(wait=False)
+        except Exception:
+            pass
+
+
+class RPC(object):
+    """One RPC worker (fork_rpc_start): a process serving requests on its
+    comm socket, e.g. a program speaking the framing on stdin and stdout
+    (RPC.exec). call(bytes) returns a Future of the reply (bytes); a
+    worker that dies fails its calls with BrokenPipeError (or
+    ConnectionResetError). close() is graceful: calls made are answered,
+    then the worker reads EOF."""
+
+    def __init__(self, process, name, on_event=None):
+        """Makes process (consumed) enter name, a function serving RPC: a
+        C function calling fork_rpc_serve, or anyfork_exec."""
+        n = _cstr(name, "function name")
+        self._event_token = _register(on_event) if on_event is not None else None
+        h = process._take("RPC")
+        ptr = _fork_rpc_start(h, n, _event_tramp if on_event is not None else _no_event,
+                              self._event_token)
+        if not ptr:
+            if self._event_token is not None:
+                _unregister(self._event_token)
+            raise _error(None, "fork_rpc_start")
+        self._h = ptr
+        self._lock = threading.Lock()
+        self.status = None      # after close(): 0, or the OSError if it had ended
+
+    @classmethod
+    def exec(cls, argv, process=None, on_event=None):
+        """Runs a program speaking the framing with the exec builtin, the
+        comm socket as its stdin and stdout; process defaults to
+        Process.new()."""
+        p = process if process is not None else Process.new()
+        p.eval("anyfork_comm_fd", "0", "1")
+        for a in argv:
+            p.send_arg(a)
+        return cls(p, "anyfork_exec", on_event)
+
+    def call(self, request):
+        """Sends request (bytes); returns a Future of the reply."""
+        h = self._h
+        if h is None:
+            raise RuntimeError("call: the worker was closed")
+        b = _bytes(request, "request")
+        return _submit(_fork_rpc_call, h, b, "fork_rpc_call", raw=True)
+
+    def close(self, wait=True):
+        """Gracefully ends the worker; with wait, dispatches until it has."""
+        with self._lock:
+            h, self._h = self._h, None
+        if h is None:
+            return
+        done = []
+        ev = self._event_token
+        self._event_token = None
+
+        def destroyed(status):
+            done.append(status)
+            self.status = status if status >= 0 else _error(-status, "rpc")
+            if ev is not None:
+                _unregister(ev)
+        _fork_rpc_free(h, _destroyed_tramp, _register(destroyed))
+        if wait:
+            while not done:
+                _wait(0.1, False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if getattr(self, "_h", None) is not None:
+                self.close(wait=False)
         except Exception:
             pass
 

@@ -9,6 +9,7 @@ import errno
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import unittest
@@ -230,6 +231,45 @@ class PoolTests(unittest.TestCase):
         self.assertIn("max", str(cm.exception))
         with self.assertRaises(ValueError):
             anyfork.Pool(1, serializer=str)
+
+
+UPPER_WORKER = r"""
+import struct, sys
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+while len(head := inp.read(8)) == 8:
+    rid, n = struct.unpack("<II", head)
+    req = inp.read(n)
+    if req == b"die":
+        sys.exit(3)
+    out.write(struct.pack("<II", 0, 4) + b"got!")
+    out.write(struct.pack("<II", rid, n) + req.upper())
+    out.flush()
+"""
+
+
+class RPCTests(unittest.TestCase):
+
+    def test_an_exec_worker_in_python(self):
+        events = []
+        with anyfork.RPC.exec([sys.executable, "-c", UPPER_WORKER],
+                              on_event=events.append) as rpc:
+            futs = [rpc.call(b"call %d" % i) for i in range(100)]
+            self.assertEqual([f.result(30) for f in futs],
+                             [b"CALL %d" % i for i in range(100)])
+        self.assertEqual(events, [b"got!"] * 100)
+        self.assertEqual(rpc.status, 0)
+        with self.assertRaises(RuntimeError):
+            rpc.call(b"x")
+
+    def test_a_worker_that_exits_fails_its_calls(self):
+        rpc = anyfork.RPC.exec([sys.executable, "-c", UPPER_WORKER])
+        self.assertEqual(rpc.call(b"a").result(30), b"A")
+        dead = rpc.call(b"die")
+        with self.assertRaises((BrokenPipeError, ConnectionResetError)):
+            dead.result(30)
+        rpc.close()
+        self.assertIsInstance(rpc.status, OSError)
+        self.assertEqual(anyfork._rpc_futures, {})
 
 
 if __name__ == "__main__":

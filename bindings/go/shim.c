@@ -9,6 +9,11 @@
  * callbacks run only inside those calls, on their thread. */
 static __thread uintptr_t afgo_sink;
 
+uintptr_t afgo_current_sink(void)
+{
+    return afgo_sink;
+}
+
 static void afgo_run_done(int fd, void *ud)
 {
     goRunDone(fd, (uintptr_t)ud, fd < 0 ? (char *)fork_last_error() : NULL, afgo_sink);

@@ -20,5 +20,8 @@ int afgo_on_exit(fork_proc *p, uintptr_t h);
  * to sink (a cgo.Handle of the calling Wait or Dispatch). */
 int afgo_wait(int timeout_ms, uintptr_t sink);
 int afgo_dispatch(uintptr_t sink);
+/* The sink of the Wait or Dispatch running on this thread (0: none), for
+ * trampolines defined elsewhere (rpc_shim.c). */
+uintptr_t afgo_current_sink(void);
 
 #endif

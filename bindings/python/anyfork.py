@@ -33,6 +33,7 @@ import itertools
 import os
 import re
 import signal
+import _signal
 import socket
 import sys
 import threading
@@ -42,6 +43,7 @@ import traceback
 __all__ = [
     "Process", "template", "wait", "dispatch", "loop_fd", "pending",
     "child_args", "serve", "add_path", "import_modules", "library_path",
+    "Pool", "RPC", "Future", "RemoteError", "event", "retire",
 ]
 
 
@@ -341,14 +343,16 @@ class _Deferred(object):
             return False
         cls.depth += 1
         if cls.depth == 1:
-            for sig in signal.valid_signals():
+            # _signal's functions: signal's wrap every number in an enum,
+            # which costs 20 times as much (this runs on every wait).
+            for sig in _SIGNALS:
                 try:
-                    h = signal.getsignal(sig)
+                    h = _signal.getsignal(sig)
                 except (OSError, ValueError):
                     continue
                 if callable(h) and h is not _record_signal:
                     cls.saved[sig] = h
-                    signal.signal(sig, _record_signal)
+                    _signal.signal(sig, _record_signal)
         return True
 
     @classmethod
@@ -368,8 +372,8 @@ class _Deferred(object):
             return
         saved, cls.saved = cls.saved, {}
         for sig, h in saved.items():
-            if signal.getsignal(sig) is _record_signal:   # not changed meanwhile
-                signal.signal(sig, h)
+            if _signal.getsignal(sig) is _record_signal:   # not changed meanwhile
+                _signal.signal(sig, h)
         pending, cls.pending = cls.pending, []
         for sig in pending:
             h = saved.get(sig)
@@ -378,6 +382,7 @@ class _Deferred(object):
 
 
 _record_signal = _Deferred.record
+_SIGNALS = sorted(int(s) for s in signal.valid_signals())
 
 
 def _in_library(call, public):
@@ -954,3 +959,509 @@ def _after_os_fork():
 
 
 os.register_at_fork(after_in_child=_after_os_fork)
+
+
+# --- RPC workers and pools ------------------------------------------------------
+#
+# A pool (fork_pool_*) forks workers from a template; each worker runs
+# _pool_serve in a child and speaks the RPC framing on its comm socket
+# (README, "RPC and pools": an 8-byte header, id and length as
+# little-endian u32s, then the payload). A request's first byte says what
+# it is: _RAW, bytes for the pool's handler; _CALL, a pickled
+# (fn, args, kwargs). A reply's first byte: _OK_RAW, _OK_PICKLED (the
+# result), _RAISED (the pickled exception and the worker's traceback text).
+#
+# Replies come back through one C trampoline whose userdata is a token into
+# _rpc_futures; the future is set inside wait()/dispatch(), or inside
+# Future.result(), which dispatches until its own future is done.
+
+import concurrent.futures as _cf
+import pickle as _pickle
+import struct as _struct
+
+_RAW, _CALL = b"\x00", b"\x01"
+_OK_RAW, _OK_PICKLED, _RAISED = 0, 1, 2
+_RETIRE_ID = 0xFFFFFFFF
+_HEAD = _struct.Struct("<II")
+
+
+class _PoolOpts(ctypes.Structure):
+    _fields_ = [
+        ("max", ctypes.c_uint),
+        ("idle", ctypes.c_uint),
+        ("load", ctypes.c_uint),
+        ("start", ctypes.c_double),
+        ("stop", ctypes.c_double),
+        ("retire_after", ctypes.c_uint64),
+    ]
+
+
+_REPLY_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+_EVENT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+_DESTROYED_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p)
+
+_fork_pool_defaults = _sig("fork_pool_defaults", _PoolOpts)
+_fork_pool_new = _sig("fork_pool_new", _P, _P, ctypes.c_char_p, ctypes.POINTER(_PoolOpts),
+                      _EVENT_CB, ctypes.c_void_p)
+_fork_pool_add_template = _sig("fork_pool_add_template", ctypes.c_int, _P, _P)
+_fork_pool_call = _sig("fork_pool_call", ctypes.c_int, _P, ctypes.c_char_p, ctypes.c_size_t,
+                       _REPLY_CB, ctypes.c_void_p)
+_fork_pool_workers = _sig("fork_pool_workers", ctypes.c_int, _P)
+_fork_pool_free = _sig("fork_pool_free", None, _P, _DESTROYED_CB, ctypes.c_void_p)
+_fork_rpc_start = _sig("fork_rpc_start", _P, _P, ctypes.c_char_p, _EVENT_CB, ctypes.c_void_p)
+_fork_rpc_call = _sig("fork_rpc_call", ctypes.c_int, _P, ctypes.c_char_p, ctypes.c_size_t,
+                      _REPLY_CB, ctypes.c_void_p)
+_fork_rpc_free = _sig("fork_rpc_free", None, _P, _DESTROYED_CB, ctypes.c_void_p)
+
+_rpc_futures = {}          # token -> (Future, raw: the reply is the result as is)
+# One thread at a time dispatches for Future.result(); the others wait on
+# _rpc_cond, notified at each reply and when the dispatching thread stops.
+_rpc_pump = threading.Lock()
+_rpc_cond = threading.Condition(threading.Lock())
+_RPC_SLICE = 0.05
+_rpc_tokens = itertools.count(1)
+
+
+class RemoteError(Exception):
+    """A worker's exception that could not be pickled back: its type name,
+    message and traceback as text."""
+
+
+def _decode_reply(data):
+    if not data:
+        raise OSError(_errno.EPROTO, "anyfork pool: an empty reply (the worker's handler "
+                      "did not answer)")
+    kind, body = data[0], data[1:]
+    if kind == _OK_RAW:
+        return body
+    if kind == _OK_PICKLED:
+        return _pickle.loads(body)
+    if kind == _RAISED:
+        exc, tb = _pickle.loads(body)
+        if isinstance(exc, str):
+            exc = RemoteError(exc)
+        exc.__cause__ = RemoteError("in the worker:\n" + tb)
+        raise exc
+    raise OSError(_errno.EPROTO, "anyfork pool: a reply of unknown kind %d" % kind)
+
+
+def _reply_done(status, data, length, token):
+    entry = _rpc_futures.pop(token, None)
+    if entry is None:
+        return
+    fut, raw = entry
+    try:
+        if status < 0:
+            fut.set_exception(_error(-status, "rpc call"))
+            return
+        try:
+            reply = ctypes.string_at(data, length) if length else b""
+            fut.set_result(reply if raw else _decode_reply(reply))
+        except BaseException as e:
+            fut.set_exception(e)
+    except BaseException as e:  # InvalidStateError and the like: never inside ctypes
+        _raised_in_callback(e, threading.current_thread())
+    finally:
+        if _rpc_pump.locked():           # someone may wait for it in _drive
+            with _rpc_cond:
+                _rpc_cond.notify_all()
+
+
+def _event_done(data, length, token):
+    with _cb_lock:
+        entry = _callbacks.get(token)
+    if entry is None:
+        return
+    cb, owner = entry
+    try:
+        cb(ctypes.string_at(data, length) if length else b"")
+    except BaseException as e:
+        _raised_in_callback(e, owner)
+
+
+def _destroyed_done(status, token):
+    entry = _unregister(token)
+    if entry is not None:
+        entry[0](status)
+
+
+_reply_tramp = _REPLY_CB(_reply_done)
+_event_tramp = _EVENT_CB(_event_done)
+_destroyed_tramp = _DESTROYED_CB(_destroyed_done)
+_no_event = _EVENT_CB()
+
+
+class Future(_cf.Future):
+    """A concurrent.futures.Future whose result() and exception() dispatch
+    (anyfork.wait) until it is done, so no other thread needs to. Others
+    waiting on it (concurrent.futures.wait, as_completed) need someone to
+    call anyfork.wait() or result()."""
+
+    def _drive(self, timeout):
+        """Dispatches until done, unless another thread does: then waits
+        for a reply (any: set_result notifies _rpc_cond) or for the other
+        thread to stop dispatching, and looks again."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            step = _RPC_SLICE if left is None else min(left, _RPC_SLICE)
+            if _rpc_pump.acquire(blocking=False):
+                try:
+                    _wait(step, False)
+                finally:
+                    _rpc_pump.release()
+                    with _rpc_cond:
+                        _rpc_cond.notify_all()
+            else:
+                with _rpc_cond:
+                    if not self.done() and _rpc_pump.locked():
+                        _rpc_cond.wait(step)
+
+    def result(self, timeout=None):
+        self._drive(timeout)
+        return super().result(0 if self.done() else timeout)
+
+    def exception(self, timeout=None):
+        self._drive(timeout)
+        return super().exception(0 if self.done() else timeout)
+
+
+def _submit(call, h, payload, what, raw=False):
+    fut = Future()
+    fut.set_running_or_notify_cancel()     # sent at once: it cannot be cancelled
+    token = next(_rpc_tokens)
+    _rpc_futures[token] = (fut, raw)
+    rc = call(h, payload, len(payload), _reply_tramp, token)
+    if rc < 0:
+        _rpc_futures.pop(token, None)
+        _check(rc, what)
+    return fut
+
+
+# Handlers the pool's workers run, registered before the pool's template is
+# forked (so any callable works: lambdas, closures, bound methods).
+_pool_handlers = {}
+_pool_keys = itertools.count(1)
+
+
+class Pool(_cf.Executor):
+    """A pool of worker processes forked from a template (fork_pool_new),
+    driven by this module's wait()/dispatch(); a concurrent.futures.Executor.
+
+    submit(fn, *args, **kwargs) and map(fn, *iterables) pickle the call,
+    run fn in a worker and pickle back its result or exception. With
+    handler=, call(request) sends request to handler in a worker:
+    handler(bytes) -> bytes with serializer=None, or any picklable objects
+    with the default serializer (pickle).
+
+    template: None forks this interpreter now (anyfork.template()), so
+    the workers have everything defined so far; or a Process prepared as a
+    template (e.g. Process.new_python()), consumed, whose children must
+    then find handler by a "module.function" name. The settings are
+    AnyEvent::Fork::Pool's (fork_pool_opts): max_workers (default: the
+    number of CPUs), idle, load, start, stop (seconds), retire_after.
+    on_event(bytes) gets what workers send with anyfork.event().
+
+    A worker that dies fails its calls with BrokenPipeError; other calls
+    are unaffected and the pool starts a replacement. shutdown() (or the
+    with block's end) is graceful: calls made are answered, then the
+    workers read EOF and exit.
+    """
+
+    def __init__(self, max_workers=None, *, handler=None, serializer=_pickle, template=None,
+                 idle=None, load=None, start=None, stop=None, retire_after=None,
+                 on_event=None):
+        if serializer is not None and serializer is not _pickle:
+            raise ValueError("serializer is pickle (the default) or None (bytes)")
+        self._raw = serializer is None
+        key = b""
+        if isinstance(handler, str):
+            key = _cstr(handler, "handler")
+        elif handler is not None:
+            if not callable(handler):
+                raise TypeError("handler must be callable or a 'module.function' name")
+            key = b"#%d" % next(_pool_keys)
+            _pool_handlers[key] = handler
+        opts = _fork_pool_defaults()
+        for name, v in (("max", max_workers), ("idle", idle), ("load", load),
+                        ("start", start), ("stop", stop), ("retire_after", retire_after)):
+            if v is not None:
+                setattr(opts, name, v)
+        try:
+            tmpl = template if template is not None else globals()["template"]()
+            tmpl.send_arg(key).send_arg(b"raw" if self._raw else b"pickle")
+        finally:
+            if key.startswith(b"#"):
+                _pool_handlers.pop(key, None)   # the template has its copy
+        self._event_token = None
+        if on_event is not None:
+            self._event_token = _register(on_event)
+        h = tmpl._take("Pool")
+        ptr = _fork_pool_new(h, b"anyfork._pool_serve", ctypes.byref(opts),
+                             _event_tramp if on_event is not None else _no_event,
+                             self._event_token)
+        if not ptr:
+            if self._event_token is not None:
+                _unregister(self._event_token)
+            raise _error(None, "fork_pool_new")
+        self._h = ptr
+        self._has_handler = handler is not None
+        self._lock = threading.Lock()
+
+    def _handle(self, what):
+        h = self._h
+        if h is None:
+            raise RuntimeError("%s: the pool was shut down" % what)
+        return h
+
+    def call(self, request):
+        """Sends request to the pool's handler; returns a Future of its
+        reply (bytes with serializer=None)."""
+        if not self._has_handler:
+            raise TypeError("call: this pool has no handler (Pool(handler=...))")
+        payload = _RAW + (_bytes(request, "request") if self._raw
+                          else _pickle.dumps(request, _pickle.HIGHEST_PROTOCOL))
+        return _submit(_fork_pool_call, self._handle("call"), payload, "fork_pool_call")
+
+    def submit(self, fn, /, *args, **kwargs):
+        """Runs fn(*args, **kwargs) in a worker (fn and the arguments are
+        pickled: fn by reference, so a module-level function)."""
+        payload = _CALL + _pickle.dumps((fn, args, kwargs), _pickle.HIGHEST_PROTOCOL)
+        return _submit(_fork_pool_call, self._handle("submit"), payload, "fork_pool_call")
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """As Executor.map: results in order, each call sent at once;
+        chunksize > 1 sends that many calls per request."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if chunksize == 1:
+            futs = [self.submit(fn, *a) for a in zip(*iterables)]
+        else:
+            items = list(zip(*iterables))
+            futs = [self.submit(_run_chunk, fn, items[i:i + chunksize])
+                    for i in range(0, len(items), chunksize)]
+
+        def results():
+            try:
+                for f in futs:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    r = f.result(left)
+                    if chunksize == 1:
+                        yield r
+                    else:
+                        yield from r
+            finally:
+                for f in futs:
+                    f.cancel()
+        return results()
+
+    def workers(self):
+        """How many workers the pool has now (retiring ones included)."""
+        return _fork_pool_workers(self._handle("workers"))
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Gracefully: the calls made are still answered, then workers read
+        EOF and exit. wait=True dispatches until they have; with
+        wait=False, a later anyfork.wait() finishes the job."""
+        with self._lock:
+            h, self._h = self._h, None
+        if h is None:
+            return
+        done = []
+        ev = self._event_token
+        self._event_token = None
+
+        def destroyed(status):
+            done.append(status)
+            if ev is not None:
+                _unregister(ev)      # events may come until the pool is gone
+        _fork_pool_free(h, _destroyed_tramp, _register(destroyed))
+        if wait:
+            while not done:
+                _wait(0.1, False)
+
+    def __del__(self):
+        try:
+            if getattr(self, "_h", None) is not None:
+                self.shutdown(wait=False)
+        except Exception:
+            pass
+
+
+class RPC(object):
+    """One RPC worker (fork_rpc_start): a process serving requests on its
+    comm socket, e.g. a program speaking the framing on stdin and stdout
+    (RPC.exec). call(bytes) returns a Future of the reply (bytes); a
+    worker that dies fails its calls with BrokenPipeError (or
+    ConnectionResetError). close() is graceful: calls made are answered,
+    then the worker reads EOF."""
+
+    def __init__(self, process, name, on_event=None):
+        """Makes process (consumed) enter name, a function serving RPC: a
+        C function calling fork_rpc_serve, or anyfork_exec."""
+        n = _cstr(name, "function name")
+        self._event_token = _register(on_event) if on_event is not None else None
+        h = process._take("RPC")
+        ptr = _fork_rpc_start(h, n, _event_tramp if on_event is not None else _no_event,
+                              self._event_token)
+        if not ptr:
+            if self._event_token is not None:
+                _unregister(self._event_token)
+            raise _error(None, "fork_rpc_start")
+        self._h = ptr
+        self._lock = threading.Lock()
+        self.status = None      # after close(): 0, or the OSError if it had ended
+
+    @classmethod
+    def exec(cls, argv, process=None, on_event=None):
+        """Runs a program speaking the framing with the exec builtin, the
+        comm socket as its stdin and stdout; process defaults to
+        Process.new()."""
+        p = process if process is not None else Process.new()
+        p.eval("anyfork_comm_fd", "0", "1")
+        for a in argv:
+            p.send_arg(a)
+        return cls(p, "anyfork_exec", on_event)
+
+    def call(self, request):
+        """Sends request (bytes); returns a Future of the reply."""
+        h = self._h
+        if h is None:
+            raise RuntimeError("call: the worker was closed")
+        b = _bytes(request, "request")
+        return _submit(_fork_rpc_call, h, b, "fork_rpc_call", raw=True)
+
+    def close(self, wait=True):
+        """Gracefully ends the worker; with wait, dispatches until it has."""
+        with self._lock:
+            h, self._h = self._h, None
+        if h is None:
+            return
+        done = []
+        ev = self._event_token
+        self._event_token = None
+
+        def destroyed(status):
+            done.append(status)
+            self.status = status if status >= 0 else _error(-status, "rpc")
+            if ev is not None:
+                _unregister(ev)
+        _fork_rpc_free(h, _destroyed_tramp, _register(destroyed))
+        if wait:
+            while not done:
+                _wait(0.1, False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if getattr(self, "_h", None) is not None:
+                self.close(wait=False)
+        except Exception:
+            pass
+
+
+def _run_chunk(fn, items):
+    return [fn(*a) for a in items]
+
+
+# --- the worker side (in a pool's children) ------------------------------------
+
+_worker_sock = [None]
+_worker_out = [[]]        # replies of this batch not written yet
+
+
+def event(data):
+    """In a pool's worker: sends data (bytes) to the pool's on_event, in
+    order with the replies."""
+    sock = _worker_sock[0]
+    if sock is None:
+        raise RuntimeError("anyfork.event: not in a pool's worker")
+    b = _bytes(data, "event")
+    out = _worker_out[0]
+    out.append(_HEAD.pack(0, len(b)))
+    out.append(b)
+    sock.sendall(b"".join(out))         # after the replies before it
+    del out[:]
+
+
+def retire():
+    """In a pool's worker: asks to be retired (it answers what it has,
+    gets nothing new, and is replaced)."""
+    sock = _worker_sock[0]
+    if sock is None:
+        raise RuntimeError("anyfork.retire: not in a pool's worker")
+    out = _worker_out[0]
+    out.append(_HEAD.pack(_RETIRE_ID, 0))
+    sock.sendall(b"".join(out))
+    del out[:]
+
+
+def _answer(handler, raw, req):
+    try:
+        kind = req[:1]
+        if kind == _RAW:
+            if handler is None:
+                raise TypeError("this pool has no handler")
+            if raw:
+                out = handler(req[1:])
+                return bytes([_OK_RAW]) + _bytes(out, "the handler's reply")
+            res = handler(_pickle.loads(req[1:]))
+            return bytes([_OK_PICKLED]) + _pickle.dumps(res, _pickle.HIGHEST_PROTOCOL)
+        if kind == _CALL:
+            fn, args, kwargs = _pickle.loads(req[1:])
+            return bytes([_OK_PICKLED]) + _pickle.dumps(fn(*args, **kwargs),
+                                                        _pickle.HIGHEST_PROTOCOL)
+        raise ValueError("a request of unknown kind %r" % kind)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        tb = traceback.format_exc()
+        try:
+            body = _pickle.dumps((e, tb), _pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            body = _pickle.dumps(("%s: %s" % (type(e).__name__, e), tb),
+                                 _pickle.HIGHEST_PROTOCOL)
+        return bytes([_RAISED]) + body
+
+
+def _pool_serve(sock, key, serializer):
+    """A pool's worker (run in a child of the pool's template): answers
+    requests in order until the caller closes its side."""
+    if key.startswith(b"#"):
+        handler = _pool_handlers.get(key)
+    elif key:
+        handler = _resolve(key.decode("utf-8", "surrogateescape"))
+    else:
+        handler = None
+    raw = serializer == b"raw"
+    sock.setblocking(True)
+    _worker_sock[0] = sock
+    buf = bytearray()
+    head = _HEAD.size
+    while True:
+        chunk = sock.recv(1 << 18)
+        if not chunk:
+            return 0
+        buf += chunk
+        pos, end, out = 0, len(buf), _worker_out[0]
+        while end - pos >= head:
+            rid, n = _HEAD.unpack_from(buf, pos)
+            if end - pos - head < n:
+                break
+            req = bytes(buf[pos + head:pos + head + n])
+            pos += head + n
+            rep = _answer(handler, raw, req)
+            out.append(_HEAD.pack(rid, len(rep)))
+            out.append(rep)
+        del buf[:pos]
+        if out:
+            sock.sendall(b"".join(out))
+            del out[:]

@@ -14,7 +14,10 @@
  *   socket to EOF or with none (detached), fork_exec of /bin/true (with
  *   and without a callback), fork_exec of a shell printing a variable
  *   set by anyfork_setenv onto the comm socket (anyfork_comm_fd), or
- *   fork_free before or after anything was sent;
+ *   fork_free before or after anything was sent (freed before, it is
+ *   never made, unless a later command to its template already sent its
+ *   held-back fork request: then it sees EOF and exits 0; both are
+ *   accepted);
  * - fork_loop_dispatch, fork_wait(0), fork_wait(10), fork_wait(-1) (only
  *   by a thread that holds no handle, so that every callback it may wait
  *   for is made due by someone else), poll on fork_loop_fd;
@@ -379,7 +382,7 @@ static void start_process(struct worker *w)
     pr->asked = pr->source == S_EXEC;
     if (pick(&w->rng, 4) != 0) {
         if (pick(&w->rng, 10) == 0) {
-            /* Replaced by a second registration below: runs cancelled. */
+            /* Replaced by the registration below: it runs with -ECANCELED. */
             struct slot *s = new_slot(K_REPLACED, pr->gen);
             if (fork_on_exit(pr->p, exit_cb, s) < 0) {
                 never(s);

@@ -118,10 +118,10 @@ sanitize: lib
 	  $(CC) $(SAN_LIB) $(WARN) -Iinclude $$w -o $(SAN)/lib$$n.so; \
 	done; \
 	for src in $(SAN_C) tests/c/api_errors.c tests/c/bad_input.c tests/c/fd_exhaustion.c \
-	           tests/c/signal_probe.c tests/c/loop_exit.c tests/c/foreign_uid.c; do \
+	           tests/c/signal_probe.c tests/c/loop_exit.c tests/c/foreign_uid.c tests/c/stress_threads.c; do \
 	  n=$$(basename $$src .c); extra=""; \
 	  case $$n in libev) extra=-lev;; libuv|rpc_pool) extra=-luv;; template|early|signal_probe) extra=-rdynamic;; \
-	    api_errors) extra=-pthread;; esac; \
+	    api_errors|stress_threads) extra=-pthread;; esac; \
 	  $(CC) $(SANFLAGS) $(WARN) -Iinclude $$src -o $(SAN)/$$n $(LINK) $$extra; \
 	done
 	@set -e; cd $(SAN); fail=0; \
@@ -136,6 +136,7 @@ sanitize: lib
 	run signal_probe_messy ./signal_probe $(abspath $(SAN))/libchildren.so messy; \
 	run loop_exit ./loop_exit; \
 	run foreign_uid ./foreign_uid $(abspath $(SAN))/libchildren.so; \
+	run stress_threads ./stress_threads; \
 	exit $$fail
 
 # The spawn benchmark (BENCH_ARGS: e.g. --quick, --no-2g), then the Perl

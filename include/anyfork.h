@@ -648,9 +648,12 @@ pid_t fork_pid(const struct fork_proc *p);
 /*
  Frees a handle that has not run. Two cases:
 
- - Nothing was asked of a process that `fork_new` or `fork_fork` made
-   (no `fork_send_fd`, `fork_send_arg`, `fork_require`, `fork_eval`,
-   `fork_fork` of it or `fork_pid` since): the process is never made.
+ - Its fork request is still held back: nothing was asked of a process
+   that `fork_new` or `fork_fork` made (no `fork_send_fd`,
+   `fork_send_arg`, `fork_require`, `fork_eval`, `fork_fork` of it or
+   `fork_pid` since), and nothing of its template either (a fork request
+   waits only until the template's next command, another fork
+   included): the process is never made.
    Its exit callback, if any, runs with pid -1 and `-ECANCELED`.
  - Otherwise (and always for `fork_new_exec`, `fork_template` and
    `fork_from_fd` handles, whose process exists already): what was

@@ -57,6 +57,9 @@ fn a_server_forks_every_process_through_its_hook() {
     assert_eq!(a["ud"], 1, "a: {a:?}");
     // The server's signalfd is closed before user code, as ever.
     assert_eq!(a["signalfds"], 0, "a: {a:?}");
+    // Its signal handlers are the template's, as its own fork leaves them.
+    assert_eq!(a["usr1"], 1, "a: {a:?}");
+    assert_eq!(a["term_dfl"], 1, "a: {a:?}");
 
     // The parent's side of the hook ran: it saw a's pid before forking b.
     let (b, (bpid, bst)) = report(t.fork().unwrap());

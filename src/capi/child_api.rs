@@ -92,8 +92,11 @@ pub type fork_fork_hook_fn = Option<unsafe extern "C" fn(userdata: *mut c_void) 
 /// parent (the server reports its exit), leave signals blocked or
 /// change signal handlers for good in the parent, nor call the library
 /// (but `fork_last_error`, and `fork_reset_after_fork` in the child, which
-/// an interpreter's at-fork handler may call). Processes still start user
-/// code with default signal dispositions and an empty mask.
+/// an interpreter's at-fork handler may call). Processes made through
+/// the hook start user code with an empty signal mask and the signal
+/// dispositions the template had, as the interpreter's own fork leaves
+/// them (an interpreter relies on its handlers); the builtins
+/// (`anyfork_exec`) still start with every disposition at its default.
 ///
 /// # Safety
 /// `hook` must stay callable, and `userdata` valid, in every process that

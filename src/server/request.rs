@@ -274,7 +274,14 @@ impl Server {
         let _ = fcntl(&self.sock, FcntlArg::F_SETFL(OFlag::empty()));
         // The signalfd must not leak into user code.
         self.sigfd = None;
-        self.signals.reset();
+        if state::has_fork_hook() && !name.starts_with(b"anyfork_") {
+            // Made by the program's own fork (the hook): its signal
+            // handlers are the interpreter's, which relies on them
+            // (Ruby's SIGCHLD and SIGVTALRM), as that fork leaves them.
+            super::signals::clear_mask();
+        } else {
+            self.signals.reset();
+        }
         for fd in self.fdq.drain(..) {
             drop(fd);
         }

@@ -19,7 +19,8 @@
  *                     process> prepared=<prepare runs> parent_saw=<pid the
  *                     parent saw last> made_by_hook=<0|1> pid=<pid>
  *                     ppid=<ppid> signalfds=<signalfds open>
- *                     ud=<0|1>".
+ *                     ud=<0|1> usr1=<the server's SIGUSR1 handler is
+ *                     kept> term_dfl=<SIGTERM is at its default>".
  */
 #include "modes_util.h"
 
@@ -69,13 +70,25 @@ static int signalfds(void)
     return n;
 }
 
+static void on_usr1(int sig)
+{
+    (void)sig;
+}
+
+static int handled(int sig, void (*want)(int))
+{
+    struct sigaction sa;
+    return sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == want;
+}
+
 static int report(int fd)
 {
     return mu_dprintf(fd,
                       "calls=%d prepared=%d parent_saw=%d made_by_hook=%d pid=%d ppid=%d "
-                      "signalfds=%d ud=%d\n",
+                      "signalfds=%d ud=%d usr1=%d term_dfl=%d\n",
                       calls, prepared, (int)parent_saw, made_by == getpid(), (int)getpid(),
-                      (int)getppid(), signalfds(), marker == 7) < 0
+                      (int)getppid(), signalfds(), marker == 7,
+                      handled(SIGUSR1, on_usr1), handled(SIGTERM, SIG_DFL)) < 0
                ? 12
                : 0;
 }
@@ -144,6 +157,7 @@ int main(int argc, char **argv)
     }
     fork_set_fork_hook(hook, &marker);
     fork_set_dispatch(dispatch, NULL);
+    signal(SIGUSR1, on_usr1);
     int r = fork_serve(atoi(env));
     fprintf(stderr, "hook_server: fork_serve returned %d: %s\n", r, fork_last_error());
     return 1;

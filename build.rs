@@ -42,7 +42,7 @@ fn main() {
 
     // The exec'd server exports the child-side calls to libraries it loads.
     let list = out.join("serve.dynlist");
-    std::fs::write(&list, "{ fork_child_args; fork_set_dispatch; fork_rpc_serve; fork_rpc_reply; fork_rpc_event; fork_pool_retire; };\n").unwrap();
+    std::fs::write(&list, "{ fork_child_args; fork_set_dispatch; fork_set_fork_hook; fork_rpc_serve; fork_rpc_reply; fork_rpc_event; fork_pool_retire; };\n").unwrap();
     println!(
         "cargo:rustc-link-arg-bin=anyfork-serve=-Wl,--dynamic-list={}",
         list.display()

@@ -72,7 +72,7 @@ fn shared_library_exports_only_the_c_api() {
 #[test]
 fn server_exports_child_side_calls() {
     let syms = dynamic_symbols(&common::serve_exe());
-    for s in ["fork_child_args", "fork_set_dispatch"] {
+    for s in ["fork_child_args", "fork_set_dispatch", "fork_set_fork_hook"] {
         assert!(
             syms.iter().any(|x| x == s),
             "anyfork-serve does not export {s}: {syms:?}"

@@ -94,6 +94,8 @@ _RUN_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p)
 _EXIT_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 _DISPATCH_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
                                 ctypes.POINTER(_ForkArg), ctypes.c_size_t, ctypes.c_void_p)
+# The fork hook: returns like fork(); errno travels back through ctypes.
+_FORK_HOOK_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, use_errno=True)
 
 _P = ctypes.c_void_p
 _STRV = ctypes.POINTER(ctypes.c_char_p)
@@ -151,14 +153,13 @@ _fork_loop_dispatch = _sig("fork_loop_dispatch", ctypes.c_int)
 _fork_loop_fd = _sig("fork_loop_fd", ctypes.c_int)
 _fork_pending = _sig("fork_pending", ctypes.c_size_t)
 _fork_set_dispatch = _sig("fork_set_dispatch", None, _DISPATCH_FN, ctypes.c_void_p)
+_fork_set_fork_hook = _sig("fork_set_fork_hook", None, _FORK_HOOK_FN, ctypes.c_void_p)
 _fork_serve = _sig("fork_serve", ctypes.c_int, ctypes.c_int)
 _fork_child_args = _sig("fork_child_args", ctypes.POINTER(_ForkArg), ctypes.POINTER(ctypes.c_size_t))
 _fork_reset_after_fork = _sig("fork_reset_after_fork", None)
 # fork_template through a PyDLL handle of the same library: ctypes keeps
 # the GIL across the call, so no other thread holds it in the copy.
 _fork_template_gil = _typed(ctypes.PyDLL(library_path).fork_template, _P, [])
-_before_fork = _typed(ctypes.pythonapi.PyOS_BeforeFork, None, [])
-_after_fork_parent = _typed(ctypes.pythonapi.PyOS_AfterFork_Parent, None, [])
 
 
 # --- errors ----------------------------------------------------------------
@@ -733,8 +734,6 @@ def _loaded_path():
 
 # --- Python code in children -------------------------------------------------
 
-_dispatch_pid = [None]
-
 
 def _resolve(name):
     """The object a dotted "module.attr.attr" name means, importing the
@@ -815,21 +814,9 @@ def _die_of_sigint():
 
 
 def _dispatch(kind, name, fd, args, nargs, _ud):
-    """The dispatcher, in a child: calls the Python function name."""
-    if _dispatch_pid[0] != os.getpid():
-        # First Python code in this forked process: do what os.fork() does
-        # in a child (reinitialise the interpreter's locks and threads, run
-        # the at-fork hooks: random reseeds itself, threading forgets the
-        # parent's threads).
-        _dispatch_pid[0] = os.getpid()
-        _reset_python_state()
-        _in_anyfork_child[0] = True     # our at-fork hook: no library reset
-        try:
-            ctypes.pythonapi.PyOS_AfterFork_Child()
-        except Exception:
-            pass
-        finally:
-            _in_anyfork_child[0] = False
+    """The dispatcher, in a child: calls the Python function name. The
+    child was made by os.fork() (see _fork_hook): the interpreter's own
+    after-fork work has run."""
     text = name.decode("utf-8", "surrogateescape")
     try:
         try:
@@ -869,9 +856,34 @@ def _dispatch(kind, name, fd, args, nargs, _ud):
 _dispatch_fn = _DISPATCH_FN(_dispatch)
 
 
+def _fork_hook(_ud):
+    """The library's fork in a Python template or server: os.fork(), so
+    that a new process is made as the interpreter makes one (its locks
+    and threads reset, os.register_at_fork hooks run: random reseeds,
+    threading forgets the parent's threads). Buffered output is written
+    first, so no child writes it again."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            if f is not None:
+                f.flush()
+        except Exception:
+            pass
+    try:
+        return os.fork()
+    except OSError as e:
+        ctypes.set_errno(e.errno or 0)
+    except BaseException:
+        traceback.print_exc()
+        ctypes.set_errno(0)
+    return -1
+
+
+_fork_hook_fn = _FORK_HOOK_FN(_fork_hook)
+
+
 def _set_dispatch():
-    _dispatch_pid[0] = os.getpid()
     _fork_set_dispatch(_dispatch_fn, None)
+    _fork_set_fork_hook(_fork_hook_fn, None)
 
 
 def add_path(*dirs):
@@ -894,10 +906,11 @@ def template():
     everything prepared so far in memory. The copy closes every fd but 0,
     1, 2: send what it needs.
 
-    As os.fork() does: sys.stdout and sys.stderr are flushed first, the
-    fork runs the os.register_at_fork hooks and takes the import lock, and
-    the GIL is held across it, so other threads running Python are merely
-    not copied. Refused (OSError EBUSY) while another thread is inside a
+    The copy, and every process forked from it, is made by os.fork()
+    (the library's fork hook): sys.stdout and sys.stderr are flushed
+    first, the os.register_at_fork hooks run, and the GIL is held across
+    the fork, so other threads running Python are merely not copied.
+    Refused (OSError EBUSY) while another thread is inside a
     call of the library, which may hold the library's locks."""
     for f in (sys.stdout, sys.stderr):
         try:
@@ -913,11 +926,7 @@ def template():
             raise OSError(_errno.EBUSY, "template: another thread is inside an anyfork call "
                           "(wait, run, ...), which may hold the library's locks in the copy; "
                           "call template() while no other thread uses anyfork")
-        _before_fork()
-        try:
-            h = _fork_template_gil()
-        finally:
-            _after_fork_parent()
+        h = _fork_template_gil()
     return Process._make(h, "fork_template")
 
 
@@ -933,8 +942,6 @@ def serve():
 
 # --- the host's own fork ------------------------------------------------------
 
-_in_anyfork_child = [False]
-
 
 def _reset_python_state():
     """In a new process: forgets the parent's callbacks, waiting exceptions
@@ -949,11 +956,10 @@ def _reset_python_state():
 
 
 def _after_os_fork():
-    """os.fork() (or multiprocessing) in a program that used anyfork: the
-    child drops the library state it inherited (fork_reset_after_fork) so
-    that both it and the parent keep working."""
-    if _in_anyfork_child[0]:
-        return
+    """os.fork() (or multiprocessing, or the library's own fork through
+    _fork_hook) in a program that used anyfork: the child drops the
+    library state it inherited (fork_reset_after_fork) so that both it and
+    the parent keep working."""
     _fork_reset_after_fork.raw()
     _reset_python_state()
 

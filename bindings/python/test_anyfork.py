@@ -56,6 +56,34 @@ def roll(sock):
     sock.sendall(b"%r" % random.random())
 
 
+# os.register_at_fork hooks of this program, as a library would register
+# them: a child records who ran "before" for it (copied from its parent)
+# and that "after_in_child" ran in itself.
+AT_FORK = {"before": None, "child": None}
+os.register_at_fork(before=lambda: AT_FORK.update(before=os.getpid()),
+                    after_in_child=lambda: AT_FORK.update(child=os.getpid()))
+
+
+def at_fork_seen(sock):
+    sock.sendall(repr((AT_FORK["before"], AT_FORK["child"], os.getppid(),
+                       os.getpid())).encode())
+
+
+def threads_and_fork(sock):
+    """A thread, then os.fork() in this process: both work."""
+    import threading
+    box = []
+    t = threading.Thread(target=lambda: box.append(threading.get_ident()))
+    t.start()
+    t.join(10)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    _, status = os.waitpid(pid, 0)
+    sock.sendall(repr((len(box), os.waitstatus_to_exitcode(status),
+                       threading.active_count())).encode())
+
+
 def args_seen(sock, *args):
     """Reports anyfork.child_args() next to its own args."""
     sock.sendall(repr((list(args), anyfork.child_args())).encode())
@@ -175,6 +203,19 @@ class TemplateTests(unittest.TestCase):
     def test_children_are_reseeded_like_os_fork(self):
         rolls = {read_all(self.template.fork().run(MOD + ".roll")) for _ in range(3)}
         self.assertEqual(len(rolls), 3, rolls)
+
+    def test_at_fork_hooks_run_around_each_fork_as_with_os_fork(self):
+        for _ in range(2):
+            before, child, ppid, pid = ast.literal_eval(
+                read_all(self.template.fork().run(MOD + ".at_fork_seen")).decode())
+            # "before" ran in the template, just before this fork.
+            self.assertEqual(before, ppid)
+            self.assertEqual(child, pid)
+
+    def test_children_start_threads_and_fork(self):
+        got = ast.literal_eval(
+            read_all(self.template.fork().run(MOD + ".threads_and_fork")).decode())
+        self.assertEqual(got, (1, 7, 1))
 
     def test_python_errors_in_child(self):
         ex = Exit()

@@ -9,7 +9,7 @@
 /// Child-side functions that code loaded into this server (with
 /// `fork_require`) may call; kept so the linker exports them.
 #[allow(dead_code)]
-struct Keep([*const (); 6]);
+struct Keep([*const (); 7]);
 // SAFETY: function addresses, never dereferenced here.
 unsafe impl Sync for Keep {}
 
@@ -17,6 +17,7 @@ unsafe impl Sync for Keep {}
 static KEEP: Keep = Keep([
     anyfork::capi::fork_child_args as *const (),
     anyfork::capi::fork_set_dispatch as *const (),
+    anyfork::capi::fork_set_fork_hook as *const (),
     anyfork::capi::fork_rpc_serve as *const (),
     anyfork::capi::fork_rpc_reply as *const (),
     anyfork::capi::fork_rpc_event as *const (),

@@ -6,7 +6,6 @@
 use std::os::fd::AsRawFd;
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::unistd::ForkResult;
 
 use super::launch::pair;
 use super::process::Process;
@@ -47,9 +46,10 @@ impl Process {
         let (ours, theirs) = pair("creating the template's socket (socketpair)")?;
         // SAFETY: per this function's contract, the process has one thread,
         // so the child may run anything.
-        let pid = match unsafe { nix::unistd::fork() } {
-            Err(e) => return Err(Error::sys(e, "fork")),
-            Ok(ForkResult::Child) => {
+        // (Through the fork hook, when the program set one.)
+        let pid = match unsafe { crate::server::state::fork_with(libc::fork) } {
+            -1 => return Err(Error::sys(crate::error::last_errno(), "fork")),
+            0 => {
                 drop(ours);
                 // Closes the fds of the library's state (sockets, loop,
                 // pidfds).
@@ -74,7 +74,7 @@ impl Process {
                     },
                 );
             }
-            Ok(ForkResult::Parent { child }) => child.as_raw(),
+            child => child,
         };
         drop(theirs);
         Process::direct_child(ours, pid)

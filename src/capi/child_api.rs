@@ -62,3 +62,49 @@ pub unsafe extern "C" fn fork_set_dispatch(f: fork_dispatch_fn, userdata: *mut c
         Ok(())
     })
 }
+
+/// A fork hook: forks the calling process as `fork(2)` does and returns
+/// as it does: 0 in the child, the child's pid in the parent, -1 with
+/// `errno` set when no child was made.
+pub type fork_fork_hook_fn = Option<unsafe extern "C" fn(userdata: *mut c_void) -> libc::pid_t>;
+
+/// Sets the fork hook of the calling process (NULL restores the library's
+/// own fork). Every fork the library makes in this process and the
+/// processes copied from it goes through the hook instead of `fork()`:
+/// each new process and each warm-pool child a server forks, and the copy
+/// `fork_template` and `fork_early` make. It lets an interpreter's own
+/// fork make them (Python's `os.fork`, Ruby's `Process._fork`, Perl's
+/// `fork`), so that the interpreter's own before- and after-fork work
+/// runs: its at-fork handlers, its locks, threads and timers reset.
+/// Set it like the dispatcher: in a custom server before `fork_serve`, or
+/// in a program before `fork_template` or `fork_early`; copies inherit it.
+///
+/// The hook must fork exactly once and return: 0 in the child (which the
+/// library then goes on to serve or run), the child's pid in the parent,
+/// or -1 with `errno` set when it made no child (reported to that
+/// creation like a failed fork: its exit callback and `fork_pid` get the
+/// errno, its comm socket EOF; `errno` 0 is reported as `EIO`). It runs
+/// on the server's thread, inside the server loop, in both processes. It
+/// may run code before and after the fork (at-fork handlers, reseeding),
+/// open fds and start threads in the child. It must not close, move or
+/// read fds it did not open (the server's socket and signalfd among
+/// them), exit or exec in the child, wait for or reap the child in the
+/// parent (the server reports its exit), leave signals blocked or
+/// change signal handlers for good in the parent, nor call the library
+/// (but `fork_last_error`, and `fork_reset_after_fork` in the child, which
+/// an interpreter's at-fork handler may call). Processes made through
+/// the hook start user code with an empty signal mask and the signal
+/// dispositions the template had, as the interpreter's own fork leaves
+/// them (an interpreter relies on its handlers); the builtins
+/// (`anyfork_exec`) still start with every disposition at its default.
+///
+/// # Safety
+/// `hook` must stay callable, and `userdata` valid, in every process that
+/// inherits them, and the hook must keep the contract above.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork_set_fork_hook(hook: fork_fork_hook_fn, userdata: *mut c_void) {
+    ffi!(fork_set_fork_hook, {
+        state::set_fork_hook(hook, userdata);
+        Ok(())
+    })
+}

@@ -145,6 +145,10 @@ impl Server {
 
     /// Forks; true in the child, which now serves `fd`.
     ///
+    /// Through the fork hook when the program set one
+    /// (`fork_set_fork_hook`: an interpreter's own fork, whose after-fork
+    /// work then runs in every new process).
+    ///
     /// An exec'd `anyfork-serve` that has loaded no library forks with
     /// `_Fork`: with one thread and no fork handlers registered, glibc's
     /// `fork` adds only work (locks taken and reset, handler lists walked)
@@ -159,9 +163,10 @@ impl Server {
             return true;
         }
         // SAFETY: this process is single-threaded (or forks with `fork`,
-        // which handles other threads), so the child may run anything;
-        // both sides continue with consistent state below.
-        let pid = unsafe { (self.fork_fn)() };
+        // which handles other threads, or through the fork hook, which
+        // forks as the program's own fork does), so the child may run
+        // anything; both sides continue with consistent state below.
+        let pid = unsafe { state::fork_with(self.fork_fn) };
         if pid == 0 {
             // The child serves its own socket from here on. What was read
             // or queued for the parent's socket is not ours. (It is still
@@ -213,7 +218,7 @@ impl Server {
             return;
         };
         // SAFETY: as in `fork`.
-        let pid = unsafe { (self.fork_fn)() };
+        let pid = unsafe { state::fork_with(self.fork_fn) };
         if pid == 0 {
             drop(ours);
             self.pool.forget();
@@ -269,7 +274,14 @@ impl Server {
         let _ = fcntl(&self.sock, FcntlArg::F_SETFL(OFlag::empty()));
         // The signalfd must not leak into user code.
         self.sigfd = None;
-        self.signals.reset();
+        if state::has_fork_hook() && !name.starts_with(b"anyfork_") {
+            // Made by the program's own fork (the hook): its signal
+            // handlers are the interpreter's, which relies on them
+            // (Ruby's SIGCHLD and SIGVTALRM), as that fork leaves them.
+            super::signals::clear_mask();
+        } else {
+            self.signals.reset();
+        }
         for fd in self.fdq.drain(..) {
             drop(fd);
         }

@@ -54,6 +54,12 @@ impl SignalState {
     }
 }
 
+/// Empties the signal mask, leaving dispositions as they are (a process
+/// an interpreter's own fork made keeps that interpreter's handlers).
+pub fn clear_mask() {
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
 /// Blocks SIGCHLD, for a signalfd to take it.
 pub fn block_sigchld() -> SigSet {
     let mut set = SigSet::empty();

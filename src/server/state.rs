@@ -1,6 +1,6 @@
 //! The per-process state of the server side, in one place: the socket
-//! this process serves, its dispatcher, the arguments published to eval
-//! and run functions, and what the builtins asked for.
+//! this process serves, its dispatcher and fork hook, the arguments
+//! published to eval and run functions, and what the builtins asked for.
 //!
 //! A forked process starts with a copy of it; the server resets what
 //! belongs to the template (see `Server::forget_parent`).
@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::args::ForkArg;
 use super::call::DispatchFn;
+
+/// A fork hook: forks as `fork(2)` does, given its userdata.
+pub type ForkHookFn = unsafe extern "C" fn(userdata: *mut c_void) -> libc::pid_t;
 
 /// A dispatcher and its userdata.
 #[derive(Clone, Copy)]
@@ -33,6 +36,11 @@ struct State {
     /// The pool size the last `anyfork_warm` asked for, not yet taken
     /// (`usize::MAX`: none).
     warm: AtomicUsize,
+    /// The fork hook (a `ForkHookFn`, or null) and its userdata. Two
+    /// atomics, not a lock: a child forked while another thread held a
+    /// lock must still be able to fork.
+    hook: AtomicPtr<c_void>,
+    hook_data: AtomicPtr<c_void>,
 }
 
 static STATE: State = State {
@@ -42,6 +50,8 @@ static STATE: State = State {
     nargs: AtomicUsize::new(0),
     comm_fds: AtomicU64::new(0),
     warm: AtomicUsize::new(usize::MAX),
+    hook: AtomicPtr::new(std::ptr::null_mut()),
+    hook_data: AtomicPtr::new(std::ptr::null_mut()),
 };
 
 /// Records the socket this process serves.
@@ -102,4 +112,45 @@ pub fn take_warm() -> Option<usize> {
         usize::MAX => None,
         k => Some(k),
     }
+}
+
+/// Sets (or with `None` clears) the fork hook of this process.
+pub fn set_fork_hook(f: Option<ForkHookFn>, userdata: *mut c_void) {
+    STATE.hook.store(std::ptr::null_mut(), Ordering::Release);
+    STATE.hook_data.store(userdata, Ordering::Release);
+    if let Some(f) = f {
+        STATE.hook.store(f as *mut c_void, Ordering::Release);
+    }
+}
+
+/// True when a fork hook is set.
+pub fn has_fork_hook() -> bool {
+    !STATE.hook.load(Ordering::Acquire).is_null()
+}
+
+/// Forks through the fork hook if one is set, else with `fallback`: the
+/// child's 0, the parent's pid, or -1 with errno set (EIO when the hook
+/// failed without setting it).
+///
+/// # Safety
+/// As `fork(2)`: the caller must be able to continue in the child (one
+/// thread, or locks that fork handlers take care of).
+pub unsafe fn fork_with(fallback: crate::sys::proc::ForkFn) -> libc::pid_t {
+    let f = STATE.hook.load(Ordering::Acquire);
+    if f.is_null() {
+        // SAFETY: per this function's contract.
+        return unsafe { fallback() };
+    }
+    // SAFETY: only `set_fork_hook` stores here, and only a `ForkHookFn`.
+    let f = unsafe { std::mem::transmute::<*mut c_void, ForkHookFn>(f) };
+    let ud = STATE.hook_data.load(Ordering::Acquire);
+    nix::errno::Errno::clear();
+    // SAFETY: the hook's contract (fork_set_fork_hook): it forks as
+    // fork(2) does.
+    let pid = unsafe { f(ud) };
+    if pid < 0 {
+        // Errno 0 reads back as EIO (`last_errno`); keep that visible.
+        return -1;
+    }
+    pid
 }

@@ -83,27 +83,17 @@ class AnyFork
       adopt(Lib.fork_new_exec)
     end
 
-    # Forks this interpreter now (fork_template). The copy is a template:
-    # its processes (#fork) run Ruby methods by name, "Mod::Klass.method" or
-    # a top-level "method", called as method(comm_socket, *args) for #run
-    # and method(*args) for #eval, with everything this program had
-    # prepared in memory. Call it while the program has one thread. The
-    # copy keeps only fds 0, 1 and 2: send it the rest.
+    # Forks this interpreter now, with Ruby's own fork (Process._fork,
+    # through the library's fork hook), as Kernel#fork would: the copy
+    # keeps this program's fds and Ruby's signal handlers. The copy is a
+    # template: its processes (#fork), made by Process._fork too, run Ruby
+    # methods by name, "Mod::Klass.method" or a top-level "method", called
+    # as method(comm_socket, *args) for #run and method(*args) for #eval,
+    # with everything this program had prepared in memory. Call it while
+    # the program has one thread.
     def template
-      Child.take_snapshot(:template)
-      Lib.fork_set_dispatch(Child::DISPATCH, nil)
-      $stdout.flush
-      $stderr.flush
-      # No garbage collection in the copy until a run has set it up (a
-      # finalizer could close an fd number that now means something else).
-      was_disabled = GC.disable
-      Child.snapshot.gc_enable = !was_disabled
-      ptr = begin
-        Lib.fork_template
-      ensure
-        GC.enable unless was_disabled
-      end
-      adopt(ptr)
+      Child.install
+      adopt(Lib.fork_template_flags(Lib::FORK_TEMPLATE_KEEP_FDS))
     end
 
     # Spawns a fresh Ruby interpreter as template server (lib/anyfork/

@@ -45,6 +45,8 @@ class AnyFork
     FORK_ARG_FD = 1
     FORK_CALL_EVAL = 0
     FORK_CALL_RUN = 1
+    # fork_template_flags: the program's fds stay open in the copy.
+    FORK_TEMPLATE_KEEP_FDS = 1
     # What a dispatcher returns for a name it leaves to dlsym.
     FORK_DISPATCH_PASS = -2**31
 
@@ -59,13 +61,14 @@ class AnyFork
     callback :run_cb, %i[int pointer], :void
     callback :exit_cb, %i[pid_t int pointer], :void
     callback :dispatch_fn, %i[int pointer int pointer size_t pointer], :int
+    callback :fork_hook_fn, [:pointer], :int
 
     attach_function :fork_new, [], :pointer
     attach_function :fork_new_exec, [], :pointer
     attach_function :fork_new_exec_argv, [:pointer], :pointer
     # Not blocking: the copy it makes runs Ruby code (the dispatcher) on
     # this very thread, which must hold the GVL there as it does here.
-    attach_function :fork_template, [], :pointer
+    attach_function :fork_template_flags, [:uint], :pointer
     attach_function :fork_fork, [:pointer], :pointer
     attach_function :fork_send_fd, %i[pointer int], :int
     attach_function :fork_send_arg, %i[pointer buffer_in size_t], :int
@@ -85,6 +88,7 @@ class AnyFork
     attach_function :fork_wait, [:int], :int, blocking: true
     attach_function :fork_pending, [], :size_t
     attach_function :fork_set_dispatch, %i[dispatch_fn pointer], :void
+    attach_function :fork_set_fork_hook, %i[fork_hook_fn pointer], :void
     # In a child of Kernel#fork: forget the parent's sockets and callbacks.
     attach_function :fork_reset_after_fork, [], :void
     # Never returns in a working server, which runs Ruby in its children.

@@ -76,7 +76,7 @@ module TestWorkers
       raise ArgumentError, "boom from the worker"
     end
 
-    # Checks that a file the parent opened before the template is closed.
+    # Whether a file the parent opened before the template is closed here.
     def stale(io, *_)
       f = $anyfork_parent_file
       io.puts "closed #{f.closed?}"
@@ -114,8 +114,8 @@ def toplevel_worker(io, *args)
   io.write("top #{args.join(',')}")
 end
 
-# A file the test program holds open when the template is made: the copy's
-# Ruby object for it is closed (its fd was not inherited).
+# A file the test program holds open when the template is made: the copy
+# keeps it open, as a child of Kernel#fork does.
 $anyfork_parent_file = File.open(__FILE__)
 
 # Workers for the stress tests (test/stress_test.rb).
@@ -153,4 +153,20 @@ module StressWorkers
       end
     end
   end
+end
+
+# A Process._fork hook, as a gem adds one: records in each child that it
+# ran there.
+module TestForkHook
+  def _fork
+    pid = super
+    $test_fork_hook_ran_in = Process.pid if pid.zero?
+    pid
+  end
+end
+Process.singleton_class.prepend(TestForkHook)
+
+# Reports whether the _fork hook ran in this very process.
+def fork_hook_seen(io)
+  io.write("ran_here=#{$test_fork_hook_ran_in == Process.pid}")
 end

@@ -167,13 +167,7 @@ impl Server {
             };
             let out = !self.reports.is_empty() && hold.is_none();
             let timeout = [self.tick(), refill, hold].into_iter().flatten().min();
-            let (sock, signals) = self.wait(PollFlags::POLLIN, out, timeout);
-            // Woken for a child's exit or a timeout only: the socket had
-            // nothing, so the next turn does not spend a read to hear
-            // `EAGAIN` (with sequential creations, one read per creation).
-            if !sock.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                self.rd.dry = true;
-            }
+            let (_, signals) = self.wait(PollFlags::POLLIN, out, timeout);
             if signals || (self.tick >= 0 && self.children > 0) {
                 self.reap();
             }

@@ -13,12 +13,16 @@ pub struct Config {
     pub window: usize,
     /// Short runs each repetition of a method is made of.
     pub parts: usize,
-    /// `--only M`: measure just method M (a, b, bq, bd, c, d, e, f, fx, fs, s, w) at
+    /// `--only M`: measure just method M (a, b, bq, bd, c, d, e, f, fx, fs, s, w, c-lib, b-lib, fq, sq) at
     /// 5 MB and print its rates; for profiling with strace or perf.
     pub only: Option<M>,
     /// Creations with and without a warm pool from a template as large as
     /// the caller (`ANYFORK_BENCH_BIG_ROUNDS`, default 15; 0 skips).
     pub big_rounds: usize,
+    /// Sparse creations per repetition, without and with a warm pool
+    /// (`ANYFORK_BENCH_SPARSE_ROUNDS`, default 100, 40 with `--quick`; 0
+    /// skips); see [`crate::grow::sparse_latency`].
+    pub sparse_rounds: usize,
 }
 
 fn env_flag(name: &str) -> bool {
@@ -51,6 +55,8 @@ impl Config {
             window: env_num("ANYFORK_BENCH_INFLIGHT").map_or(DEFAULT_WINDOW, |w| w as usize),
             big_rounds: env_num("ANYFORK_BENCH_BIG_ROUNDS")
                 .map_or(if quick { 7 } else { 15 }, |n| n as usize),
+            sparse_rounds: env_num("ANYFORK_BENCH_SPARSE_ROUNDS")
+                .map_or(if quick { 40 } else { 100 }, |n| n as usize),
             only: args
                 .iter()
                 .position(|a| a == "--only")

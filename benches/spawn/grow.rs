@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyfork::Process;
 
 use crate::methods::{await_sock, ok, to_inbox};
+use crate::stats::pct_us;
 use crate::sys::{MB, cc, check, manifest_dir, page_size, self_rss};
 
 /// Heap blocks malloc'd and touched to make this process big; never freed.
@@ -71,7 +72,7 @@ pub fn build_grow(out_dir: &Path) -> PathBuf {
 /// One creation from `t`: fork and run `bench_hello`; ns until its byte
 /// arrives (the new process runs user code). Its exit, which for a large
 /// process takes as long as the fork, is not waited for.
-fn one_from(t: &Process) -> u64 {
+pub fn one_from(t: &Process) -> u64 {
     let s = Instant::now();
     let p = ok(t.fork(), "Process::fork");
     ok(p.run("bench_hello", to_inbox), "run");
@@ -125,4 +126,48 @@ pub fn big_template_latency(grow: &Path, bytes: usize, rounds: usize) -> (Vec<u6
         .collect();
     warm.sort_unstable();
     (cold, warm)
+}
+
+/// Spacing of the sparse creations.
+const SPARSE_GAP: Duration = Duration::from_millis(5);
+
+/// Issue 18's warm-pool case: sparse creations (one every 5 ms) from a
+/// small template (a fresh anyfork-serve that required benches/grow.c's
+/// library), timed until the new process's first byte arrives. Two such
+/// templates, one keeping a warm pool of 2, take turns creation by
+/// creation, so that both see the same load. For each of `reps`
+/// repetitions of `rounds` creations each: the p50 (µs) without and with
+/// the pool.
+pub fn sparse_latency(grow: &Path, reps: usize, rounds: usize) -> Vec<(f64, f64)> {
+    let lib = grow.display().to_string();
+    let make = |warm: bool| {
+        let mut t = ok(Process::new_exec(), "Process::new_exec");
+        ok(t.require(&lib), "require");
+        if warm {
+            ok(t.eval("anyfork_warm", &[b"2"]), "eval anyfork_warm");
+        }
+        one_from(&t);
+        t
+    };
+    let (cold, warm) = (make(false), make(true));
+    std::thread::sleep(Duration::from_millis(20));
+    let out = (0..reps)
+        .map(|_| {
+            let (mut a, mut b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+            for i in 0..2 * rounds {
+                std::thread::sleep(SPARSE_GAP);
+                if i % 2 == 0 {
+                    a.push(one_from(&cold));
+                } else {
+                    b.push(one_from(&warm));
+                }
+            }
+            a.sort_unstable();
+            b.sort_unstable();
+            (pct_us(&a, 50), pct_us(&b, 50))
+        })
+        .collect();
+    drop((cold, warm));
+    let _ = anyfork::dispatch();
+    out
 }

@@ -129,7 +129,8 @@ struct BigFigures {
 type RatioOf = fn(&SizeResult, M, M) -> Stat;
 const RATE: RatioOf = SizeResult::ratio;
 const P50: RatioOf = SizeResult::p50_ratio;
-const RATIOS: [(&str, RatioOf, M, M); 14] = [
+const BLOCKED: RatioOf = SizeResult::blocked_ratio;
+const RATIOS: [(&str, RatioOf, M, M); 17] = [
     ("c_over_b", RATE, M::C, M::B),
     ("c_over_a", RATE, M::C, M::A),
     ("p50_c_over_p50_b", P50, M::C, M::B),
@@ -144,6 +145,9 @@ const RATIOS: [(&str, RatioOf, M, M); 14] = [
     ("b_pipelined_over_b", RATE, M::Bq, M::B),
     ("c_over_b_dynamic", RATE, M::C, M::Bd),
     ("p50_c_over_p50_b_dynamic", P50, M::C, M::Bd),
+    ("c_lib_over_b_lib", RATE, M::Cl, M::Bl),
+    ("blocked_exec_over_blocked_posix_spawn", BLOCKED, M::F, M::S),
+    ("exec_1000_queued_over_posix_spawn_loop", RATE, M::Fq, M::Sq),
 ];
 
 fn method(s: &SizeResult, m: M, cfg: &Config) -> Method {

@@ -17,7 +17,10 @@
 //! - `ANYFORK_BENCH_INFLIGHT=N`: most creations of method d waiting for
 //!   their run callback at once (default 0: all 1,000, see
 //!   [`methods::DEFAULT_WINDOW`]);
-//! - `--only M` (M one of a b bq bd c d e f fx fs s w): measure one method at 5 MB
+//! - `ANYFORK_BENCH_SPARSE_ROUNDS=N` (default 100, 40 with `--quick`, 0
+//!   skips): creations per repetition of the sparse warm-pool case (see
+//!   [`grow::sparse_latency`]); `--sparse` measures only that;
+//! - `--only M` (M one of a b bq bd c d e f fx fs s w c-lib b-lib fq sq): measure one method at 5 MB
 //!   and print its rates, for profiling with strace or perf.
 //!
 //! At each size the benchmark touches every page of its own heap until its
@@ -89,7 +92,11 @@ fn main() {
     std::fs::create_dir_all(&out_dir)
         .unwrap_or_else(|e| panic!("creating {}: {e}", out_dir.display()));
 
-    let mut ctx = Ctx::new(&out_dir, cfg.window);
+    // The bare template of method b-lib is a copy of this program made
+    // while it has one thread and is small.
+    let grow = grow::build_grow(&out_dir);
+    let bare = floor::BareLib::start(&grow);
+    let mut ctx = Ctx::new(&out_dir, cfg.window, grow, bare);
     // The default template is spawned here, while the caller is small.
     ctx.once(M::C);
     let linkage = ctx.floor.linkage;
@@ -99,6 +106,15 @@ fn main() {
         cfg.slice.as_secs_f64()
     );
 
+    if std::env::args().any(|a| a == "--sparse") {
+        for (cold, warm) in grow::sparse_latency(&ctx.grow, cfg.reps, cfg.sparse_rounds.max(20)) {
+            println!(
+                "sparse p50: without a pool {cold:.0} µs, with a warm pool of 2 {warm:.0} µs ({:.2})",
+                warm / cold
+            );
+        }
+        return;
+    }
     if let Some(m) = cfg.only {
         Ballast::default().grow_to(5 * MB);
         for _ in 0..cfg.reps {

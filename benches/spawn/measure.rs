@@ -11,7 +11,7 @@ use anyfork::Process;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::grow::{Ballast, big_template_latency};
+use crate::grow::{Ballast, big_template_latency, sparse_latency};
 use crate::methods::{BATCH, Ctx, M, METHODS, ok};
 use crate::stats::{Stat, pct_us, ratio, stat};
 use crate::sys::{MB, cpu_self, proc_kb, self_rss};
@@ -37,6 +37,13 @@ impl Sample {
     }
     fn p50_us(&self) -> f64 {
         pct_us(&self.lat, 50)
+    }
+    /// Median time inside the creating call(s), µs: how long the calling
+    /// thread was blocked per creation.
+    fn blocked_us(&self) -> f64 {
+        let mut v: Vec<u64> = self.phases.iter().map(|p| p[0]).collect();
+        v.sort_unstable();
+        pct_us(&v, 50)
     }
     /// Adds another part of the same repetition.
     fn merge(&mut self, o: Sample) {
@@ -100,6 +107,9 @@ pub struct SizeResult {
     /// Latencies (ns, sorted) of single creations from a template as
     /// large as the caller, without and with a warm pool.
     pub big: Option<(Vec<u64>, Vec<u64>)>,
+    /// Sparse creations from a small template, without and with a warm
+    /// pool: p50 µs of each repetition (measured at the smallest size).
+    pub sparse: Option<Vec<(f64, f64)>>,
 }
 
 impl SizeResult {
@@ -158,6 +168,17 @@ impl SizeResult {
             &self.per_rep(y, Sample::p50_us),
         )
     }
+    /// Time blocked in the call per creation, µs (timed methods).
+    pub fn blocked(&self, m: M) -> Stat {
+        stat(&self.per_rep(m, Sample::blocked_us))
+    }
+    /// Blocked time of x ÷ that of y, repetition by repetition.
+    pub fn blocked_ratio(&self, x: M, y: M) -> Stat {
+        ratio(
+            &self.per_rep(x, Sample::blocked_us),
+            &self.per_rep(y, Sample::blocked_us),
+        )
+    }
     /// Caller CPU per creation of x ÷ that of y, repetition by repetition.
     pub fn cpu_ratio(&self, x: M, y: M) -> Stat {
         ratio(
@@ -214,12 +235,15 @@ pub fn run_size(
         eprintln!("[spawn] {label}: repetition {}/{} done", rep + 1, cfg.reps);
     }
     let big = (cfg.big_rounds > 0).then(|| big_template_latency(&ctx.grow, rss, cfg.big_rounds));
+    let sparse = (cfg.sparse_rounds > 0 && target < 10 * MB)
+        .then(|| sparse_latency(&ctx.grow, cfg.reps, cfg.sparse_rounds));
     SizeResult {
         label,
         target,
         rss,
         samples,
         big,
+        sparse,
     }
 }
 

@@ -24,6 +24,18 @@
 //! - s: posix_spawn(/bin/true) + waitpid, from the caller;
 //! - w: `fork()` + `run("anyfork_exit")` of a template keeping a warm pool
 //!   of 2 children;
+//! - c-lib: `fork()` of a template (forked from the default one) that
+//!   required benches/grow.c's library, + `run("bench_hello")` there (it
+//!   writes one byte and returns), wait for EOF (issue 18);
+//! - b-lib: its bare counterpart ([`crate::floor::BareLib`]): a copy of
+//!   this program holding the same library receives one fd, forks, the
+//!   child calls `bench_hello` and exits, children auto-reaped;
+//! - fq: 1,000 `Process::new()` + `exec(["/bin/true"])` queued at once,
+//!   then all 1,000 exit reports awaited; sq: 1,000 `posix_spawn` of
+//!   /bin/true from the caller, reaping in the same loop (issue 18: what
+//!   an event loop can do without blocking). For f and s, the time spent
+//!   inside the call (`Process::new` + `exec`, or `posix_spawn`) is the
+//!   time a loop thread is blocked per spawn;
 //! - g: latency p50/p99 of c (and b), and the caller's own CPU time
 //!   (getrusage RUSAGE_SELF: user + sys, children excluded) per creation
 //!   (see `measure.rs`).
@@ -36,8 +48,7 @@ use std::time::Instant;
 
 use anyfork::Process;
 
-use crate::floor::Floor;
-use crate::grow::build_grow;
+use crate::floor::{BareLib, Floor};
 use crate::sys::{check, drain, epoll_ctl, epoll_new, errno, pair, wait_eof, waitpid};
 
 /// Creations queued at once by the pipelined methods.
@@ -125,9 +136,13 @@ pub enum M {
     Fs,
     S,
     W,
+    Cl,
+    Bl,
+    Fq,
+    Sq,
 }
 
-pub const METHODS: [M; 12] = [
+pub const METHODS: [M; 16] = [
     M::A,
     M::B,
     M::Bq,
@@ -140,6 +155,10 @@ pub const METHODS: [M; 12] = [
     M::Fs,
     M::S,
     M::W,
+    M::Cl,
+    M::Bl,
+    M::Fq,
+    M::Sq,
 ];
 
 impl M {
@@ -158,6 +177,10 @@ impl M {
             M::Fs => "floor_spawn_true",
             M::S => "posix_spawn_true",
             M::W => "w_warm_pool",
+            M::Cl => "c_lib_fork_run",
+            M::Bl => "b_lib_bare_template",
+            M::Fq => "exec_true_1000_queued",
+            M::Sq => "posix_spawn_true_1000_loop",
         }
     }
 
@@ -176,6 +199,10 @@ impl M {
             M::Fs => "fs",
             M::S => "s",
             M::W => "w",
+            M::Cl => "c-lib",
+            M::Bl => "b-lib",
+            M::Fq => "fq",
+            M::Sq => "sq",
         }
     }
 
@@ -197,18 +224,25 @@ impl M {
             M::Fs => "f‴. floor template: posix_spawn /bin/true, wait, EOF",
             M::S => "posix_spawn /bin/true + waitpid",
             M::W => "w. warm pool of 2: fork+run(anyfork_exit)",
+            M::Cl => "c-lib. fork of a template holding a library + run of a function there",
+            M::Bl => "b-lib. bare template holding that library (fork of this program)",
+            M::Fq => "fq. anyfork exec /bin/true, 1,000 queued, until their exit reports",
+            M::Sq => "sq. posix_spawn /bin/true, 1,000 in a loop with reaping",
         };
         s.to_string()
     }
 
     /// Measured [`BATCH`] creations at a time ([`Ctx::batch`]).
     pub fn pipelined(self) -> bool {
-        matches!(self, M::Bq | M::D)
+        matches!(self, M::Bq | M::D | M::Fq | M::Sq)
     }
 
     /// Each creation timed, for latencies and phases.
     pub fn timed(self) -> bool {
-        matches!(self, M::B | M::Bd | M::C | M::W)
+        matches!(
+            self,
+            M::B | M::Bd | M::C | M::W | M::Cl | M::Bl | M::F | M::S
+        )
     }
 }
 
@@ -226,6 +260,11 @@ pub struct Ctx {
     /// The template of method w: a fresh anyfork-serve keeping a warm
     /// pool (`anyfork_warm`).
     warm: Process,
+    /// The template of method c-lib: forked from the default template,
+    /// holding benches/grow.c's library.
+    tlib: Process,
+    /// The bare template of method b-lib.
+    bare: Option<BareLib>,
     /// Epoll set of the pipelined anyfork method: anyfork's loop fd plus
     /// the comm sockets not at EOF yet.
     ep_any: OwnedFd,
@@ -241,8 +280,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(out_dir: &Path, window: usize) -> Ctx {
-        let grow = build_grow(out_dir);
+    pub fn new(out_dir: &Path, window: usize, grow: PathBuf, bare: BareLib) -> Ctx {
         let floor = Floor::start(out_dir, false);
         let floor_dyn = Floor::start(out_dir, true);
         let mut tmpl = ok(Process::new_exec(), "Process::new_exec");
@@ -254,6 +292,8 @@ impl Ctx {
         ok(tmpl.send_fd(x.as_fd()), "send_fd");
         let mut warm = ok(Process::new_exec(), "Process::new_exec");
         ok(warm.eval("anyfork_warm", &[WARM]), "eval anyfork_warm");
+        let mut tlib = ok(Process::new(), "Process::new");
+        ok(tlib.require(&grow.display().to_string()), "require");
         let ep_any = epoll_new();
         epoll_ctl(
             &ep_any,
@@ -267,6 +307,8 @@ impl Ctx {
             floor_dyn,
             tmpl,
             warm,
+            tlib,
+            bare: Some(bare),
             ep_any,
             ep_floor: epoll_new(),
             open: HashMap::new(),
@@ -323,6 +365,7 @@ impl Ctx {
                 let mut p = ok(Process::new(), "Process::new");
                 p.on_exit(|_, st| exits().push(st));
                 ok(p.exec(&[b"/bin/true"], None, drop), "exec");
+                self.marks[0] = Some(Instant::now());
                 let st = await_exit();
                 assert_eq!(st, 0, "/bin/true ended with wait status {st:#x}");
             }
@@ -336,29 +379,24 @@ impl Ctx {
                 wait_eof(ours.as_raw_fd());
             }
             M::S => {
-                let path = c"/bin/true";
-                let argv = [path.as_ptr(), std::ptr::null()];
-                let mut pid = 0;
-                // SAFETY: NULL-terminated argv and the process environment.
-                let rc = unsafe {
-                    libc::posix_spawn(
-                        &mut pid,
-                        path.as_ptr(),
-                        std::ptr::null(),
-                        std::ptr::null(),
-                        argv.as_ptr() as *const *mut libc::c_char,
-                        environ as *const *mut libc::c_char,
-                    )
-                };
-                assert_eq!(
-                    rc,
-                    0,
-                    "posix_spawn: {}",
-                    std::io::Error::from_raw_os_error(rc)
-                );
+                let pid = spawn_true();
+                self.marks[0] = Some(Instant::now());
                 waitpid(pid);
             }
-            M::Bq | M::D => unreachable!("pipelined"),
+            M::Cl => {
+                let p = ok(self.tlib.fork(), "Process::fork");
+                ok(p.run("bench_hello", to_inbox), "run");
+                self.marks[0] = Some(Instant::now());
+                let sock = await_sock();
+                self.marks[1] = Some(Instant::now());
+                wait_eof(sock.as_raw_fd());
+            }
+            M::Bl => {
+                let ours = self.bare.as_ref().expect("bare template").ask();
+                self.marks = [Some(Instant::now()); 2];
+                wait_eof(ours.as_raw_fd());
+            }
+            M::Bq | M::D | M::Fq | M::Sq => unreachable!("pipelined"),
         }
     }
 
@@ -374,6 +412,38 @@ impl Ctx {
     /// `self.window` creations wait for their run callback at any time (0:
     /// no limit, the issue's literal method); see `ANYFORK_BENCH_INFLIGHT`.
     pub fn batch(&mut self, m: M) {
+        if m == M::Fq {
+            for _ in 0..BATCH {
+                let mut p = ok(Process::new(), "Process::new");
+                p.on_exit(|_, st| exits().push(st));
+                ok(p.exec(&[b"/bin/true"], None, drop), "exec");
+            }
+            for _ in 0..BATCH {
+                let st = await_exit();
+                assert_eq!(st, 0, "/bin/true ended with wait status {st:#x}");
+            }
+            return;
+        }
+        if m == M::Sq {
+            // Children exit about in the order they were spawned: the loop
+            // reaps the oldest ones that are done after each spawn.
+            let mut live = std::collections::VecDeque::with_capacity(BATCH);
+            for _ in 0..BATCH {
+                live.push_back(spawn_true());
+                while let Some(&pid) = live.front() {
+                    let mut st = 0;
+                    // SAFETY: our own child, a valid status pointer.
+                    if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } != pid {
+                        break;
+                    }
+                    live.pop_front();
+                }
+            }
+            for pid in live {
+                waitpid(pid);
+            }
+            return;
+        }
         let mut done = 0;
         let (mut queued, mut got) = (0, 0);
         if m == M::Bq {
@@ -425,9 +495,40 @@ impl Ctx {
 
     /// Orderly end: the templates see EOF and exit.
     pub fn close(self) {
-        let Ctx { floor, tmpl, .. } = self;
+        let Ctx {
+            floor, tmpl, bare, ..
+        } = self;
         drop(tmpl);
         floor.stop();
+        if let Some(b) = bare {
+            b.stop();
+        }
         let _ = anyfork::dispatch();
     }
+}
+
+/// posix_spawn of /bin/true from the caller, with the process environment;
+/// the child's pid. glibc returns once the child has exec'd.
+fn spawn_true() -> libc::pid_t {
+    let path = c"/bin/true";
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let mut pid = 0;
+    // SAFETY: NULL-terminated argv and the process environment.
+    let rc = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            path.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            argv.as_ptr() as *const *mut libc::c_char,
+            environ as *const *mut libc::c_char,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "posix_spawn: {}",
+        std::io::Error::from_raw_os_error(rc)
+    );
+    pid
 }

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::json::num;
 use crate::measure::{Memory, SizeResult};
 use crate::methods::{M, METHODS};
-use crate::stats::{Stat, pct, pct_us};
+use crate::stats::{Stat, pct, pct_us, ratio, stat};
 use crate::sys::{MB, cpus, page_size};
 
 /// One target of the issue, checked.
@@ -279,6 +279,49 @@ pub fn report(
         c.cpu_ratio(M::C, M::B)
     });
 
+    // Issue 18: a realistic creation against its bare counterpart.
+    t.checked(
+        "c-lib ÷ b-lib",
+        |c| c.ratio(M::Cl, M::Bl),
+        "≥ 0.90",
+        |x| x >= 0.90,
+        false,
+    );
+    t.stats("p50 c-lib ÷ p50 b-lib", |c| c.p50_ratio(M::Cl, M::Bl));
+    t.each("c-lib / b-lib latency p50 (µs)", |c| {
+        format!(
+            "{} / {}",
+            fmt_num(c.latency(M::Cl).0),
+            fmt_num(c.latency(M::Bl).0)
+        )
+    });
+    // Issue 18: spawns that never block an event loop.
+    t.stats(
+        "time blocked in the call per spawn, f: `Process::new` + `exec` (µs)",
+        |c| c.blocked(M::F),
+    );
+    t.stats(
+        "time blocked in the call per spawn, `posix_spawn` (µs)",
+        |c| c.blocked(M::S),
+    );
+    t.checked(
+        "blocked per spawn, f ÷ posix_spawn",
+        |c| c.blocked_ratio(M::F, M::S),
+        "≤ 0.20",
+        |x| x <= 0.20,
+        false,
+    );
+    t.checked(
+        "fq ÷ sq (1,000 spawns)",
+        |c| c.ratio(M::Fq, M::Sq),
+        "≥ 1.2",
+        |x| x >= 1.2,
+        false,
+    );
+    t.stats("caller CPU per spawn, fq / sq", |c| {
+        c.cpu_ratio(M::Fq, M::Sq)
+    });
+
     // c at 2 GB ÷ c at 5 MB: a ratio of medians, with the widest spread.
     let last = sizes.len() - 1;
     let small = sizes.iter().find(|s| s.target < 10 * MB);
@@ -329,6 +372,41 @@ pub fn report(
         big(|a, b| fmt_num(pct(a, 50) / pct(b, 50))),
     );
 
+    // Issue 18: the warm pool for sparse creations from a small template.
+    if let Some((i, sp)) = sizes
+        .iter()
+        .enumerate()
+        .find_map(|(i, c)| c.sparse.as_ref().map(|s| (i, s)))
+    {
+        let cold: Vec<f64> = sp.iter().map(|x| x.0).collect();
+        let warm: Vec<f64> = sp.iter().map(|x| x.1).collect();
+        t.only_in(
+            i,
+            "small template, one creation per 5 ms, p50 until the first byte: without a pool (µs)",
+            fmt_stat(stat(&cold), fmt_num),
+            "",
+        );
+        t.only_in(
+            i,
+            "the same from a template keeping a warm pool of 2 (µs)",
+            fmt_stat(stat(&warm), fmt_num),
+            "",
+        );
+        let r = ratio(&warm, &cold);
+        t.checks.push(Check {
+            name: "sparse p50 with ÷ without a warm pool".into(),
+            value: r.med,
+            target: "≤ 0.50".into(),
+            holds: r.med <= 0.5,
+        });
+        t.only_in(
+            i,
+            "**sparse p50 with ÷ without a warm pool**",
+            format!("{}{}", fmt_stat(r, fmt_num), mark(r.med <= 0.5)),
+            "≤ 0.50",
+        );
+    }
+
     // Memory: one figure each, independent of the caller's size.
     t.memory(
         "**anyfork-serve RSS** (default template)",
@@ -351,7 +429,11 @@ pub fn report(
     t.memory("RSS of the floor template", mem.floor_rss_kb, None, "");
     let held = t.checks.iter().filter(|c| c.holds).count();
     let _ = writeln!(t.t);
-    let _ = writeln!(t.t, "Targets of issue 5 met: {held} of {}.", t.checks.len());
+    let _ = writeln!(
+        t.t,
+        "Targets of issues 5 and 18 met: {held} of {}.",
+        t.checks.len()
+    );
     Report {
         table: t.t,
         checks: t.checks,

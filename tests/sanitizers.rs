@@ -9,76 +9,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-/// What memcheck said about one run.
-struct Memcheck {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    /// Its reports (an error or a leak record each), its own notes about
-    /// syscalls it does not know left out.
-    reports: Vec<String>,
-}
-
-/// Runs `exe args` under memcheck in a session of its own and checks that
-/// no process was left behind.
-fn memcheck(exe: &Path, args: &[&str]) -> Memcheck {
-    assert!(
-        common::have("valgrind", &["--version"]),
-        "valgrind is not installed (`make deps` installs it)"
-    );
-    let mut cmd = Command::new("valgrind");
-    cmd.args([
-        "-q",
-        "--error-exitcode=99",
-        "--leak-check=full",
-        "--errors-for-leak-kinds=definite",
-        "--show-leak-kinds=definite",
-        "--track-origins=yes",
-    ])
-    .arg(exe)
-    .args(args);
-    let r = common::run_in_session(&mut cmd, Duration::from_secs(300), Duration::from_secs(15));
-    assert!(
-        r.leftovers.is_empty(),
-        "{} {args:?}: left behind {:?}",
-        exe.display(),
-        r.leftovers
-    );
-    // Reports are runs of "==PID== text" lines ended by a "==PID== " one.
-    // (valgrind also notes, in "--PID--" lines, that it does not know
-    // pidfd_open; the library then falls back to polling.)
-    let mut reports = Vec::new();
-    let mut cur = String::new();
-    for line in r.stderr.lines().filter(|l| l.starts_with("==")) {
-        let text = line.splitn(3, "==").nth(2).unwrap_or("").trim();
-        if text.is_empty() {
-            if !cur.is_empty() {
-                reports.push(std::mem::take(&mut cur));
-            }
-        } else {
-            cur.push_str(text);
-            cur.push('\n');
-        }
-    }
-    if !cur.is_empty() {
-        reports.push(cur);
-    }
-    Memcheck {
-        code: r.status.code().unwrap_or(-1),
-        stdout: r.stdout,
-        stderr: r.stderr,
-        reports,
-    }
-}
-
 /// Exit 0, `last_line` in the output, and not a word from memcheck.
 fn memcheck_ok(exe: &Path, args: &[&str], last_line: &str) {
-    let m = memcheck(exe, args);
+    let m = memcheck(exe, args, Duration::from_secs(300));
     let what = format!("{} {args:?}", exe.display());
     assert!(
         m.reports.is_empty() && m.code != 99,
@@ -150,7 +87,7 @@ fn prefork_server_is_clean_under_memcheck() {
 #[test]
 fn api_errors_is_clean_under_memcheck() {
     let exe = build("api_errors", Kind::Program, &["-pthread"]);
-    let m = memcheck(&exe, &[child_lib()]);
+    let m = memcheck(&exe, &[child_lib()], Duration::from_secs(300));
     let failed: Vec<&str> = m.stderr.lines().filter(|l| l.starts_with("FAIL")).collect();
     for f in &failed {
         assert!(

@@ -64,23 +64,15 @@ fn seed() -> u64 {
     t.as_secs() ^ (u64::from(t.subsec_nanos()) << 20) ^ u64::from(std::process::id())
 }
 
-/// Runs `prefix… exe args…` in a session of its own. Checks that it
-/// passed every check and left no process behind, and returns what it
-/// printed.
-fn run(prefix: &[&str], exe: &Path, args: &[String], limit: Duration) -> common::SessionRun {
-    let mut cmd = match prefix.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(exe);
-            c
-        }
-        None => Command::new(exe),
-    };
+/// Runs `exe args…` in a session of its own. Checks that it passed every
+/// check and left no process behind.
+fn run(exe: &Path, args: &[String], limit: Duration) {
+    let mut cmd = Command::new(exe);
     cmd.args(args);
     let t = Instant::now();
     let r = common::run_in_session(&mut cmd, limit, Duration::from_secs(15));
     eprintln!(
-        "{prefix:?} stress_threads {args:?}: {:.1} s\n{}",
+        "stress_threads {args:?}: {:.1} s\n{}",
         t.elapsed().as_secs_f64(),
         r.stdout.trim()
     );
@@ -94,7 +86,6 @@ fn run(prefix: &[&str], exe: &Path, args: &[String], limit: Duration) -> common:
         "stress_threads left processes behind:\n{}",
         r.describe()
     );
-    r
 }
 
 /// 6 threads × 3,000 steps each (about 4,500 processes and 150 template
@@ -102,7 +93,7 @@ fn run(prefix: &[&str], exe: &Path, args: &[String], limit: Duration) -> common:
 #[test]
 fn six_threads_use_the_whole_api_at_once_and_every_callback_runs_once() {
     let args = [seed().to_string(), "3000".into(), "6".into(), "100".into()];
-    run(&[], &program(), &args, Duration::from_secs(120));
+    run(&program(), &args, Duration::from_secs(120));
 }
 
 /// The same under memcheck, with fewer steps (6 × 500, about 12 s): no
@@ -111,32 +102,20 @@ fn six_threads_use_the_whole_api_at_once_and_every_callback_runs_once() {
 /// runs natively).
 #[test]
 fn six_threads_using_the_whole_api_are_clean_under_memcheck() {
-    assert!(
-        common::have("valgrind", &["--version"]),
-        "valgrind is not installed (`make deps` installs it)"
-    );
     let args = [seed().to_string(), "500".into(), "6".into(), "280".into()];
-    let r = run(
-        &[
-            "valgrind",
-            "-q",
-            "--error-exitcode=99",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite",
-            "--show-leak-kinds=definite",
-            "--track-origins=yes",
-        ],
-        &program(),
-        &args,
-        Duration::from_secs(300),
-    );
-    // memcheck's reports are "==PID==" lines; its notes about syscalls it
-    // does not know (pidfd_open: the library then polls) are "--PID--".
-    let reports: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("==")).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let m = memcheck(&program(), &args, Duration::from_secs(300));
     assert!(
-        reports.is_empty(),
-        "memcheck reports:\n{}\n{}",
-        reports.join("\n"),
-        r.describe()
+        m.reports.is_empty(),
+        "memcheck reports (exit {}):\n{}",
+        m.code,
+        m.reports.join("\n")
+    );
+    assert!(
+        m.code == 0 && m.stdout.contains("checks passed"),
+        "stress_threads failed under memcheck (exit {}):\n{}\n{}",
+        m.code,
+        m.stdout,
+        m.stderr
     );
 }

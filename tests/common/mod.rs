@@ -6,6 +6,7 @@
 mod build;
 mod children;
 mod fds;
+mod memcheck;
 mod procfs;
 mod report;
 mod session;
@@ -13,6 +14,7 @@ mod session;
 pub use build::*;
 pub use children::*;
 pub use fds::*;
+pub use memcheck::*;
 pub use procfs::*;
 pub use report::*;
 pub use session::*;

@@ -4,7 +4,9 @@
 //!
 //! A connection is shared by the user's handle and the reactor; the reactor
 //! holds it only while it has bytes to write or reports to read. Held-back
-//! forks are in `held.rs`, the reading of reports in `reports.rs`.
+//! forks are in `held.rs`, the reading of reports in `reports.rs`, giving
+//! the socket up for `fork_to_fd` in `handover.rs`, and what a forked
+//! child does with the parent's connections in `inherited.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -20,7 +22,9 @@ use super::state;
 use crate::error::{Errno, Error, Result};
 use crate::protocol::wire;
 
+mod handover;
 mod held;
+mod inherited;
 mod reports;
 
 use reports::wants_read;
@@ -66,19 +70,6 @@ struct State {
     /// A pidfd of the process when it is a direct child; see
     /// [`Conn::hung_up`].
     pidfd: Option<OwnedFd>,
-}
-
-/// Every connection alive in this process, by address, so that a forked
-/// child can abandon them all ([`Conn::abandon_all`]).
-static LIVE: std::sync::Mutex<Option<HashMap<usize, std::sync::Weak<Conn>>>> =
-    std::sync::Mutex::new(None);
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if let Some(live) = state::lock(&LIVE).as_mut() {
-            live.remove(&(self as *const Conn as usize));
-        }
-    }
 }
 
 /// One connection.
@@ -128,9 +119,7 @@ impl Conn {
                 pidfd: None,
             }),
         });
-        state::lock(&LIVE)
-            .get_or_insert_with(HashMap::new)
-            .insert(Arc::as_ptr(&conn) as usize, Arc::downgrade(&conn));
+        inherited::register(&conn);
         Ok(conn)
     }
 
@@ -340,98 +329,6 @@ impl Conn {
     /// another process): run must ask for `End`.
     pub fn assume_forked(&self) {
         self.lock().forked = true;
-    }
-
-    /// Delivers everything queued and every pid still owed, then gives up
-    /// the socket (blocking up to `limit`). Exit callbacks of children
-    /// forked here fail with `ECHILD`: their reports now go to the new
-    /// owner.
-    pub fn detach(self: &Arc<Self>, limit: std::time::Duration) -> Result<OwnedFd> {
-        let deadline = std::time::Instant::now() + limit;
-        {
-            let mut st = self.lock();
-            self.flush_pending(&mut st)?;
-        }
-        loop {
-            self.pump();
-            {
-                let mut st = self.lock();
-                if let Some(e) = &st.dead {
-                    return Err(e.clone());
-                }
-                if st.out.is_empty() && st.forks.is_empty() {
-                    let fd = self
-                        .release(&mut st)
-                        .ok_or_else(|| Error::new(Errno::EBADF, "the socket is gone"))?;
-                    for (pid, r) in st.children.drain() {
-                        r.set_status(Err(Error::new(
-                            Errno::ECHILD,
-                            format!("the template was handed over before pid {pid} exited"),
-                        )));
-                    }
-                    st.dead = Some(Error::new(
-                        Errno::EBADF,
-                        "the process object was handed over (fork_to_fd)",
-                    ));
-                    return Ok(fd);
-                }
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(Error::new(
-                    Errno::ETIMEDOUT,
-                    "the process did not take its queued commands in time",
-                ));
-            }
-            self.poll(left.as_millis().clamp(1, 100) as u16);
-        }
-    }
-
-    /// Made before the last [`super::state::reset`]: the socket is a
-    /// copy of the parent's, and nothing may be sent or reported on it.
-    fn foreign(&self) -> bool {
-        self.epoch != state::epoch()
-    }
-
-    /// In a forked child: closes our copy of the socket and nothing else.
-    pub fn abandon(&self) {
-        if let Ok(mut st) = self.st.try_lock() {
-            st.interest = 0;
-            st.dead.get_or_insert_with(|| {
-                Error::new(Errno::EBADF, "inherited from the parent process")
-            });
-            for fd in [st.fd.take(), st.pidfd.take()].into_iter().flatten() {
-                if state::inherited_fds_gone() {
-                    // Closed already; the number may be someone else's now.
-                    let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
-                }
-            }
-            // So are the child's end of a fork held back and queued fds.
-            if let Some((_, _, Some(fd))) = st.pending.take() {
-                if state::inherited_fds_gone() {
-                    let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
-                }
-            }
-            if state::inherited_fds_gone() {
-                std::mem::forget(std::mem::take(&mut st.out));
-            }
-        }
-    }
-
-    /// In a forked child: abandons every connection of the parent's that
-    /// is still alive, the ones only the program's handles hold included,
-    /// so that none of their fds stays open in the child.
-    pub fn abandon_all() {
-        let Ok(mut live) = LIVE.try_lock() else {
-            return;
-        };
-        let all: Vec<_> = live.get_or_insert_with(HashMap::new).drain().collect();
-        drop(live);
-        for (_, conn) in all {
-            if let Some(conn) = conn.upgrade() {
-                conn.abandon();
-            }
-        }
     }
 
     /// The user's handle is gone: deliver what is queued, then close.

@@ -56,7 +56,7 @@ impl Process {
 
 /// A nonblocking, close-on-exec socketpair: the caller's end, the other.
 /// Both are above fd 2 (see [`crate::sys::fd::above_stdio`]).
-pub(super) fn pair(what: &str) -> Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pair(what: &str) -> Result<(OwnedFd, OwnedFd)> {
     let (a, b) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -84,7 +84,8 @@ fn spawn_server(path: &CStr, argv: &[impl AsRef<CStr>], search: bool) -> Result<
     Ok(p)
 }
 
-fn spawn(
+/// Spawns `path` with `argv` and `theirs` as its `ANYFORK_FD`; its pid.
+pub(super) fn spawn(
     path: &CStr,
     argv: &[impl AsRef<CStr>],
     ours: &OwnedFd,

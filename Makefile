@@ -109,7 +109,7 @@ test: deps
 SAN       := build/sanitize
 SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1
 SAN_LIB   := -fsanitize=undefined -fno-sanitize-recover=all -g -O1 -shared -fPIC
-SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+SAN_ENV   := ANYFORK_SERVE=$(abspath $(REL))/anyfork-serve ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 SAN_C     := $(filter-out %_worker.c,$(wildcard c-examples/*.c))
 
 sanitize: lib

@@ -198,3 +198,40 @@ fn ssh_killed() {
     drop(t);
     gone(&[relay], "the relay");
 }
+
+#[test]
+fn the_example_spreads_a_pool_over_two_hosts() {
+    let _s = serial();
+    let (a, b) = (Sshd::start(), Sshd::start());
+    example("remote_pool_worker");
+    let lib = examples_dir().join("libremote_pool_worker.so");
+    let cmd = |s: &Sshd| {
+        s.transport(&serve_exe())
+            .into_iter()
+            .map(|w| String::from_utf8(w).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let out = std::process::Command::new(example("remote_pool"))
+        .arg(cmd(&a))
+        .arg(cmd(&b))
+        .arg(&lib)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, counts) = text.split_once("; ").expect(&text);
+    let n: Vec<u32> = counts
+        .split(", ")
+        .map(|c| c.rsplit(' ').next().unwrap().trim().parse().unwrap())
+        .collect();
+    assert!(text.starts_with("100 answered, 0 failed"), "{text}");
+    assert!(
+        n.iter().all(|&k| k > 0) && n.iter().sum::<u32>() == 100,
+        "{text}"
+    );
+}

@@ -134,6 +134,8 @@ pub(super) struct Mux {
     greeted: bool,
     /// Caller side: where the transport's stderr goes on.
     watch: Option<Watch>,
+    /// Where each read lands first (allocated once).
+    scratch: Vec<u8>,
 }
 
 /// Most bytes read from one socket or the link at a time.
@@ -173,6 +175,7 @@ impl Mux {
             next_chan: link::TEMPLATE + 1,
             greeted,
             watch: None,
+            scratch: vec![0; READ_CHUNK],
         }
     }
 
@@ -271,18 +274,18 @@ impl Mux {
 
     /// Reads what the link has; EOF ends the link.
     fn read_link(&mut self) -> Result<(), Ended> {
-        let start = self.inbuf.len();
-        self.inbuf.resize(start + READ_CHUNK, 0);
-        // SAFETY: reads into the bytes just allocated past `start`.
+        // SAFETY: reads into `scratch`, READ_CHUNK bytes long.
         let n = unsafe {
             libc::read(
                 self.input.as_raw_fd(),
-                self.inbuf[start..].as_mut_ptr().cast(),
+                self.scratch.as_mut_ptr().cast(),
                 READ_CHUNK,
             )
         };
         let err = Errno::last();
-        self.inbuf.truncate(start + n.max(0) as usize);
+        if n > 0 {
+            self.inbuf.extend_from_slice(&self.scratch[..n as usize]);
+        }
         match n {
             0 if self.chans.is_empty() => Err(Ended::Drained),
             0 => Err(Ended::Dropped("the link reached end of file".into())),
@@ -332,8 +335,9 @@ impl Mux {
                 if self.side != Side::Remote || self.chans.contains_key(&chan) {
                     return Err(Ended::Corrupt(format!("unexpected open of channel {chan}")));
                 }
-                let (ours, theirs) = crate::caller::launch::pair("a remote process's socket")
-                    .map_err(|e| Ended::Dropped(e.message().to_string()))?;
+                let (ours, theirs) = crate::sys::fd::socketpair_above_stdio().map_err(|e| {
+                    Ended::Dropped(format!("making a socketpair for a process: {e}"))
+                })?;
                 self.chans.insert(chan, Channel::new(ours, Commands::Raw));
                 // The relay sends the open just before the bytes of the
                 // frame that needs the socket: it starts where the
@@ -466,6 +470,13 @@ impl Mux {
     /// Reads what a channel's socket has (up to its credit) and sends it
     /// on the link.
     fn read_chan(&mut self, id: u32) -> Result<(), Ended> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let r = self.read_chan_into(id, &mut scratch);
+        self.scratch = scratch;
+        r
+    }
+
+    fn read_chan_into(&mut self, id: u32, scratch: &mut [u8]) -> Result<(), Ended> {
         let side = self.side;
         let Some(c) = self.chans.get_mut(&id) else {
             return Ok(());
@@ -474,10 +485,9 @@ impl Mux {
             return Ok(());
         }
         let want = (c.credit as usize).min(READ_CHUNK);
-        let mut buf = vec![0u8; want];
         let mut cmsg = nix::cmsg_space!([RawFd; 8]);
         let r = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut iov = [IoSliceMut::new(&mut scratch[..want])];
             let cm = if side == Side::Caller {
                 Some(&mut cmsg[..])
             } else {
@@ -519,11 +529,11 @@ impl Mux {
             return Ok(());
         }
         c.credit -= n as u32;
-        buf.truncate(n);
+        let buf = &scratch[..n];
         match side {
-            Side::Remote => link::push_data(&mut self.out, id, &buf),
+            Side::Remote => link::push_data(&mut self.out, id, buf),
             Side::Caller => {
-                if let Err(why) = self.forward_commands(id, &buf) {
+                if let Err(why) = self.forward_commands(id, buf) {
                     // This process's stream is beyond repair; the others
                     // are not touched. Both ends of it see EOF.
                     eprintln!(

@@ -14,8 +14,11 @@ use crate::server::entry::{ServeOptions, serve};
 use crate::server::exit::{die, exit};
 use crate::server::signals::SignalState;
 
-/// `main` of `anyfork-serve --stdio`.
-pub fn main() -> ! {
+/// `main` of `anyfork-serve --stdio [-- CMD ARGS…]`: with a command, the
+/// template is that program (an interpreter serving with `fork_serve` on
+/// the socket named by `ANYFORK_FD`, as `fork_new_exec_argv` starts one)
+/// instead of a forked `anyfork-serve`.
+pub fn main(server: Vec<std::ffi::CString>) -> ! {
     // The link moves off 0 and 1: what the template and its processes
     // write to stdout goes to stderr (which ssh carries back), and
     // nothing reads the link but us.
@@ -39,9 +42,9 @@ pub fn main() -> ! {
     crate::sys::fd::null_stdin_stdout();
     // SAFETY: dup2 of fd 2 onto fd 1; both are ours.
     unsafe { libc::dup2(2, 1) };
-    let (ours, theirs) = match crate::caller::launch::pair("the template's socket") {
+    let (ours, theirs) = match crate::sys::fd::socketpair_above_stdio() {
         Ok(p) => p,
-        Err(e) => die(2, e),
+        Err(e) => die(2, format_args!("making the template's socketpair: {e}")),
     };
     // SAFETY: this process is single-threaded (main of anyfork-serve).
     match unsafe { nix::unistd::fork() } {
@@ -53,6 +56,9 @@ pub fn main() -> ! {
                 nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
             );
             SignalState::capture(true).reset();
+            if !server.is_empty() {
+                exec_server(theirs, &server);
+            }
             serve(
                 theirs,
                 ServeOptions {
@@ -82,4 +88,25 @@ pub fn main() -> ! {
     // Every socket closes: the template and the processes see EOF.
     mux.abandon();
     exit(0)
+}
+
+/// In the template's process: becomes `server`, told its socket in
+/// `ANYFORK_FD`. Exits 127 with a message if it cannot be run.
+fn exec_server(sock: OwnedFd, server: &[std::ffi::CString]) -> ! {
+    let fd = sock.as_raw_fd();
+    let _ = nix::fcntl::fcntl(
+        &sock,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    );
+    std::mem::forget(sock);
+    // SAFETY: this process is single-threaded (just forked from main).
+    unsafe { std::env::set_var(crate::protocol::env::FD_ENV, fd.to_string()) };
+    let e = nix::unistd::execvp(&server[0], server).unwrap_err();
+    die(
+        127,
+        format_args!(
+            "anyfork-serve --stdio: cannot run the template server {:?}: {e}",
+            server[0]
+        ),
+    )
 }

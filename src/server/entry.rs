@@ -15,13 +15,17 @@ use crate::protocol::env::FD_ENV;
 
 /// `main` of the exec'd `anyfork-serve`. With no arguments: a template
 /// server on the socket in `ANYFORK_FD`, closing every other inherited fd
-/// but 0, 1 and 2. `--stdio`: the remote end of a link on stdin/stdout
-/// (`ssh host anyfork-serve --stdio`). `--relay -- CMD ARGS…`: the relay
-/// `fork_new_remote` starts beside the caller.
+/// but 0, 1 and 2. `--stdio [-- SERVER ARGS…]`: the remote end of a link
+/// on stdin/stdout (`ssh host anyfork-serve --stdio`), whose template is
+/// a forked `anyfork-serve` or the custom server given. `--relay -- CMD
+/// ARGS…`: the relay `fork_new_remote` starts beside the caller.
 pub fn exec_main(args: Vec<std::ffi::CString>) -> ! {
     match args.get(1).map(|a| a.to_bytes()) {
         None => {}
-        Some(b"--stdio") if args.len() == 2 => crate::remote::stdio::main(),
+        Some(b"--stdio") if args.len() == 2 => crate::remote::stdio::main(Vec::new()),
+        Some(b"--stdio") if args.len() > 3 && args[2].to_bytes() == b"--" => {
+            crate::remote::stdio::main(args[3..].to_vec())
+        }
         Some(b"--relay") if args.len() > 3 && args[2].to_bytes() == b"--" => {
             let sock = socket_from_env();
             crate::sys::fd::close_others(sock.as_raw_fd());
@@ -39,7 +43,8 @@ pub fn exec_main(args: Vec<std::ffi::CString>) -> ! {
         Some(_) => die(
             2,
             "usage: anyfork-serve (started by libanyfork, socket in ANYFORK_FD) | \
-             anyfork-serve --stdio (the remote end of fork_new_remote: ssh host anyfork-serve --stdio) | \
+             anyfork-serve --stdio [-- SERVER ARGS...] (the far end of fork_new_remote: \
+             ssh host anyfork-serve --stdio) | \
              anyfork-serve --version",
         ),
     }

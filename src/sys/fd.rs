@@ -69,3 +69,16 @@ pub fn null_stdin_stdout() {
         }
     }
 }
+
+/// A nonblocking, close-on-exec unix stream socketpair, both ends above
+/// fd 2 (see [`above_stdio`]).
+pub fn socketpair_above_stdio() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    Ok((above_stdio(a)?, above_stdio(b)?))
+}

@@ -264,6 +264,29 @@ fn start_error(argv: &[&str]) -> anyfork::Error {
 }
 
 #[test]
+fn a_writer_whose_reader_closed_gets_epipe_as_it_would_locally() {
+    let _s = serial();
+    let t = remote_template();
+    let mut p = t.fork().unwrap();
+    p.eval("anyfork_comm_fd", &[b"1"]).unwrap();
+    let ex = exit_rx(&mut p);
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.exec(&[b"yes", b"remote"], None, move |r| {
+        let _ = tx.send(r);
+    })
+    .unwrap();
+    let mut s = stream(pump(&rx, Duration::from_secs(30), "exec").unwrap());
+    let mut b = [0u8; 4096];
+    s.read_exact(&mut b).unwrap();
+    assert!(b.starts_with(b"remote\n"));
+    drop(s);
+    // The far side's `yes` writes into a socket whose reader is gone.
+    let (_, st) = wait_exit(&ex);
+    let st = st.unwrap();
+    assert_eq!(signaled(st), Some(libc::SIGPIPE), "wait status {st:#x}");
+}
+
+#[test]
 fn a_start_that_fails_says_why() {
     let _s = serial();
     let e = start_error(&["/nonexistent/transport"]);

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
             Frame::Data { chan, bytes } => link::push_data(&mut again, chan, bytes),
             Frame::Credit { chan, bytes } => link::push_credit(&mut again, chan, bytes),
             Frame::Eof { chan } => link::push_eof(&mut again, chan),
+            Frame::Reset { chan } => link::push_reset(&mut again, chan),
             // A hello's channel field is ignored: nothing to compare.
             Frame::Hello { .. } => again.extend_from_slice(&rest[..used]),
         }

@@ -12,6 +12,7 @@
 //! | `D` data | bytes | bytes for the channel's socket |
 //! | `C` credit | bytes consumed (`u32`) | the receiver wrote that many of the channel's bytes to its socket |
 //! | `E` eof | none | the sender's socket of the channel reached end of file |
+//! | `R` reset | none | the sender's socket of the channel takes no more bytes (its reader is gone): stop reading the channel |
 //!
 //! Flow control: each side may have at most [`WINDOW`] bytes of a
 //! channel's data sent and not yet credited, so a process that does not
@@ -40,6 +41,7 @@ pub enum Kind {
     Data,
     Credit,
     Eof,
+    Reset,
 }
 
 impl Kind {
@@ -50,6 +52,7 @@ impl Kind {
             Kind::Data => b'D',
             Kind::Credit => b'C',
             Kind::Eof => b'E',
+            Kind::Reset => b'R',
         }
     }
 
@@ -60,6 +63,7 @@ impl Kind {
             b'D' => Kind::Data,
             b'C' => Kind::Credit,
             b'E' => Kind::Eof,
+            b'R' => Kind::Reset,
             _ => return None,
         })
     }
@@ -73,6 +77,7 @@ pub enum Frame<'a> {
     Data { chan: u32, bytes: &'a [u8] },
     Credit { chan: u32, bytes: u32 },
     Eof { chan: u32 },
+    Reset { chan: u32 },
 }
 
 /// Why bytes are not a valid link frame.
@@ -110,7 +115,7 @@ pub fn split(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, LinkError> {
         Kind::Hello => len == 16,
         Kind::Open | Kind::Credit => len == 4,
         Kind::Data => len <= MAX_DATA,
-        Kind::Eof => len == 0,
+        Kind::Eof | Kind::Reset => len == 0,
     };
     if !ok {
         return Err(LinkError::BadLength { kind, len });
@@ -140,6 +145,7 @@ pub fn split(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, LinkError> {
             bytes: word(0),
         },
         Kind::Eof => Frame::Eof { chan },
+        Kind::Reset => Frame::Reset { chan },
     };
     Ok(Some((frame, end)))
 }
@@ -183,6 +189,11 @@ pub fn push_eof(out: &mut Vec<u8>, chan: u32) {
     push_header(out, Kind::Eof, chan, 0);
 }
 
+/// Appends that `chan`'s socket on this side takes no more bytes.
+pub fn push_reset(out: &mut Vec<u8>, chan: u32) {
+    push_header(out, Kind::Reset, chan, 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +206,7 @@ mod tests {
         push_data(&mut b, 7, b"hello");
         push_credit(&mut b, 7, 5);
         push_eof(&mut b, 7);
+        push_reset(&mut b, 7);
         let mut at = 0;
         let mut got = Vec::new();
         while let Some((f, n)) = split(&b[at..]).unwrap() {
@@ -213,6 +225,7 @@ mod tests {
                 "Data { chan: 7, bytes: [104, 101, 108, 108, 111] }".to_string(),
                 "Credit { chan: 7, bytes: 5 }".to_string(),
                 "Eof { chan: 7 }".to_string(),
+                "Reset { chan: 7 }".to_string(),
             ]
         );
     }

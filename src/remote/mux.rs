@@ -369,6 +369,17 @@ impl Mux {
                     self.write_chan(chan);
                 }
             }
+            Frame::Reset { chan } => {
+                // Nobody reads this channel's bytes any more: its writer
+                // here gets EPIPE from now on, and nothing more is read.
+                if let Some(c) = self.chans.get_mut(&chan) {
+                    let _ = shutdown(c.fd.as_raw_fd(), Shutdown::Read);
+                    if !c.read_eof {
+                        c.read_eof = true;
+                        link::push_eof(&mut self.out, chan);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -443,12 +454,15 @@ impl Mux {
                     break;
                 }
                 Err(_) => {
-                    // The process is gone: what it was sent counts as
-                    // consumed, and so does what still comes.
+                    // The reader is gone: what it was sent counts as
+                    // consumed, and so does what still comes; the other
+                    // end stops its writer, as a local socket would
+                    // (EPIPE).
                     c.consumed += c.pending() as u32;
                     c.at = c.wbuf.len();
                     c.shut = true;
                     c.pass.clear();
+                    link::push_reset(&mut self.out, id);
                 }
             }
         }

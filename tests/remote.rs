@@ -264,7 +264,7 @@ fn start_error(argv: &[&str]) -> anyfork::Error {
 }
 
 #[test]
-fn a_writer_whose_reader_closed_gets_epipe_as_it_would_locally() {
+fn a_writer_whose_reader_closed_fails_its_writes_as_it_would_locally() {
     let _s = serial();
     let t = remote_template();
     let mut p = t.fork().unwrap();
@@ -280,10 +280,16 @@ fn a_writer_whose_reader_closed_gets_epipe_as_it_would_locally() {
     s.read_exact(&mut b).unwrap();
     assert!(b.starts_with(b"remote\n"));
     drop(s);
-    // The far side's `yes` writes into a socket whose reader is gone.
+    // The far side's `yes` writes into a socket whose reader is gone: its
+    // write fails (EPIPE, or ECONNRESET once the far socket is closed with
+    // bytes unread, as a local socket closed by its reader gives) and it
+    // ends, instead of writing into the relay forever.
     let (_, st) = wait_exit(&ex);
     let st = st.unwrap();
-    assert_eq!(signaled(st), Some(libc::SIGPIPE), "wait status {st:#x}");
+    assert!(
+        signaled(st) == Some(libc::SIGPIPE) || exited(st) == Some(1),
+        "wait status {st:#x}"
+    );
 }
 
 #[test]

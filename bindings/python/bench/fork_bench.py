@@ -9,10 +9,11 @@ its end before making the next:
 
 - os.fork: os.fork(), the child calls os._exit(0), the parent waitpid();
 - anyfork: tmpl.fork().run("__main__.noop") on a template of this program
-  (anyfork.template(), made once at the plain size), reading the socket
-  to EOF;
+  without a warm pool (anyfork.template(warm=0), made once at the plain
+  size), reading the socket to EOF;
 - anyfork, warm pool: the same on a second template that keeps --warm
-  children forked and waiting (eval "anyfork_warm");
+  children forked and waiting (anyfork.template(warm=--warm); 2 is
+  template()'s default);
 - forkserver: multiprocessing's forkserver context, Process(target=noop)
   start() and join() (for reference; its server starts at the plain size).
 
@@ -56,14 +57,13 @@ class Methods:
     waiting for its end."""
 
     def __init__(self, warm, with_forkserver):
-        self.tmpl = anyfork.template()
-        self.warm = anyfork.template()
-        self.warm.eval("anyfork_warm", str(warm))
+        self.tmpl = anyfork.template(warm=0)
+        self.warm = anyfork.template(warm=warm)
         self.ctx = multiprocessing.get_context("forkserver") if with_forkserver else None
         self.table = [
             ("own", "os.fork + _exit + waitpid", self.own),
-            ("anyfork", "anyfork template().fork().run", self.anyfork),
-            ("anyfork_warm", "anyfork, warm pool of %d" % warm, self.anyfork_warm),
+            ("anyfork", "anyfork template(warm=0).fork().run", self.anyfork),
+            ("anyfork_warm", "anyfork template(warm=%d).fork().run" % warm, self.anyfork_warm),
         ]
         if self.ctx is not None:
             self.table.append(("forkserver", "multiprocessing forkserver Process start+join",

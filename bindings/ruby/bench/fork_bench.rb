@@ -11,10 +11,11 @@
 #
 # - fork: Kernel#fork { exit! } and Process.wait;
 # - anyfork: template.fork.run("ForkBench.noop") on a template of this
-#   program (AnyFork.template, made once at the plain size), reading the
-#   socket to EOF;
+#   program without a warm pool (AnyFork.template(warm: 0), made once at
+#   the plain size), reading the socket to EOF;
 # - anyfork, warm pool: the same on a second template that keeps --warm
-#   children forked and waiting (eval "anyfork_warm").
+#   children forked and waiting (AnyFork.template(warm: K); 2 is the
+#   default).
 #
 # Every repetition runs each method --n times, the methods taking turns
 # (the order rotates); the table gives the median of --reps repetitions
@@ -65,16 +66,16 @@ ensure
 end
 
 load0 = loadavg
-tmpl = AnyFork.template
-warm = AnyFork.template.eval("anyfork_warm", opt[:warm].to_s)
+tmpl = AnyFork.template(warm: 0)
+warm = AnyFork.template(warm: opt[:warm])
 METHODS = [
   ["own", "fork { exit! } + Process.wait", lambda {
     pid = fork { exit!(0) }
     _, st = Process.wait2(pid)
     raise "fork child: #{st.inspect}" unless st.success?
   }],
-  ["anyfork", "anyfork template.fork.run", -> { to_eof(tmpl.fork.run("ForkBench.noop")) }],
-  ["anyfork_warm", "anyfork, warm pool of #{opt[:warm]}", -> { to_eof(warm.fork.run("ForkBench.noop")) }]
+  ["anyfork", "anyfork template(warm: 0).fork.run", -> { to_eof(tmpl.fork.run("ForkBench.noop")) }],
+  ["anyfork_warm", "anyfork template(warm: #{opt[:warm]}).fork.run", -> { to_eof(warm.fork.run("ForkBench.noop")) }]
 ].freeze
 
 def round_of(func, n)

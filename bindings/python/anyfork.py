@@ -17,9 +17,10 @@ library's dispatcher.
 
 The library is $ANYFORK_LIB (a file, a directory holding libanyfork.so.0,
 or a bare name for the dynamic linker), else libanyfork.so.0 through the
-dynamic linker, else /usr/local/lib/libanyfork.so.0 (make install's
-default prefix before ldconfig has run). The ImportError says what was
-tried and why each failed.
+dynamic linker, else in INSTALL_LIBDIR (what `pkg-config --variable=libdir
+anyfork` said when pip installed this module), else
+/usr/local/lib/libanyfork.so.0 (make install's default prefix before
+ldconfig has run). The ImportError says what was tried and why each failed.
 
 Errors of the C library raise OSError(errno, fork_last_error() text).
 Callbacks run only inside wait() or dispatch(); an exception raised by one
@@ -49,6 +50,10 @@ __all__ = [
 
 LIB_NAME = "libanyfork.so.0"
 DEFAULT_DIRS = ("/usr/local/lib", "/usr/local/lib64")
+# The library's directory as `pkg-config --variable=libdir anyfork` gave
+# it when this module was installed (the build backend, _build/, writes it
+# on this very line), or None (the source tree, or no anyfork.pc then).
+INSTALL_LIBDIR = None
 
 
 def _candidates():
@@ -59,7 +64,11 @@ def _candidates():
             names = (LIB_NAME, "libanyfork.so")
             return "ANYFORK_LIB=%s" % env, [os.path.join(env, n) for n in names]
         return "ANYFORK_LIB=%s" % env, [env]
-    return "ANYFORK_LIB unset", [LIB_NAME] + [os.path.join(d, LIB_NAME) for d in DEFAULT_DIRS]
+    dirs = [d for d in (INSTALL_LIBDIR,) if d and d not in DEFAULT_DIRS] + list(DEFAULT_DIRS)
+    origin = "ANYFORK_LIB unset, %s" % (
+        "libdir %s from pkg-config at install" % INSTALL_LIBDIR if INSTALL_LIBDIR
+        else "no libdir from pkg-config at install")
+    return origin, [LIB_NAME] + [os.path.join(d, LIB_NAME) for d in dirs]
 
 
 def _load_library():

@@ -919,7 +919,7 @@ def template(warm=2):
     handed the next fork() at once (the warm pool, the builtin eval
     anyfork_warm; 0 to 64, 0: none). The default of 2 takes the template's
     fork off each creation's path (bench/fork_bench.py: creations 1.1 to
-    1.3 times as fast, p50 a third shorter); the waiting children cost two
+    1.3 times as fast, p50 15 to 45 % shorter); the waiting children cost two
     idle processes sharing the template's memory.
 
     The copy, and every process forked from it, is made by os.fork()

@@ -3,7 +3,9 @@
 #   make demo       build and run the hello example
 #   make test       every test (cargo test runs the C examples too), then
 #                   one summary line per suite
-#   make bench      the spawn and Perl benchmarks, drawn as doc/spawn.svg
+#   make bench      the spawn benchmark and the bindings' (Perl, Python,
+#                   Ruby, Go: those whose toolchain is here), drawn as
+#                   doc/spawn.svg
 #   make sanitize   the C examples and C tests built with ASan + UBSan, run
 #   make install PREFIX=/usr/local   (DESTDIR= for staging; runs ldconfig
 #                   when installing to the system as root)
@@ -143,21 +145,53 @@ sanitize: lib
 
 # The spawn benchmark (BENCH_ARGS: e.g. --quick, --no-2g), then the Perl
 # binding's (when AnyEvent::Fork is installed; PERL_BENCH_ARGS: e.g.
-# --grow-mb 200), then doc/spawn.svg drawn from what they wrote.
-BENCH_ARGS      ?=
-PERL_BENCH_ARGS ?=
+# --grow-mb 200), then Python's, Ruby's and Go's own fork (Go: os/exec)
+# against anyfork, each where its toolchain is installed
+# (BINDING_BENCH_ARGS, the same for the three: e.g. --n 100 --reps 5
+# --grow-mb 1024), each writing its table (.md) and figures (.json) to
+# $(TARGET)/bench; load.txt there has the load average before and after.
+# Then doc/spawn.svg is drawn from what they wrote.
+BENCH_ARGS         ?=
+PERL_BENCH_ARGS    ?=
+BINDING_BENCH_ARGS ?=
+BENCH_DIR          := $(TARGET)/bench
+BENCH_ENV          := ANYFORK_LIB=$(abspath $(REL)) ANYFORK_SERVE=$(abspath $(REL))/anyfork-serve
 bench: lib
+	@mkdir -p $(BENCH_DIR); echo "start $$(cat /proc/loadavg)" > $(BENCH_DIR)/load.txt
 	$(CARGO) bench --bench spawn -- $(BENCH_ARGS)
 	@if perl -MAnyEvent::Fork -e1 2>/dev/null; then \
-	  echo "perl bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) > $(TARGET)/bench/perl.md"; \
-	  ANYFORK_LIB=$(abspath $(REL)) ANYFORK_SERVE=$(abspath $(REL))/anyfork-serve \
-	    perl -I bindings/perl/lib bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) \
-	    > $(TARGET)/bench/perl.md.tmp && mv $(TARGET)/bench/perl.md.tmp $(TARGET)/bench/perl.md; \
+	  echo "perl bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) > $(BENCH_DIR)/perl.md"; \
+	  $(BENCH_ENV) perl -I bindings/perl/lib bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) \
+	    > $(BENCH_DIR)/perl.md.tmp && mv $(BENCH_DIR)/perl.md.tmp $(BENCH_DIR)/perl.md; \
 	else \
 	  echo "AnyEvent::Fork is not installed (libanyevent-fork-perl): the chart has no Perl figures"; \
-	  rm -f $(TARGET)/bench/perl.md; \
+	  rm -f $(BENCH_DIR)/perl.md; \
 	fi
-	python3 tools/bench_chart.py $(TARGET)/bench doc/spawn.svg
+	@if command -v python3 >/dev/null; then \
+	  echo "python3 bindings/python/bench/fork_bench.py $(BINDING_BENCH_ARGS) > $(BENCH_DIR)/python.md"; \
+	  $(BENCH_ENV) python3 bindings/python/bench/fork_bench.py $(BINDING_BENCH_ARGS) \
+	    --json $(BENCH_DIR)/python.json > $(BENCH_DIR)/python.md; \
+	else \
+	  echo "python3 is not installed: the chart has no Python figures"; rm -f $(BENCH_DIR)/python.json; \
+	fi
+	@if ruby -rffi -e1 2>/dev/null; then \
+	  echo "ruby bindings/ruby/bench/fork_bench.rb $(BINDING_BENCH_ARGS) > $(BENCH_DIR)/ruby.md"; \
+	  $(BENCH_ENV) ruby -I bindings/ruby/lib bindings/ruby/bench/fork_bench.rb $(BINDING_BENCH_ARGS) \
+	    --json $(BENCH_DIR)/ruby.json > $(BENCH_DIR)/ruby.md; \
+	else \
+	  echo "ruby or its ffi gem (ruby-ffi) is not installed: the chart has no Ruby figures"; rm -f $(BENCH_DIR)/ruby.json; \
+	fi
+	@if command -v go >/dev/null; then \
+	  echo "bindings/go/bench $(BINDING_BENCH_ARGS) > $(BENCH_DIR)/go.md"; \
+	  (cd bindings/go && CGO_ENABLED=1 CGO_CFLAGS=-I$(abspath include) \
+	    CGO_LDFLAGS="-L$(abspath $(REL)) -Wl,-rpath,$(abspath $(REL))" \
+	    go build -tags anyfork_nopkgconfig -o $(abspath $(BENCH_DIR))/go-bench ./bench) && \
+	  $(BENCH_ENV) $(BENCH_DIR)/go-bench $(BINDING_BENCH_ARGS) --json $(BENCH_DIR)/go.json > $(BENCH_DIR)/go.md; \
+	else \
+	  echo "go is not installed: the chart has no Go figures"; rm -f $(BENCH_DIR)/go.json; \
+	fi
+	@echo "end $$(cat /proc/loadavg)" >> $(BENCH_DIR)/load.txt
+	python3 tools/bench_chart.py $(BENCH_DIR) doc/spawn.svg
 
 # The SONAME (libanyfork.so.0) is set by build.rs; the file is
 # libanyfork.so.$(VERSION) with the SONAME and the dev link pointing at it.

@@ -19,7 +19,10 @@
 //! binding (so nothing is written into the repository): Python into a
 //! virtualenv, Ruby into a GEM_HOME, Perl into an INSTALL_BASE, Go as a
 //! module required by a fresh one. Its README examples then run from a
-//! directory outside the repository, against the installed copy.
+//! directory outside the repository, against the installed copy. The
+//! prefix is not the default one, and nothing but PKG_CONFIG_PATH (as for
+//! C and Go) tells the install where it is: Python, Ruby and Perl record
+//! pkg-config's libdir at install and run with no ANYFORK_LIB.
 
 mod common;
 
@@ -518,11 +521,11 @@ fn python_installs_with_pip_into_a_virtualenv_and_runs_the_readme_examples() {
     let install = commands("bindings/python/README.md", "pip install ./bindings/python");
     let mut c = sh(&install, &clone);
     venv_env(&mut c);
-    c.env("ANYFORK_LIB", &lib);
+    c.env("PKG_CONFIG_PATH", lib.join("pkgconfig"));
     let out = ok("pip install ./bindings/python", &mut c);
     assert!(
         out.contains(&lib.join("libanyfork.so.0").display().to_string()),
-        "the installed module did not load the prefix's library: {out:?}"
+        "the installed module did not load the prefix's library (recorded from pkg-config, no ANYFORK_LIB): {out:?}"
     );
     let site: Vec<_> = glob_files(&venv, "anyfork.py");
     assert!(
@@ -539,7 +542,6 @@ fn python_installs_with_pip_into_a_virtualenv_and_runs_the_readme_examples() {
         let mut c = clean("python3");
         c.arg(&f).current_dir(&run);
         venv_env(&mut c);
-        c.env("ANYFORK_LIB", &lib);
         let out = ok(&format!("{} (example.py)", b.at()), &mut c);
         assert!(
             out.contains("got (b'x',") && out.contains("b'hi\\n'"),
@@ -547,6 +549,28 @@ fn python_installs_with_pip_into_a_virtualenv_and_runs_the_readme_examples() {
             b.at()
         );
     }
+    let mut c = clean("python3");
+    c.args(["-c", "import anyfork"]).current_dir(&run);
+    venv_env(&mut c);
+    anyfork_lib_still_wins("the installed module", c, &fresh("python-empty"), &lib);
+}
+
+/// An installed binding given ANYFORK_LIB (an empty directory) tries
+/// only that, not the libdir it recorded at install: loading fails, naming
+/// the paths tried under `empty` and not the prefix's library.
+fn anyfork_lib_still_wins(what: &str, mut cmd: Command, empty: &Path, lib: &Path) {
+    let o = cmd.env("ANYFORK_LIB", empty).output().unwrap();
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !o.status.success()
+            && t.contains(&empty.join("libanyfork.so.0").display().to_string())
+            && !t.contains(&lib.display().to_string()),
+        "{what} with ANYFORK_LIB at an empty directory: {t}"
+    );
 }
 
 fn glob_files(dir: &Path, name: &str) -> Vec<PathBuf> {
@@ -579,11 +603,11 @@ fn ruby_installs_as_a_gem_and_runs_the_readme_examples() {
         "gem build + gem install",
         sh(&install, &clone)
             .env("GEM_HOME", &gems)
-            .env("ANYFORK_LIB", &lib),
+            .env("PKG_CONFIG_PATH", lib.join("pkgconfig")),
     );
     assert!(
         out.contains(&lib.join("libanyfork.so.0").display().to_string()),
-        "the installed gem did not load the prefix's library: {out:?}"
+        "the installed gem did not load the prefix's library (recorded from pkg-config, no ANYFORK_LIB): {out:?}"
     );
     assert!(
         !glob_files(&gems, "anyfork.rb").is_empty(),
@@ -599,8 +623,7 @@ fn ruby_installs_as_a_gem_and_runs_the_readme_examples() {
             clean("ruby")
                 .arg(&f)
                 .current_dir(&run)
-                .env("GEM_HOME", &gems)
-                .env("ANYFORK_LIB", &lib),
+                .env("GEM_HOME", &gems),
         );
         assert!(
             out.contains("hello ann from ") && out.contains("hi\n"),
@@ -608,6 +631,11 @@ fn ruby_installs_as_a_gem_and_runs_the_readme_examples() {
             b.at()
         );
     }
+    let mut c = clean("ruby");
+    c.args(["-e", "require 'anyfork'"])
+        .current_dir(&run)
+        .env("GEM_HOME", &gems);
+    anyfork_lib_still_wins("the installed gem", c, &fresh("ruby-empty"), &lib);
 }
 
 // --- Perl ------------------------------------------------------------------
@@ -638,7 +666,7 @@ fn perl_installs_as_a_cpan_distribution_and_runs_the_readme_examples() {
         sh(&install, &dist)
             .env("PERL_MM_OPT", format!("INSTALL_BASE={}", base.display()))
             .env("PERL5LIB", &perl5lib)
-            .env("ANYFORK_LIB", &lib),
+            .env("PKG_CONFIG_PATH", lib.join("pkgconfig")),
     );
     assert!(
         out.contains("All tests successful"),
@@ -646,7 +674,7 @@ fn perl_installs_as_a_cpan_distribution_and_runs_the_readme_examples() {
     );
     assert!(
         out.contains(&lib.join("libanyfork.so.0").display().to_string()),
-        "the installed module did not load the prefix's library: {out}"
+        "the installed module did not load the prefix's library (recorded from pkg-config, no ANYFORK_LIB): {out}"
     );
     assert!(
         perl5lib.join("AnyFork.pm").exists() && perl5lib.join("AnyFork/Lib.pm").exists(),
@@ -664,8 +692,7 @@ fn perl_installs_as_a_cpan_distribution_and_runs_the_readme_examples() {
             clean("perl")
                 .arg(&f)
                 .current_dir(&run)
-                .env("PERL5LIB", &perl5lib)
-                .env("ANYFORK_LIB", &lib),
+                .env("PERL5LIB", &perl5lib),
         );
         assert!(
             out.starts_with("hello ann from "),
@@ -673,6 +700,11 @@ fn perl_installs_as_a_cpan_distribution_and_runs_the_readme_examples() {
             b.at()
         );
     }
+    let mut c = clean("perl");
+    c.args(["-e", "use AnyFork"])
+        .current_dir(&run)
+        .env("PERL5LIB", &perl5lib);
+    anyfork_lib_still_wins("the installed module", c, &fresh("perl-empty"), &lib);
     // Fragments compile after a prelude that declares what they assume.
     for b in blocks()
         .iter()
@@ -687,8 +719,7 @@ fn perl_installs_as_a_cpan_distribution_and_runs_the_readme_examples() {
             clean("perl")
                 .args(["-c", "-e", &code])
                 .current_dir(&run)
-                .env("PERL5LIB", &perl5lib)
-                .env("ANYFORK_LIB", &lib),
+                .env("PERL5LIB", &perl5lib),
         );
     }
 }

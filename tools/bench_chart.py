@@ -6,10 +6,15 @@ the caller's size, both axes logarithmic.
 
 BENCH_DIR (default target/bench) holds spawn.json, written by
 `cargo bench --bench spawn`, and may hold perl.md, the table printed by
-bindings/perl/bench/fork-vs-anyevent.pl; `make bench` writes both. The SVG
-is written by hand (no plotting library): one polyline per method through
-the medians, a bar from min to max at each size, a legend, and a caption
-saying which run the figures come from and which bindings had no figures.
+bindings/perl/bench/fork-vs-anyevent.pl, and python.json, ruby.json and
+go.json, written by the bindings' own benchmarks (bindings/python/bench/
+fork_bench.py, bindings/ruby/bench/fork_bench.rb, bindings/go/bench):
+each language's own fork (Go: os/exec) against anyfork at the plain size
+and grown; and load.txt, the load average before and after the run.
+`make bench` writes them all. The SVG is written by hand (no plotting
+library): one polyline per method through the medians, a bar from min to
+max at each size, a legend, and a caption saying which run the figures
+come from, the load, and which bindings had no figures.
 """
 
 import html
@@ -33,13 +38,30 @@ PERL_SERIES = [
     ("AnyFork", "Perl: AnyFork ->new->run", "#8c564b", "2 3"),
     ("AnyEvent::Fork", "Perl: AnyEvent::Fork ->new->run", "#17becf", "2 3"),
 ]
-# Bindings with no benchmark of their own fork against anyfork (Perl's,
-# perl.md in BENCH_DIR, is drawn when present).
-BINDINGS_WITHOUT_BENCHMARK = ["Python", "Ruby", "Go"]
+# The bindings' benchmarks: file in BENCH_DIR, language, then per method
+# drawn its key in the file, colour, dash pattern (the legend is the
+# language and the method's name in the file). Python and Ruby: the
+# template as made by default (warm pool of 2); Go: anyfork.Command, the
+# os/exec look-alike.
+BINDING_SERIES = [
+    ("python.json", "Python", [
+        ("own", "#e377c2", "6 3"),
+        ("anyfork_warm", "#e377c2", ""),
+    ]),
+    ("ruby.json", "Ruby", [
+        ("own", "#bcbd22", "6 3"),
+        ("anyfork_warm", "#bcbd22", ""),
+    ]),
+    ("go.json", "Go", [
+        ("own", "#393b79", "6 3"),
+        ("anyfork", "#393b79", ""),
+    ]),
+]
 
 MB = 1 << 20
-W, H = 820, 560
-PLOT_L, PLOT_T, PLOT_R, PLOT_B = 78, 50, 500, 420
+W = 860
+PLOT_L, PLOT_T, PLOT_R = 78, 50, 500
+LEGEND_STEP = 36
 FONT = "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'"
 
 
@@ -98,6 +120,39 @@ def load_perl(path):
     return [(label, colour, dash, by[k]) for k, label, colour, dash in PERL_SERIES]
 
 
+def load_binding(path, language, drawn):
+    """A binding benchmark's JSON: per method drawn, (caller RSS, median,
+    min, max) at each size; and the file's load averages."""
+    if not os.path.exists(path):
+        return [], None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        out = []
+        for key, colour, dash in drawn:
+            pts = []
+            for size in data["sizes"]:
+                m = size["methods"][key]
+                r = m["rate_per_s"]
+                pts.append((size["rss_bytes"], r["median"], r["min"], r["max"]))
+            out.append((f"{language}: {m['name']}", colour, dash, sorted(pts)))
+    except (ValueError, KeyError, TypeError) as e:
+        fail(f"{path}: not the JSON of {language}'s benchmark ({type(e).__name__}: {e})")
+    return out, data.get("load_average")
+
+
+def load_load(path):
+    """load.txt: lines `start 1.23 0.98 0.50` and `end ...`, from /proc/loadavg."""
+    got = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2:
+                    got[parts[0]] = parts[1]
+    return got
+
+
 def decade_range(lo, hi):
     return math.floor(math.log10(lo)), math.ceil(math.log10(hi))
 
@@ -117,7 +172,9 @@ def text(x, y, s, size=12, anchor="start", weight="normal", fill="#222", extra="
     )
 
 
-def chart(data, series, perl_found, source):
+def chart(data, series, perl_found, bindings_found, load, source):
+    # The plot is tall enough for the legend beside it.
+    plot_b = PLOT_T + max(370, LEGEND_STEP * len(series) + 30)
     xs = [p[0] / MB for _, _, _, pts in series for p in pts]
     ys = [v for _, _, _, pts in series for p in pts for v in p[1:] if v and v > 0]
     # x: decades of MB, at least 1 MB to 10,000 MB; y: decades of rates.
@@ -129,11 +186,11 @@ def chart(data, series, perl_found, source):
         return PLOT_L + (math.log10(b / MB) - x0) / (x1 - x0) * (PLOT_R - PLOT_L)
 
     def py(v):
-        return PLOT_B - (math.log10(v) - y0) / (y1 - y0) * (PLOT_B - PLOT_T)
+        return plot_b - (math.log10(v) - y0) / (y1 - y0) * (plot_b - PLOT_T)
 
     out = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{W}' height='{H}' viewBox='0 0 {W} {H}'>",
-        f"<rect width='{W}' height='{H}' fill='white'/>",
+        "",  # the <svg> element, once the height is known
+        "",
         text(PLOT_L, 28, "Processes created per second against the caller's size", 16, weight="bold"),
     ]
     # Grid and ticks: every decade labelled, 2..9 as minor lines.
@@ -148,25 +205,25 @@ def chart(data, series, perl_found, source):
                 out.append(f"<line x1='{PLOT_L - 4}' y1='{yy:.1f}' x2='{PLOT_L}' y2='{yy:.1f}' stroke='#888'/>")
     for d in range(x0, x1 + 1):
         x = px(10**d * MB)
-        out.append(f"<line x1='{x:.1f}' y1='{PLOT_T}' x2='{x:.1f}' y2='{PLOT_B}' stroke='#ccc'/>")
-        out.append(text(x, PLOT_B + 18, fmt_count(10**d), 11, "middle"))
+        out.append(f"<line x1='{x:.1f}' y1='{PLOT_T}' x2='{x:.1f}' y2='{plot_b}' stroke='#ccc'/>")
+        out.append(text(x, plot_b + 18, fmt_count(10**d), 11, "middle"))
         if d < x1:
             for k in range(2, 10):
                 xx = px(k * 10**d * MB)
-                out.append(f"<line x1='{xx:.1f}' y1='{PLOT_T}' x2='{xx:.1f}' y2='{PLOT_B}' stroke='#eee'/>")
-                out.append(f"<line x1='{xx:.1f}' y1='{PLOT_B}' x2='{xx:.1f}' y2='{PLOT_B + 4}' stroke='#888'/>")
+                out.append(f"<line x1='{xx:.1f}' y1='{PLOT_T}' x2='{xx:.1f}' y2='{plot_b}' stroke='#eee'/>")
+                out.append(f"<line x1='{xx:.1f}' y1='{plot_b}' x2='{xx:.1f}' y2='{plot_b + 4}' stroke='#888'/>")
     out.append(
-        f"<rect x='{PLOT_L}' y='{PLOT_T}' width='{PLOT_R - PLOT_L}' height='{PLOT_B - PLOT_T}' fill='none' stroke='#444'/>"
+        f"<rect x='{PLOT_L}' y='{PLOT_T}' width='{PLOT_R - PLOT_L}' height='{plot_b - PLOT_T}' fill='none' stroke='#444'/>"
     )
-    out.append(text((PLOT_L + PLOT_R) / 2, PLOT_B + 40, "caller's resident memory, MB (log scale)", 12, "middle"))
+    out.append(text((PLOT_L + PLOT_R) / 2, plot_b + 40, "caller's resident memory, MB (log scale)", 12, "middle"))
     out.append(
         text(
             20,
-            (PLOT_T + PLOT_B) / 2,
+            (PLOT_T + plot_b) / 2,
             "creations per second (log scale)",
             12,
             "middle",
-            extra=f"transform='rotate(-90 20 {(PLOT_T + PLOT_B) / 2:.1f})'",
+            extra=f"transform='rotate(-90 20 {(PLOT_T + plot_b) / 2:.1f})'",
         )
     )
     # Series: min–max bars, then the median line and dots.
@@ -203,7 +260,7 @@ def chart(data, series, perl_found, source):
         out.append(text(lx + 34, ly, label, 11))
         b, med = pts[-1][0], pts[-1][1]
         out.append(text(lx + 34, ly + 14, f"{fmt_count(med)}/s at {fmt_mb(b)}", 10, fill="#555"))
-        ly += 36
+        ly += LEGEND_STEP
     # Caption: where the figures come from, and what is missing.
     m = data.get("machine", {})
     reps = data.get("repetitions")
@@ -214,20 +271,42 @@ def chart(data, series, perl_found, source):
         "fork() copies the caller's page tables; anyfork asks a small template to fork, so its rate does not",
         "depend on the caller's size. exec and posix_spawn start /bin/true and wait for it.",
     ]
-    missing = list(BINDINGS_WITHOUT_BENCHMARK)
+    missing = []
     if perl_found:
         lines.append(
             "Perl: bindings/perl/bench/fork-vs-anyevent.pl, its exit workload: AnyFork against AnyEvent::Fork (not Perl's fork)."
         )
     else:
-        missing.insert(0, "Perl")
-    lines.append(
-        f"Not drawn: {', '.join(missing)}: no benchmark output of these bindings (their own fork against anyfork) was found."
-    )
-    cy = PLOT_B + 66
+        missing.append("Perl")
+    if "Python" in bindings_found or "Ruby" in bindings_found:
+        lines.append(
+            "Python, Ruby: bindings/*/bench/fork_bench: the interpreter's own fork (dashed) against anyfork from a template"
+        )
+        lines.append(
+            "of the program made at the plain size, with its default warm pool of 2 (solid); each creation waits for the end."
+        )
+    if "Go" in bindings_found:
+        lines.append(
+            "Go (cannot fork without exec): bindings/go/bench: os/exec (dashed) against anyfork.Command, both starting /bin/true."
+        )
+    missing += [lang for _, lang, _ in BINDING_SERIES if lang not in bindings_found]
+    if missing:
+        lines.append(
+            f"Not drawn: {', '.join(missing)}: no benchmark output of these bindings (their own fork against anyfork) was found."
+        )
+    if load:
+        lines.append(
+            "Shared machine: load average (1 min) "
+            + ", ".join(f"{v} at the {k}" for k, v in load.items())
+            + " of the run; other jobs ran meanwhile."
+        )
+    cy = plot_b + 66
     for line in lines:
         out.append(text(PLOT_L - 50, cy, line, 11, fill="#444"))
         cy += 16
+    h = int(cy + 4)
+    out[0] = f"<svg xmlns='http://www.w3.org/2000/svg' width='{W}' height='{h}' viewBox='0 0 {W} {h}'>"
+    out[1] = f"<rect width='{W}' height='{h}' fill='white'/>"
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -238,13 +317,21 @@ def main():
     spawn = os.path.join(bench, "spawn.json")
     data, series = load_spawn(spawn)
     perl = load_perl(os.path.join(bench, "perl.md"))
-    svg = chart(data, series + perl, bool(perl), "cargo bench --bench spawn")
+    bindings, found = [], []
+    for name, language, drawn in BINDING_SERIES:
+        got, _load = load_binding(os.path.join(bench, name), language, drawn)
+        if got:
+            bindings += got
+            found.append(language)
+    load = load_load(os.path.join(bench, "load.txt"))
+    svg = chart(data, series + perl + bindings, bool(perl), found, load, "cargo bench --bench spawn")
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     tmp = dest + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(svg)
     os.replace(tmp, dest)
-    print(f"bench_chart: wrote {dest} ({len(series)} methods{', Perl' if perl else ''})")
+    drawn = (["Perl"] if perl else []) + found
+    print(f"bench_chart: wrote {dest} ({len(series)} methods{', ' if drawn else ''}{', '.join(drawn)})")
 
 
 if __name__ == "__main__":

@@ -239,6 +239,48 @@ class TemplateTests(unittest.TestCase):
         self.assertEqual(parse_report(read_all(sock))[3], [b"cb"])
 
 
+def live_children_of(pid):
+    """Pids of the live (not zombie) children of pid."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(name))
+    return out
+
+
+class WarmPoolTests(unittest.TestCase):
+    """template() keeps a warm pool of 2 by default; warm= sets it."""
+
+    def test_template_keeps_children_waiting_as_asked(self):
+        for kw, want in (({}, 2), ({"warm": 3}, 3), ({"warm": 0}, 0)):
+            t = anyfork.template(**kw)
+            try:
+                tpid = t.pid()
+                for _ in range(3):      # creations work, and the pool refills
+                    self.assertEqual(read_all(t.fork().send_arg("5").run(MOD + ".exit_with")), b"")
+                deadline = time.monotonic() + 20
+                while len(live_children_of(tpid)) != want and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.3)         # and no more come
+                self.assertEqual(len(live_children_of(tpid)), want, kw)
+            finally:
+                t.free()
+
+    def test_a_bad_warm_is_refused_before_forking(self):
+        for bad in (-1, 65, True, "2", 1.5, None):
+            with self.assertRaises(ValueError) as cm:
+                anyfork.template(warm=bad)
+            self.assertIn("0 to 64", str(cm.exception))
+
+
 class PythonServerTests(unittest.TestCase):
     """A fresh Python interpreter as the template (Process.new_python)."""
 

@@ -4,6 +4,12 @@ It uses only the standard library, so `pip install ./bindings/python`
 works without network access (pip gives it an isolated environment with
 nothing to download: pyproject.toml requires nothing). It builds a pure
 wheel holding anyfork.py, and an sdist of this directory.
+
+The wheel's anyfork.py records where libanyfork is installed, as
+`pkg-config --variable=libdir anyfork` says at build time (so a
+`make install PREFIX=...` with PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig is
+found with no ANYFORK_LIB): its line `INSTALL_LIBDIR = None` becomes that
+directory. No pkg-config, or no anyfork.pc, records nothing.
 """
 
 import base64
@@ -11,6 +17,7 @@ import hashlib
 import io
 import os
 import re
+import subprocess
 import tarfile
 import zipfile
 
@@ -45,6 +52,30 @@ def _record_line(name, data):
     return "%s,sha256=%s,%d" % (name, digest.decode(), len(data))
 
 
+def _pkg_config_libdir():
+    """libanyfork's directory from pkg-config, or None."""
+    try:
+        r = subprocess.run(["pkg-config", "--variable=libdir", "anyfork"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    d = r.stdout.decode("utf-8", "surrogateescape").strip()
+    return d if r.returncode == 0 and os.path.isabs(d) else None
+
+
+def _module_source():
+    """anyfork.py, with the library directory pkg-config gives recorded."""
+    with open(os.path.join(HERE, MODULE), "rb") as f:
+        src = f.read()
+    line = b"\nINSTALL_LIBDIR = None\n"
+    if src.count(line) != 1:
+        raise ValueError("%s: expected one line `INSTALL_LIBDIR = None`" % MODULE)
+    libdir = _pkg_config_libdir()
+    if libdir is None:
+        return src
+    return src.replace(line, ("\nINSTALL_LIBDIR = %r\n" % libdir).encode("utf-8", "surrogateescape"))
+
+
 def get_requires_for_build_wheel(config_settings=None):
     return []
 
@@ -56,8 +87,7 @@ def get_requires_for_build_sdist(config_settings=None):
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     p = _project()
     dist_info = "%s-%s.dist-info" % (p["name"], p["version"])
-    with open(os.path.join(HERE, MODULE), "rb") as f:
-        files = [(MODULE, f.read())]
+    files = [(MODULE, _module_source())]
     files.append((dist_info + "/METADATA", _metadata(p).encode()))
     files.append((dist_info + "/WHEEL", b"Wheel-Version: 1.0\nGenerator: anyfork wheel_backend\n"
                   b"Root-Is-Purelib: true\nTag: py3-none-any\n"))

@@ -172,4 +172,35 @@ class TemplateTest < Minitest::Test
     s.free
     assert exit_status(seen).success?
   end
+
+  # Live (non-zombie) children of pid.
+  def live_children_of(pid)
+    Dir.children("/proc").grep(/\A\d+\z/).select do |c|
+      stat = File.read("/proc/#{c}/stat") rescue next
+      fields = stat[(stat.rindex(")") + 2)..].split
+      fields[1].to_i == pid && fields[0] != "Z"
+    end
+  end
+
+  # AnyFork.template keeps a warm pool of 2 by default; warm: sets it.
+  def test_a_template_keeps_children_waiting_as_asked
+    [[{}, 2], [{ warm: 3 }, 3], [{ warm: 0 }, 0]].each do |kw, want|
+      t = AnyFork.template(**kw)
+      tpid = t.pid
+      3.times { assert_equal "", read_all(t.fork.send_arg("5").run("TestWorkers.exit_with")) }
+      deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + LIMIT
+      sleep 0.05 until live_children_of(tpid).size == want || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+      sleep 0.3 # and no more come
+      assert_equal want, live_children_of(tpid).size, kw.inspect
+    ensure
+      t&.free
+    end
+  end
+
+  def test_a_bad_warm_is_refused_before_forking
+    [-1, 65, true, "2", 1.5, nil].each do |bad|
+      e = assert_raises(ArgumentError) { AnyFork.template(warm: bad) }
+      assert_match(/0 to 64/, e.message)
+    end
+  end
 end

@@ -23,12 +23,22 @@ our @CARP_NOT = qw(AnyFork AnyFork::Serve AnyFork::Template AnyFork::Early);
 # Which library to load, in order: $AnyFork::LIB (set before loading
 # AnyFork), else $ENV{ANYFORK_LIB} (a file, a directory holding
 # libanyfork.so.0, or a bare name for the dynamic linker), else
-# libanyfork.so.0 through the dynamic linker, else under /usr/local (make
-# install's default prefix, before ldconfig has run). The error lists what
-# was tried and why each failed.
+# libanyfork.so.0 through the dynamic linker, else in $INSTALL_LIBDIR
+# (what `pkg-config --variable=libdir anyfork` said at `perl Makefile.PL`,
+# kept in AnyFork/Libdir.pm: the one beside this file, else the first in
+# @INC, as when a distribution's tests run perl on its lib/ with blib/ in
+# PERL5LIB), else under /usr/local (make install's default prefix, before
+# ldconfig has run). The error lists what was tried and why each failed.
 our $PATH;
 our $LIB_NAME = 'libanyfork.so.0';
 our @DEFAULT_DIRS = ('/usr/local/lib', '/usr/local/lib64');
+our $INSTALL_LIBDIR = do {
+    require File::Basename;
+    require File::Spec;
+    my ($f) = grep { -f } File::Basename::dirname(__FILE__) . '/Libdir.pm',
+      map { "$_/AnyFork/Libdir.pm" } grep { !ref } @INC;
+    $f ? do(File::Spec->rel2abs($f)) : undef;
+};
 
 sub _candidates {
     my ($origin, $want);
@@ -37,7 +47,11 @@ sub _candidates {
     } elsif (defined $ENV{ANYFORK_LIB} && length $ENV{ANYFORK_LIB}) {
         ($origin, $want) = ("ANYFORK_LIB=$ENV{ANYFORK_LIB}", $ENV{ANYFORK_LIB});
     } else {
-        return ('ANYFORK_LIB unset', $LIB_NAME, map { "$_/$LIB_NAME" } @DEFAULT_DIRS);
+        my $i    = $INSTALL_LIBDIR;
+        my @dirs = ((defined $i && !grep { $_ eq $i } @DEFAULT_DIRS) ? ($i) : (), @DEFAULT_DIRS);
+        return (defined $i ? "ANYFORK_LIB unset, libdir $i from pkg-config at install"
+                           : 'ANYFORK_LIB unset, no libdir from pkg-config at install',
+                $LIB_NAME, map { "$_/$LIB_NAME" } @dirs);
     }
     require File::Spec;
     return ($origin, map { File::Spec->rel2abs($_) } "$want/$LIB_NAME", "$want/libanyfork.so")

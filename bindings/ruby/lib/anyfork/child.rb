@@ -100,31 +100,34 @@ class AnyFork
       rescue SystemExit => e
         e.status
       rescue SignalException => e
-        die_of(e.signo)
+        die_of(e.signo, args)
       rescue Exception => e # rubocop:disable Lint/RescueException
         report(e, what, name)
         1
       ensure
-        flush_all
+        flush_all(args)
       end
 
       # An unhandled signal (SIGTERM, Interrupt): the process ends by that
       # signal, as a child of Kernel#fork does, so the parent sees it.
-      def die_of(signo)
-        flush_all
+      def die_of(signo, ios)
+        flush_all(ios)
         Signal.trap(signo, "SYSTEM_DEFAULT")
         Process.kill(signo, Process.pid)
         128 + signo
       end
 
-      # The process ends with _exit, without Ruby's at_exit handlers and
-      # finalizers (they belong to the parent): what Ruby IO objects still
-      # buffer is written here.
-      def flush_all
-        ObjectSpace.each_object(IO) do |io|
-          next if io.closed?
-
-          io.flush
+      # The process ends with _exit, as after Kernel#exit!: at_exit
+      # handlers and finalizers (they belong to the parent) do not run.
+      # What the standard streams and the IOs the method was given still
+      # buffer is written here. Other IO objects are not looked for: a walk
+      # of the heap (ObjectSpace.each_object) in a forked child finishes
+      # the lazy GC sweep it inherited, which copies most of the heap's
+      # pages, and cost 1 to 9 ms a process (bindings/ruby/README.md,
+      # "Speed").
+      def flush_all(ios)
+        [$stdout, $stderr, STDOUT, STDERR, *ios].uniq.each do |io|
+          io.flush if io.is_a?(IO) && !io.closed?
         rescue StandardError
           nil
         end

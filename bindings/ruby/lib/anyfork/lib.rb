@@ -11,13 +11,29 @@ class AnyFork
     LIB_NAME = "libanyfork.so.0"
     DEFAULT_DIRS = ["/usr/local/lib", "/usr/local/lib64"].freeze
 
+    # The library's directory as `pkg-config --variable=libdir anyfork`
+    # gave it when the installed gem was built (its metadata
+    # "anyfork_libdir"), or nil (run from the source tree, or no answer
+    # then).
+    def self.install_libdir
+      spec = defined?(Gem) && Gem.loaded_specs["anyfork"]
+      return nil unless spec && __dir__.start_with?(File.join(spec.full_gem_path, ""))
+
+      dir = spec.metadata["anyfork_libdir"]
+      dir.nil? || dir.empty? ? nil : dir
+    end
+
     # Where libanyfork may be, in order: $ANYFORK_LIB (a file, a directory
     # holding libanyfork.so.0, or a bare name for the dynamic linker), else
-    # libanyfork.so.0 through the dynamic linker, else under /usr/local
-    # (make install's default prefix, before ldconfig has run).
+    # libanyfork.so.0 through the dynamic linker, else in install_libdir,
+    # else under /usr/local (make install's default prefix, before
+    # ldconfig has run).
     def self.candidates
       env = ENV.fetch("ANYFORK_LIB", "")
-      return [LIB_NAME] + DEFAULT_DIRS.map { |d| File.join(d, LIB_NAME) } if env.empty?
+      if env.empty?
+        dirs = ([install_libdir].compact - DEFAULT_DIRS) + DEFAULT_DIRS
+        return [LIB_NAME] + dirs.map { |d| File.join(d, LIB_NAME) }
+      end
       return [File.join(env, LIB_NAME), File.join(env, "libanyfork.so")] if File.directory?(env)
 
       [env]
@@ -33,7 +49,11 @@ class AnyFork
         tried << e.message.lines.first.chomp
       end
       env = ENV.fetch("ANYFORK_LIB", "")
-      origin = env.empty? ? "ANYFORK_LIB unset" : "ANYFORK_LIB=#{env}"
+      origin =
+        if !env.empty? then "ANYFORK_LIB=#{env}"
+        elsif install_libdir then "ANYFORK_LIB unset, libdir #{install_libdir} from pkg-config at install"
+        else "ANYFORK_LIB unset, no libdir from pkg-config at install"
+        end
       raise LoadError, "anyfork: cannot load libanyfork (#{origin}); tried #{tried.join("; ")}. " \
                        "Install it with `make install`, or set ANYFORK_LIB to the library or its directory"
     end

@@ -396,7 +396,10 @@ sub _drain {
     while (my $e = shift @DUE) {
         my ($what, $id, @rest) = @$e;
         my $call;
-        if ($what eq 'run') {
+        if ($what eq 'code') {
+            $call = $id;    # AnyFork::RPC and AnyFork::Pool's callbacks
+        }
+        elsif ($what eq 'run') {
             my $entry = delete $RUN_CB{$id} or next;
             my ($cb) = @$entry;
             my ($fd, $err) = @rest;
@@ -421,6 +424,15 @@ sub _drain {
         die $died;
     }
     return $ran;
+}
+
+# For AnyFork::RPC and AnyFork::Pool: runs $code as a callback of the
+# library, from wait/dispatch or AnyEvent's loop (their C callbacks only
+# record what happened, as ours do).
+sub _due {
+    my ($code) = @_;
+    push @DUE, ['code', $code];
+    return;
 }
 
 # Every signal blocked while the library runs our C callbacks: a Perl

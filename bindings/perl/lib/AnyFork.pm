@@ -397,7 +397,13 @@ sub _drain {
         my ($what, $id, @rest) = @$e;
         my $call;
         if ($what eq 'code') {
-            $call = $id;    # AnyFork::RPC and AnyFork::Pool's callbacks
+            # AnyFork::RPC and AnyFork::Pool's callbacks: code and its
+            # arguments (one per reply: no closure made for it).
+            $ran++;
+            next if CORE::eval { $id->(@rest); 1 };
+            my $died = $@;
+            _rearm();
+            die $died;
         }
         elsif ($what eq 'run') {
             my $entry = delete $RUN_CB{$id} or next;
@@ -426,12 +432,11 @@ sub _drain {
     return $ran;
 }
 
-# For AnyFork::RPC and AnyFork::Pool: runs $code as a callback of the
-# library, from wait/dispatch or AnyEvent's loop (their C callbacks only
-# record what happened, as ours do).
+# For AnyFork::RPC and AnyFork::Pool: runs $code->(@args) as a callback
+# of the library, from wait/dispatch or AnyEvent's loop (their C
+# callbacks only record what happened, as ours do).
 sub _due {
-    my ($code) = @_;
-    push @DUE, ['code', $code];
+    push @DUE, ['code', @_];
     return;
 }
 

@@ -95,6 +95,21 @@ my $WORKER = q{
     is_deeply $got, { keys => [qw(a b c)], n => 3 }, 'storable: a hash in, a hash out';
 }
 
+# Under AnyEvent: condvars as the call's callback and as on_destroy, the
+# AnyEvent loop driving the library (as with AnyEvent::Fork::RPC).
+{
+    require AnyEvent;
+    my $gone = AnyEvent->condvar;
+    my $rpc = AnyFork->new->eval($WORKER)->AnyFork::RPC::run('steps',
+        on_event => sub { }, on_destroy => $gone);
+    $rpc->(2, my $cv = AnyEvent->condvar);
+    my $t = AnyEvent->timer(after => 20, cb => sub { $cv->croak('timeout'); $gone->croak('timeout') });
+    my @r = eval { $cv->recv };
+    is $r[0], 'did 2', 'anyevent: a condvar gets the answer' or diag $@;
+    undef $rpc;
+    ok eval { $gone->recv; 1 }, 'anyevent: a condvar as on_destroy' or diag $@;
+}
+
 # A serialiser that does not compile is refused at once.
 {
     my $p = AnyFork->new;

@@ -114,7 +114,9 @@ my %C = (
     fork_reset_after_fork  => [[]                                   => 'void'],
     # RPC and pools (AnyFork::RPC, AnyFork::Pool and their workers).
     fork_rpc_start         => [['opaque', 'string', 'fork_rpc_event_cb', 'opaque'] => 'opaque'],
-    fork_rpc_call          => [['opaque', 'string', 'size_t', 'fork_rpc_reply_cb', 'opaque'] => 'int'],
+    # The reply callback as a plain pointer (AnyFork::RPC::REPLY_PTR): made
+    # once, not converted from a closure object at every call.
+    fork_rpc_call          => [['opaque', 'string', 'size_t', 'opaque', 'opaque'] => 'int'],
     fork_rpc_free          => [['opaque', 'fork_rpc_destroyed_cb', 'opaque'] => 'void'],
     fork_rpc_serve         => [['int', 'fork_rpc_handler', 'opaque', 'int'] => 'int'],
     fork_rpc_reply         => [['opaque', 'uint32', 'string', 'size_t'] => 'int'],
@@ -122,7 +124,7 @@ my %C = (
     fork_pool_retire       => [['opaque']                           => 'int'],
     fork_pool_defaults     => [[]                                   => 'fork_pool_opts'],
     fork_pool_new          => [['opaque', 'string', 'fork_pool_opts*', 'fork_rpc_event_cb', 'opaque'] => 'opaque'],
-    fork_pool_call         => [['opaque', 'string', 'size_t', 'fork_rpc_reply_cb', 'opaque'] => 'int'],
+    fork_pool_call         => [['opaque', 'string', 'size_t', 'opaque', 'opaque'] => 'int'],
     fork_pool_workers      => [['opaque']                           => 'int'],
     fork_pool_free         => [['opaque', 'fork_rpc_destroyed_cb', 'opaque'] => 'void'],
 );

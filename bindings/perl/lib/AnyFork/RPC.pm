@@ -42,20 +42,26 @@ my $NEXT = 0;
 our $REPLY = $AnyFork::Lib::FFI->closure(sub {
     my ($status, $data, $len, $call) = @_;
     my $c = delete $CALLS{$call} or return;
-    my $bytes = $status >= 0 ? ($len ? buffer_to_scalar($data, $len) : '') : undef;
-    my $err = $status < 0 ? AnyFork::Lib::error() : undef;
-    AnyFork::_due(sub { _replied($c, $status, $bytes, $err) });
+    if ($status >= 0) {
+        AnyFork::_due(\&_replied, $c, $status, $len ? buffer_to_scalar($data, $len) : '');
+    }
+    else {
+        AnyFork::_due(\&_replied, $c, $status, undef, AnyFork::Lib::error());
+    }
 });
 $REPLY->sticky;
+our $REPLY_PTR = $AnyFork::Lib::FFI->cast('fork_rpc_reply_cb' => 'opaque', $REPLY);
 
 our $EVENT = $AnyFork::Lib::FFI->closure(sub {
     my ($data, $len, $id) = @_;
-    my $bytes = $len ? buffer_to_scalar($data, $len) : '';
-    AnyFork::_due(sub {
-        my $st = $LIVE{$id} or return;
-        $st->{on_event}->($st->{thaw}->($bytes));
-    });
+    AnyFork::_due(\&_event, $id, $len ? buffer_to_scalar($data, $len) : '');
 });
+
+sub _event {
+    my ($id, $bytes) = @_;
+    my $st = $LIVE{$id} or return;
+    $st->{on_event}->($st->{thaw}->($bytes));
+}
 $EVENT->sticky;
 
 our $DESTROYED = $AnyFork::Lib::FFI->closure(sub {
@@ -112,18 +118,21 @@ sub _code {
 sub _call {
     my ($st, $handle, $c_call, $args) = @_;
     my $cb = pop @$args;
-    Carp::croak('AnyFork::RPC: the last argument must be the callback')
-      unless ref $cb && (Scalar::Util::reftype($cb) eq 'CODE' || Scalar::Util::blessed($cb) && $cb->can('send'));
+    unless (ref $cb eq 'CODE') {
+        Carp::croak('AnyFork::RPC: the last argument must be the callback (code or a condvar)')
+          unless Scalar::Util::blessed($cb) && $cb->can('send');
+        $cb = _code($cb);
+    }
     my $req = $st->{freeze}->(@$args);
-    $req = AnyFork::Lib::octets($req);
+    $req = AnyFork::Lib::octets($req) if utf8::is_utf8($req) || !defined $req;
     my $call = ++$NEXT;
-    $CALLS{$call} = [$st, _code($cb)];
-    my $rc = $c_call->($handle, $req, length $req, $REPLY, $call);
+    $CALLS{$call} = [$st, $cb];
+    my $rc = $c_call->($handle, $req, length $req, $REPLY_PTR, $call);
     if ($rc < 0) {
         my $c = delete $CALLS{$call};
         Carp::croak(AnyFork::Lib::error()) unless $rc == -POSIX::EPIPE();
         my $err = AnyFork::Lib::error();
-        AnyFork::_due(sub { _replied($c, $rc, undef, $err) });
+        AnyFork::_due(\&_replied, $c, $rc, undef, $err);
         AnyFork::_rearm();
     }
     AnyFork::_watch();

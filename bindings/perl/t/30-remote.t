@@ -13,14 +13,7 @@ use AnyFork;
 use AnyFork::Remote;
 use TestUtil;
 
-# The far side's server: $ANYFORK_SERVE, else the one `make install` put
-# in bin/ beside the library's lib/ (a CPAN-style `make test` against an
-# installed prefix), else anyfork-serve on PATH.
-my $serve = $ENV{ANYFORK_SERVE} || do {
-    require File::Basename;
-    my $bin = File::Basename::dirname($AnyFork::Lib::PATH) . '/../bin/anyfork-serve';
-    -x $bin ? $bin : 'anyfork-serve';
-};
+my $serve = $ENV{ANYFORK_SERVE} || 'anyfork-serve';
 my @local = ('sh', '-c', 'exec "$0" --stdio "$@"', $serve);
 
 {

@@ -310,6 +310,37 @@ fn a_start_that_fails_says_why() {
 }
 
 #[test]
+fn megabytes_cross_the_link_intact_in_both_directions() {
+    let _s = serial();
+    let lib = build("rpc_worker", Kind::Library, &["-pthread"])
+        .display()
+        .to_string();
+    let mut t = remote(&local_transport()).unwrap();
+    t.require(&lib).unwrap();
+    let rpc = Rpc::start(t.fork().unwrap(), "rpc_sync", None).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut sent = Vec::new();
+    for i in 0..8u8 {
+        // 1.5 MiB each, more than the link's window per channel.
+        let mut req = b"echo ".to_vec();
+        req.extend((0..1_500_000u32).map(|k| (k as u8) ^ i.wrapping_mul(31)));
+        let g = got.clone();
+        rpc.call(&req, move |r| g.lock().unwrap().push((i, r.unwrap())))
+            .unwrap();
+        sent.push(req[5..].to_vec());
+    }
+    pump_until(Duration::from_secs(60), "8 big replies", || {
+        got.lock().unwrap().len() == 8
+    });
+    for (i, reply) in got.lock().unwrap().iter() {
+        assert!(
+            reply == &sent[*i as usize],
+            "reply {i} differs from its request"
+        );
+    }
+}
+
+#[test]
 fn rpc_and_a_pool_over_two_remote_templates() {
     let _s = serial();
     let lib = build("rpc_worker", Kind::Library, &["-pthread"])

@@ -13,7 +13,13 @@ use AnyFork;
 use AnyFork::Remote;
 use TestUtil;
 
-my $serve = $ENV{ANYFORK_SERVE} || 'anyfork-serve';
+# anyfork-serve as the library finds it: $ANYFORK_SERVE, else beside the
+# library (a build tree) or in ../libexec (an installed prefix).
+use File::Basename ();
+my $libdir = File::Basename::dirname($AnyFork::Lib::PATH);
+my ($serve) = grep { defined && -x } $ENV{ANYFORK_SERVE}, "$libdir/anyfork-serve",
+  "$libdir/../libexec/anyfork-serve";
+$serve //= 'anyfork-serve';
 my @local = ('sh', '-c', 'exec "$0" --stdio "$@"', $serve);
 
 {

@@ -53,26 +53,6 @@
 #define FORK_RPC_ASYNC 1
 
 /*
- Version of this framing; both ends must agree.
- */
-#define LINK_VERSION 1
-
-/*
- Most data bytes of one channel in flight (sent, not yet credited).
- */
-#define WINDOW (256 * 1024)
-
-/*
- Largest data payload one frame carries.
- */
-#define MAX_DATA (64 * 1024)
-
-/*
- The channel of the template itself.
- */
-#define TEMPLATE 0
-
-/*
  What one `fork_arg` holds.
 
  The variant names are the C enumerators' names.

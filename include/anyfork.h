@@ -53,26 +53,6 @@
 #define FORK_RPC_ASYNC 1
 
 /*
- Version of this framing; both ends must agree.
- */
-#define LINK_VERSION 1
-
-/*
- Most data bytes of one channel in flight (sent, not yet credited).
- */
-#define WINDOW (256 * 1024)
-
-/*
- Largest data payload one frame carries.
- */
-#define MAX_DATA (64 * 1024)
-
-/*
- The channel of the template itself.
- */
-#define TEMPLATE 0
-
-/*
  What one `fork_arg` holds.
 
  The variant names are the C enumerators' names.
@@ -207,7 +187,8 @@ typedef void (*fork_rpc_event_cb)(const void *data, size_t len, void *userdata);
  The reply to one call: `status` 0 and the reply's `len` bytes at
  `data` (valid during the callback only), or `status` -errno (data NULL,
  len 0) when no reply will come: `-EPIPE` the worker exited or died
- first, `-EPROTO` it broke the framing; `fork_last_error()` on the
+ first, `-ECONNRESET` it died (or was killed) with requests it had not
+ read yet, `-EPROTO` it broke the framing; `fork_last_error()` on the
  dispatching thread says which call and why.
  */
 typedef void (*fork_rpc_reply_cb)(int status, const void *data, size_t len, void *userdata);

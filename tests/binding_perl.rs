@@ -9,7 +9,7 @@
 //! stress checklist (dying callbacks, SIGINT, Perl's fork, drops, exit
 //! statuses), issue 11's exit paths and the AnyEvent::Fork drop-in
 //! (bindings/perl/compat: the manual's examples, RPC- and pool-shaped
-//! workers). It runs as
+//! workers), and AnyFork::RPC / AnyFork::Pool (issue 13). It runs as
 //! the leader of a session of its own, so templates and processes left
 //! behind are found and reported.
 

@@ -8,7 +8,10 @@
 //! signals, fork), errors raised with the library's message, and 1,000
 //! creations without an fd leak, and the stress checklist of issue 19
 //! (threads, SIGINT, exceptions in callbacks, Kernel#fork, the garbage
-//! collector, exit statuses); then bindings/ruby/example.rb. No test may
+//! collector, exit statuses), and issue 13's RPC and pools (Ruby blocks
+//! and methods as workers: order, events, exceptions, async workers,
+//! killed workers, retire, scaling, graceful close); then
+//! bindings/ruby/example.rb. No test may
 //! skip. Each runs
 //! as the leader of a session of its own, so templates and processes left
 //! behind are found and reported.

@@ -13,6 +13,8 @@
 #    from the small default template, with its stdout sent as an fd and
 #    its exit status reported back.
 # 3. A failure raises AnyFork::Error with the library's message.
+# 4. A pool of Ruby workers (AnyFork::Pool): a block runs in each request's
+#    worker, with progress events and an exception sent back to the caller.
 #
 # Exits 0 when everything came out right.
 
@@ -93,6 +95,26 @@ begin
 rescue AnyFork::Error => e
   puts "error: #{e.message} (errno #{e.errno})"
 end
+
+# --- 4. A pool of Ruby workers ----------------------------------------------
+events = []
+pool = AnyFork::Pool.new(max: 2, on_event: ->(ev) { events << ev }) do |lo, hi|
+  raise ArgumentError, "empty range #{lo}...#{hi}" if hi <= lo
+
+  AnyFork::RPC.event("counting #{lo}...#{hi} in #{Process.pid}")
+  Sieve.slow_count(lo, hi)
+end
+ranges = [[0, 1000], [1000, 2000], [2000, 3000]]
+counts = pool.map(ranges)                            # in order; waits
+ok &&= counts == ranges.map { |lo, hi| Sieve.slow_count(lo, hi) } && events.size == 3
+puts "pool: #{counts.inspect} primes; #{events.size} events"
+begin
+  pool.call([5, 5])                                  # the worker raised: raised here
+  ok = false
+rescue ArgumentError => e
+  puts "pool: the worker raised #{e.message.inspect}"
+end
+pool.close                                           # graceful
 
 puts ok ? "example: all good" : "example: something was wrong"
 exit(ok ? 0 : 1)

@@ -38,7 +38,8 @@ pub const FORK_RPC_ASYNC: c_int = 1;
 /// The reply to one call: `status` 0 and the reply's `len` bytes at
 /// `data` (valid during the callback only), or `status` -errno (data NULL,
 /// len 0) when no reply will come: `-EPIPE` the worker exited or died
-/// first, `-EPROTO` it broke the framing; `fork_last_error()` on the
+/// first, `-ECONNRESET` it died (or was killed) with requests it had not
+/// read yet, `-EPROTO` it broke the framing; `fork_last_error()` on the
 /// dispatching thread says which call and why.
 pub type fork_rpc_reply_cb = Option<
     unsafe extern "C" fn(status: c_int, data: *const c_void, len: usize, userdata: *mut c_void),

@@ -430,7 +430,16 @@ sub _drain {
     while (my $e = shift @DUE) {
         my ($what, $id, @rest) = @$e;
         my $call;
-        if ($what eq 'run') {
+        if ($what eq 'code') {
+            # AnyFork::RPC and AnyFork::Pool's callbacks: code and its
+            # arguments (one per reply: no closure made for it).
+            $ran++;
+            next if CORE::eval { $id->(@rest); 1 };
+            my $died = $@;
+            _rearm();
+            die $died;
+        }
+        elsif ($what eq 'run') {
             my $entry = delete $RUN_CB{$id} or next;
             my ($cb) = @$entry;
             my ($fd, $err) = @rest;
@@ -455,6 +464,14 @@ sub _drain {
         die $died;
     }
     return $ran;
+}
+
+# For AnyFork::RPC and AnyFork::Pool: runs $code->(@args) as a callback
+# of the library, from wait/dispatch or AnyEvent's loop (their C
+# callbacks only record what happened, as ours do).
+sub _due {
+    push @DUE, ['code', @_];
+    return;
 }
 
 # Every signal blocked while the library runs our C callbacks: a Perl

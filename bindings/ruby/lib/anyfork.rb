@@ -532,3 +532,7 @@ class AnyFork
     FFI::Pointer.new(ptr.address)
   end
 end
+
+require_relative "anyfork/rpc"
+require_relative "anyfork/rpc_worker"
+require_relative "anyfork/pool"

@@ -84,9 +84,21 @@ Carp::croak("AnyFork: $PATH has no fork_new: not libanyfork?") unless $FFI->find
 # functions loaded with fork_require (AnyFork::Serve).
 our $SELF = FFI::Platypus->new(api => 2, lib => [undef]);
 
+# struct fork_pool_opts, as fork_pool_defaults returns it.
+{
+    package AnyFork::Lib::PoolOpts;
+    use FFI::Platypus::Record;
+    record_layout_1(qw(uint max uint idle uint load double start double stop uint64 retire_after));
+}
+
 $FFI->type('(int,opaque)->void'                      => 'fork_run_cb');
 $FFI->type('(int,int,opaque)->void'                  => 'fork_exit_cb');
 $FFI->type('(int,string,int,opaque,size_t,opaque)->int' => 'fork_dispatch_fn');
+$FFI->type('(int,opaque,size_t,opaque)->void'        => 'fork_rpc_reply_cb');
+$FFI->type('(opaque,size_t,opaque)->void'            => 'fork_rpc_event_cb');
+$FFI->type('(int,opaque)->void'                      => 'fork_rpc_destroyed_cb');
+$FFI->type('(opaque,uint32,opaque,size_t,opaque)->void' => 'fork_rpc_handler');
+$FFI->type('record(AnyFork::Lib::PoolOpts)'          => 'fork_pool_opts');
 
 my %C = (
     fork_new               => [[]                                   => 'opaque'],
@@ -115,6 +127,21 @@ my %C = (
     fork_serve             => [['int']                              => 'int'],
     fork_child_args        => [['size_t*']                          => 'opaque'],
     fork_reset_after_fork  => [[]                                   => 'void'],
+    # RPC and pools (AnyFork::RPC, AnyFork::Pool and their workers).
+    fork_rpc_start         => [['opaque', 'string', 'fork_rpc_event_cb', 'opaque'] => 'opaque'],
+    # The reply callback as a plain pointer (AnyFork::RPC::REPLY_PTR): made
+    # once, not converted from a closure object at every call.
+    fork_rpc_call          => [['opaque', 'string', 'size_t', 'opaque', 'opaque'] => 'int'],
+    fork_rpc_free          => [['opaque', 'fork_rpc_destroyed_cb', 'opaque'] => 'void'],
+    fork_rpc_serve         => [['int', 'fork_rpc_handler', 'opaque', 'int'] => 'int'],
+    fork_rpc_reply         => [['opaque', 'uint32', 'string', 'size_t'] => 'int'],
+    fork_rpc_event         => [['opaque', 'string', 'size_t']       => 'int'],
+    fork_pool_retire       => [['opaque']                           => 'int'],
+    fork_pool_defaults     => [[]                                   => 'fork_pool_opts'],
+    fork_pool_new          => [['opaque', 'string', 'fork_pool_opts*', 'fork_rpc_event_cb', 'opaque'] => 'opaque'],
+    fork_pool_call         => [['opaque', 'string', 'size_t', 'opaque', 'opaque'] => 'int'],
+    fork_pool_workers      => [['opaque']                           => 'int'],
+    fork_pool_free         => [['opaque', 'fork_rpc_destroyed_cb', 'opaque'] => 'void'],
 );
 $FFI->attach($_ => @{ $C{$_} }) for sort keys %C;
 

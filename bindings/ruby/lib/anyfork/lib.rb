@@ -78,7 +78,24 @@ class AnyFork
              :len, :size_t
     end
 
+    # fork_rpc_serve: the handler may reply later, from any thread.
+    FORK_RPC_ASYNC = 1
+
+    # struct fork_pool_opts.
+    class PoolOpts < FFI::Struct
+      layout :max, :uint,
+             :idle, :uint,
+             :load, :uint,
+             :start, :double,
+             :stop, :double,
+             :retire_after, :uint64
+    end
+
     callback :run_cb, %i[int pointer], :void
+    callback :rpc_reply_cb, %i[int pointer size_t pointer], :void
+    callback :rpc_event_cb, %i[pointer size_t pointer], :void
+    callback :rpc_destroyed_cb, %i[int pointer], :void
+    callback :rpc_handler, %i[pointer uint32 pointer size_t pointer], :void
     callback :exit_cb, %i[pid_t int pointer], :void
     callback :dispatch_fn, %i[int pointer int pointer size_t pointer], :int
     callback :fork_hook_fn, [:pointer], :int
@@ -114,5 +131,22 @@ class AnyFork
     attach_function :fork_reset_after_fork, [], :void
     # Never returns in a working server, which runs Ruby in its children.
     attach_function :fork_serve, [:int], :int
+
+    # RPC and pools (AnyFork::RPC, AnyFork::Pool).
+    attach_function :fork_rpc_start, %i[pointer string rpc_event_cb pointer], :pointer
+    attach_function :fork_rpc_call, %i[pointer buffer_in size_t rpc_reply_cb pointer], :int
+    attach_function :fork_rpc_free, %i[pointer rpc_destroyed_cb pointer], :void
+    attach_function :fork_pool_defaults, [], PoolOpts.by_value
+    attach_function :fork_pool_new, [:pointer, :string, PoolOpts.by_ref, :rpc_event_cb, :pointer], :pointer
+    attach_function :fork_pool_call, %i[pointer buffer_in size_t rpc_reply_cb pointer], :int
+    attach_function :fork_pool_workers, [:pointer], :int
+    attach_function :fork_pool_free, %i[pointer rpc_destroyed_cb pointer], :void
+    # The worker's side. fork_rpc_serve blocks reading requests: other
+    # Ruby threads (an async worker's) run meanwhile, and the handler
+    # takes the GVL back. Replies may wait for the socket: blocking too.
+    attach_function :fork_rpc_serve, %i[int rpc_handler pointer int], :int, blocking: true
+    attach_function :fork_rpc_reply, %i[pointer uint32 buffer_in size_t], :int, blocking: true
+    attach_function :fork_rpc_event, %i[pointer buffer_in size_t], :int, blocking: true
+    attach_function :fork_pool_retire, [:pointer], :int, blocking: true
   end
 end

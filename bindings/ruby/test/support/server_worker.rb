@@ -11,3 +11,11 @@ module ServerWorker
     io.write("hello #{name} from #{Process.pid} (loaded in #{LOADED_IN}) #{t}")
   end
 end
+
+# An RPC handler by name (AnyFork::Pool.new(template, "RpcWorker.double")).
+module RpcWorker
+  def self.double(req)
+    AnyFork::RPC.event("doubling #{req}")
+    [Process.pid, req * 2]
+  end
+end

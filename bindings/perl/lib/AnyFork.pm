@@ -9,6 +9,12 @@ use POSIX ();
 use AnyFork::Lib;
 use AnyFork::Serve ();
 
+# The classes of the comm sockets that run callbacks get: loaded here, in
+# the caller, once (in the processes they load on first use, see
+# AnyFork::Fd).
+use IO::Socket::UNIX ();
+use IO::Socket::INET ();
+
 our $VERSION = '0.01';
 
 # Errors are reported at the caller's line: Carp skips the frames of
@@ -137,9 +143,9 @@ sub new_native {
 sub _template {
     my ($class) = @_;
     _this_process();
-    # Output still buffered would be written again by every child when it
-    # exits: flush every handle first, as Perl's own fork does.
-    AnyFork::Lib::flush_all();
+    # From here the library forks through Perl's own fork (the fork hook),
+    # which flushes every output handle first, so output still buffered is
+    # not written again by the copy and every child of it.
     AnyFork::Serve::install();
     # The template is this program: its END blocks and objects are there.
     $AnyFork::Serve::PERL_CODE = 1;

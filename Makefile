@@ -148,8 +148,9 @@ bench: lib
 	$(CARGO) bench --bench spawn -- $(BENCH_ARGS)
 	@if perl -MAnyEvent::Fork -e1 2>/dev/null; then \
 	  echo "perl bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) > $(TARGET)/bench/perl.md"; \
+	  perl bindings/perl/build-xs.pl $(TARGET)/perl-xs >/dev/null && \
 	  ANYFORK_LIB=$(abspath $(REL)) ANYFORK_SERVE=$(abspath $(REL))/anyfork-serve \
-	    perl -I bindings/perl/lib bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) \
+	    perl -I $(TARGET)/perl-xs -I bindings/perl/lib bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) \
 	    > $(TARGET)/bench/perl.md.tmp && mv $(TARGET)/bench/perl.md.tmp $(TARGET)/bench/perl.md; \
 	else \
 	  echo "AnyEvent::Fork is not installed (libanyevent-fork-perl): the chart has no Perl figures"; \

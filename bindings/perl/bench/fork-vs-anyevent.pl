@@ -1,8 +1,12 @@
 #!/usr/bin/perl
 # AnyFork against AnyEvent::Fork, side by side in one program.
 #
-#   ANYFORK_LIB=target/release perl -I bindings/perl/lib \
+#   perl bindings/perl/build-xs.pl target/perl-xs
+#   ANYFORK_LIB=target/release perl -I target/perl-xs -I bindings/perl/lib \
 #       bindings/perl/bench/fork-vs-anyevent.pl [--n 300] [--reps 5] [--grow-mb 2048]
+#
+# Without AnyFork::XS on @INC (or with ANYFORK_PERL_XS=0) AnyFork's
+# processes go through FFI::Platypus; the table's title says which.
 #
 # Two workloads, each the same calls on both modules:
 #   exit: ->new->run("CORE::exit", $cb), the AnyEvent::Fork manual's benchmark;
@@ -124,6 +128,13 @@ sub rss_mb {
 
 my @rows;
 
+# The machine's load average (1, 5, 15 minutes).
+sub load_avg {
+    open my $f, '<', '/proc/loadavg' or return ('?');
+    return (split ' ', scalar <$f>)[0 .. 2];
+}
+my $LOAD0 = join ' ', load_avg();
+
 sub measure {
     my ($host) = @_;
     for my $what ('exit', 'work') {
@@ -157,8 +168,10 @@ if ($opt{'grow-mb'} > 0) {
 }
 
 my $loop = AnyEvent::detect();
-print "AnyFork vs AnyEvent::Fork $AnyEvent::Fork::VERSION, $opt{n} processes per repetition, "
-  . "median of $opt{reps} repetitions (min–max), loop $loop, perl $^V\n\n";
+my $side = $AnyFork::Serve::XS ? 'AnyFork::XS' : 'FFI::Platypus';
+print "AnyFork (processes through $side) vs AnyEvent::Fork $AnyEvent::Fork::VERSION, $opt{n} processes per repetition, "
+  . "median of $opt{reps} repetitions (min–max), loop $loop, perl $^V"
+  . ", load average at the start $LOAD0, at the end " . join(' ', load_avg()) . "\n\n";
 print "| workload | caller | AnyEvent::Fork /s | AnyFork /s | rate ×| AnyEvent::Fork p50 ms | AnyFork p50 ms | p50 × |\n";
 print "|---|---|---|---|---|---|---|---|\n";
 print "$_\n" for @rows;

@@ -121,7 +121,14 @@ sub new_exec {
     # A fresh perl that finds the modules this one finds, loads the same
     # libanyfork and serves on ANYFORK_FD.
     my @inc  = map { File::Spec->rel2abs($_) } grep { !ref } @INC;
-    my $boot = 'BEGIN { $AnyFork::LIB = shift @ARGV; @INC = @ARGV; @ARGV = () }'
+    # The dynamic linker binds every symbol when the template starts
+    # (LD_BIND_NOW), once, rather than in each child on its first call of
+    # each function (the exit path, global destruction): each lazy binding
+    # writes a GOT page the child then has to copy. The template takes the
+    # variable out of its environment again, unless it was ours already.
+    my $bind = defined $ENV{LD_BIND_NOW} ? '' : 'delete $ENV{LD_BIND_NOW};';
+    local $ENV{LD_BIND_NOW} = 1 if $bind;
+    my $boot = "BEGIN { \$AnyFork::LIB = shift \@ARGV; \@INC = \@ARGV; \@ARGV = (); $bind }"
              . ' use AnyFork::Serve; AnyFork::Serve::serve()';
     my ($argv, $guard) = AnyFork::Lib::strv(_perl(), '-e', $boot, '--', $AnyFork::Lib::PATH, @inc);
     my $p = AnyFork::Lib::check_ptr(AnyFork::Lib::fork_new_exec_argv($argv));

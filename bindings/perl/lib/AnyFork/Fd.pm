@@ -46,6 +46,20 @@ sub handle {
     return $fh;
 }
 
+# comm($fd): the comm socket a run function gets, which is always one end
+# of a Unix stream socketpair, read-write: handle() without asking the
+# kernel what it is.
+sub comm {
+    my ($fd) = @_;
+    open(my $fh, '+<&=', $fd) or die "AnyFork: cannot open fd $fd: $!\n";
+    _lazy('IO::Socket::UNIX');
+    bless $fh, 'IO::Socket::UNIX';
+    my $old = select $fh;
+    $| = 1;
+    select $old;
+    return $fh;
+}
+
 # Makes $class load itself on first use, unless it is loaded: it inherits
 # from AnyFork::Fd::Lazy until then, which requires the real module and
 # takes itself out of @ISA.

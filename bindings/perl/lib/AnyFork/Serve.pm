@@ -280,9 +280,16 @@ sub _run {
         _complain("run: no function '$name' in this process");
         CORE::exit(127);
     }
-    my @all = _decode($args, $nargs);
-    push @arg, _perl_args(@all[$SEEN .. $#all]) if @all > $SEEN;
-    my $comm = _fh($fd);
+    my $comm;
+    if ($XS) {
+        push @arg, map { ref $_ ? _fh($$_) : $_ } AnyFork::XS::arg_values($args, $nargs, $SEEN);
+        $comm = AnyFork::Fd::comm($fd);
+    }
+    else {
+        my @all = _decode($args, $nargs);
+        push @arg, _perl_args(@all[$SEEN .. $#all]) if @all > $SEEN;
+        $comm = _fh($fd);
+    }
     my @perl = splice @arg;
     # The sub starts as a program does: no errno or child status left
     # over from AnyFork's own calls, which die would turn into the status.

@@ -211,6 +211,31 @@ decode_args(ptr, n)
         }
     }
 
+void
+arg_values(ptr, n, from)
+        UV ptr
+        UV n
+        UV from
+    PPCODE:
+    {
+        /* The fork_args from index `from` on as Perl values, with as few
+         * scalars as can be (a child makes them, and every page it writes
+         * is a page it copies): a string as itself, an fd as a reference
+         * to its number. */
+        const struct fork_arg *args = INT2PTR(const struct fork_arg *, ptr);
+        UV i;
+        if (args && n > from) {
+            EXTEND(SP, (SSize_t)(n - from));
+            for (i = from; i < n; i++) {
+                const struct fork_arg *a = &args[i];
+                if (a->kind == FORK_ARG_FD)
+                    mPUSHs(newRV_noinc(newSViv(a->fd)));
+                else
+                    mPUSHs(a->data ? newSVpvn((const char *)a->data, a->len) : newSVpvs(""));
+            }
+        }
+    }
+
 int
 fd_flags(fd)
         int fd

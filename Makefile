@@ -161,7 +161,8 @@ bench: lib
 	$(CARGO) bench --bench spawn -- $(BENCH_ARGS)
 	@if perl -MAnyEvent::Fork -e1 2>/dev/null; then \
 	  echo "perl bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) > $(BENCH_DIR)/perl.md"; \
-	  $(BENCH_ENV) perl -I bindings/perl/lib bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) \
+	  perl bindings/perl/build-xs.pl $(TARGET)/perl-xs >/dev/null && \
+	  $(BENCH_ENV) perl -I $(TARGET)/perl-xs -I bindings/perl/lib bindings/perl/bench/fork-vs-anyevent.pl $(PERL_BENCH_ARGS) \
 	    > $(BENCH_DIR)/perl.md.tmp && mv $(BENCH_DIR)/perl.md.tmp $(BENCH_DIR)/perl.md; \
 	else \
 	  echo "AnyEvent::Fork is not installed (libanyevent-fork-perl): the chart has no Perl figures"; \

@@ -12,6 +12,11 @@
 //! workers), and AnyFork::RPC / AnyFork::Pool (issue 13). It runs as
 //! the leader of a session of its own, so templates and processes left
 //! behind are found and reported.
+//!
+//! The suite runs twice: with AnyFork::XS built (bindings/perl/build-xs.pl,
+//! the child's side in C: what an installed AnyFork uses), and with
+//! `ANYFORK_PERL_XS=0`, through FFI::Platypus alone (what runs where no C
+//! compiler was at hand).
 
 mod common;
 
@@ -21,8 +26,37 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(600);
 const GRACE: Duration = Duration::from_secs(10);
 
-#[test]
-fn perl_binding_tests_pass() {
+/// AnyFork::XS built into a directory of this build (once per test binary).
+fn perl_xs_dir() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = common::root();
+            let dir = common::lib_dir().join("perl-xs");
+            let out = Command::new("perl")
+                .arg(root.join("bindings/perl/build-xs.pl"))
+                .arg(&dir)
+                .output()
+                .expect("running perl");
+            assert!(
+                out.status.success(),
+                "building AnyFork::XS failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir
+        })
+        .clone()
+}
+
+/// The two runs take turns: together they would double the load on the
+/// timing-sensitive checks (fds released after a wait, signals in slices).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_suite(xs: bool) {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     assert!(
         common::have("prove", &["--version"]),
         "perl's prove is missing: `make deps` installs perl"
@@ -33,16 +67,20 @@ fn perl_binding_tests_pass() {
     );
 
     let root = common::root();
-    let tmp = common::lib_dir().join("perl-tmp");
+    let tmp = common::lib_dir().join(if xs { "perl-tmp-xs" } else { "perl-tmp" });
     std::fs::create_dir_all(&tmp).unwrap();
     let mut cmd = Command::new("prove");
-    cmd.arg("-v")
-        .arg("-I")
+    cmd.arg("-v");
+    if xs {
+        cmd.arg("-I").arg(perl_xs_dir());
+    }
+    cmd.arg("-I")
         .arg(root.join("bindings/perl/lib"))
         .arg(root.join("bindings/perl/t"))
         .current_dir(&root)
         .env("ANYFORK_LIB", common::libanyfork())
         .env("ANYFORK_SERVE", common::serve_exe())
+        .env("ANYFORK_PERL_XS", if xs { "1" } else { "0" })
         .env("TMPDIR", &tmp)
         .env_remove("PERL5LIB")
         .env_remove("PERL5OPT")
@@ -62,4 +100,14 @@ fn perl_binding_tests_pass() {
     let skips: Vec<&str> = r.stdout.lines().filter(|l| l.contains("# skip")).collect();
     assert!(skips.is_empty(), "Perl tests were skipped: {skips:?}");
     assert!(r.leftovers.is_empty(), "processes left behind: {all}");
+}
+
+#[test]
+fn perl_binding_tests_pass() {
+    run_suite(true);
+}
+
+#[test]
+fn perl_binding_tests_pass_through_ffi_alone() {
+    run_suite(false);
 }

@@ -676,9 +676,18 @@ fn perl_installs_as_a_cpan_distribution_and_runs_the_readme_examples() {
         out.contains(&lib.join("libanyfork.so.0").display().to_string()),
         "the installed module did not load the prefix's library (recorded from pkg-config, no ANYFORK_LIB): {out}"
     );
+    // With AnyFork::XS built, MakeMaker installs the whole distribution
+    // under the architecture's directory (lib/perl5/<archname>), which
+    // perl adds to @INC for each PERL5LIB entry by itself.
     assert!(
-        perl5lib.join("AnyFork.pm").exists() && perl5lib.join("AnyFork/Lib.pm").exists(),
+        !glob_files(&perl5lib, "AnyFork.pm").is_empty()
+            && !glob_files(&perl5lib, "Lib.pm").is_empty(),
         "AnyFork is not installed under {}",
+        perl5lib.display()
+    );
+    assert!(
+        !glob_files(&perl5lib, "XS.so").is_empty(),
+        "AnyFork::XS was not built and installed under {} (anyfork.h not found beside ANYFORK_LIB?)",
         perl5lib.display()
     );
 

@@ -1,8 +1,12 @@
 #!/usr/bin/perl
 # AnyFork against AnyEvent::Fork, side by side in one program.
 #
-#   ANYFORK_LIB=target/release perl -I bindings/perl/lib \
+#   perl bindings/perl/build-xs.pl target/perl-xs
+#   ANYFORK_LIB=target/release perl -I target/perl-xs -I bindings/perl/lib \
 #       bindings/perl/bench/fork-vs-anyevent.pl [--n 300] [--reps 5] [--grow-mb 2048]
+#
+# Without AnyFork::XS on @INC (or with ANYFORK_PERL_XS=0) AnyFork's
+# processes go through FFI::Platypus; the table's title says which.
 #
 # Two workloads, each the same calls on both modules:
 #   exit: ->new->run("CORE::exit", $cb), the AnyEvent::Fork manual's benchmark;
@@ -12,8 +16,9 @@
 # The caller waits for EOF on the process's socket (for work, after reading
 # its line) before it creates the next one, so each creation is timed from
 # the call to the end of the process. The two modules take turns: every
-# repetition runs both (which goes first alternates), and the table gives
-# the median of the repetitions with min-max. Then the program grows to
+# repetition runs --n of each, alternating every --chunk creations (which
+# goes first alternates too), and the table gives the median of the
+# repetitions with min-max. Then the program grows to
 # --grow-mb (touched memory) and does it all again.
 #
 # Needs AnyEvent::Fork (Debian: libanyevent-fork-perl); EV is used when
@@ -32,10 +37,11 @@ BEGIN {
       or die "AnyEvent::Fork is not installed (Debian: libanyevent-fork-perl): nothing to compare with\n";
 }
 
-my %opt = (n => 300, reps => 5, 'grow-mb' => 2048, warmup => 30);
-Getopt::Long::GetOptions(\%opt, 'n=i', 'reps=i', 'grow-mb=i', 'warmup=i')
-  or die "usage: $0 [--n N] [--reps R] [--grow-mb MB] [--warmup N]\n";
+my %opt = (n => 300, reps => 5, 'grow-mb' => 2048, warmup => 30, chunk => 25);
+Getopt::Long::GetOptions(\%opt, 'n=i', 'reps=i', 'grow-mb=i', 'warmup=i', 'chunk=i')
+  or die "usage: $0 [--n N] [--reps R] [--grow-mb MB] [--warmup N] [--chunk N]\n";
 die "--reps must be at least 1\n" if $opt{reps} < 1;
+die "--n and --chunk must be at least 1\n" if $opt{n} < 1 || $opt{chunk} < 1;
 
 my $WORK = <<'PERL';
 sub bench_work {
@@ -90,19 +96,34 @@ sub create {
     return;
 }
 
-# One repetition: n creations one after the other; the rate and the p50.
+# One repetition: n creations of each module, the modules taking turns
+# every --chunk creations (so that a burst of load on the shared machine
+# hits both alike); per module the rate (creations per second of its own
+# time) and the p50.
 sub round {
-    my ($impl, $what, $n) = @_;
-    my @lat;
-    my $t0 = Time::HiRes::time();
-    for my $i (1 .. $n) {
-        my $t = Time::HiRes::time();
-        create($impl, $what, $i);
-        push @lat, Time::HiRes::time() - $t;
+    my ($what, $n, @impls) = @_;
+    my (%lat, %time);
+    my $done = 0;
+    while ($done < $n) {
+        my $k = $n - $done < $opt{chunk} ? $n - $done : $opt{chunk};
+        for my $impl (@impls) {
+            my $t0 = Time::HiRes::time();
+            for my $i ($done + 1 .. $done + $k) {
+                my $t = Time::HiRes::time();
+                create($impl, $what, $i);
+                push @{ $lat{$impl} }, Time::HiRes::time() - $t;
+            }
+            $time{$impl} += Time::HiRes::time() - $t0;
+        }
+        @impls = reverse @impls;
+        $done += $k;
     }
-    my $total = Time::HiRes::time() - $t0;
-    @lat = sort { $a <=> $b } @lat;
-    return { rate => $n / $total, p50 => $lat[int(@lat / 2)] * 1000 };
+    my %r;
+    for my $impl (keys %lat) {
+        my @l = sort { $a <=> $b } @{ $lat{$impl} };
+        $r{$impl} = { rate => $n / $time{$impl}, p50 => $l[int(@l / 2)] * 1000 };
+    }
+    return \%r;
 }
 
 sub median {
@@ -124,14 +145,21 @@ sub rss_mb {
 
 my @rows;
 
+# The machine's load average (1, 5, 15 minutes).
+sub load_avg {
+    open my $f, '<', '/proc/loadavg' or return ('?');
+    return (split ' ', scalar <$f>)[0 .. 2];
+}
+my $LOAD0 = join ' ', load_avg();
+
 sub measure {
     my ($host) = @_;
     for my $what ('exit', 'work') {
         create($_, $what, 0) for map { my $x = $_; map { $x } 1 .. $opt{warmup} } @IMPL;
         my %r;
         for my $rep (1 .. $opt{reps}) {
-            my @order = $rep % 2 ? @IMPL : reverse @IMPL;
-            push @{ $r{$_} }, round($_, $what, $opt{n}) for @order;
+            my $got = round($what, $opt{n}, $rep % 2 ? @IMPL : reverse @IMPL);
+            push @{ $r{$_} }, $got->{$_} for @IMPL;
         }
         my ($ae, $af) = @r{@IMPL};
         my @rate_ratio = map { $af->[$_]{rate} / $ae->[$_]{rate} } 0 .. $#$af;
@@ -157,8 +185,11 @@ if ($opt{'grow-mb'} > 0) {
 }
 
 my $loop = AnyEvent::detect();
-print "AnyFork vs AnyEvent::Fork $AnyEvent::Fork::VERSION, $opt{n} processes per repetition, "
-  . "median of $opt{reps} repetitions (min–max), loop $loop, perl $^V\n\n";
+my $side = $AnyFork::Serve::XS ? 'AnyFork::XS' : 'FFI::Platypus';
+print "AnyFork (processes through $side) vs AnyEvent::Fork $AnyEvent::Fork::VERSION, $opt{n} processes per repetition "
+  . "(the modules taking turns every $opt{chunk}), "
+  . "median of $opt{reps} repetitions (min–max), loop $loop, perl $^V"
+  . ", load average at the start $LOAD0, at the end " . join(' ', load_avg()) . "\n\n";
 print "| workload | caller | AnyEvent::Fork /s | AnyFork /s | rate ×| AnyEvent::Fork p50 ms | AnyFork p50 ms | p50 × |\n";
 print "|---|---|---|---|---|---|---|---|\n";
 print "$_\n" for @rows;

@@ -9,6 +9,12 @@ use POSIX ();
 use AnyFork::Lib;
 use AnyFork::Serve ();
 
+# The classes of the comm sockets that run callbacks get: loaded here, in
+# the caller, once (in the processes they load on first use, see
+# AnyFork::Fd).
+use IO::Socket::UNIX ();
+use IO::Socket::INET ();
+
 our $VERSION = '0.01';
 
 # Errors are reported at the caller's line: Carp skips the frames of
@@ -115,7 +121,14 @@ sub new_exec {
     # A fresh perl that finds the modules this one finds, loads the same
     # libanyfork and serves on ANYFORK_FD.
     my @inc  = map { File::Spec->rel2abs($_) } grep { !ref } @INC;
-    my $boot = 'BEGIN { $AnyFork::LIB = shift @ARGV; @INC = @ARGV; @ARGV = () }'
+    # The dynamic linker binds every symbol when the template starts
+    # (LD_BIND_NOW), once, rather than in each child on its first call of
+    # each function (the exit path, global destruction): each lazy binding
+    # writes a GOT page the child then has to copy. The template takes the
+    # variable out of its environment again, unless it was ours already.
+    my $bind = defined $ENV{LD_BIND_NOW} ? '' : 'delete $ENV{LD_BIND_NOW};';
+    local $ENV{LD_BIND_NOW} = 1 if $bind;
+    my $boot = "BEGIN { \$AnyFork::LIB = shift \@ARGV; \@INC = \@ARGV; \@ARGV = (); $bind }"
              . ' use AnyFork::Serve; AnyFork::Serve::serve()';
     my ($argv, $guard) = AnyFork::Lib::strv(_perl(), '-e', $boot, '--', $AnyFork::Lib::PATH, @inc);
     my $p = AnyFork::Lib::check_ptr(AnyFork::Lib::fork_new_exec_argv($argv));
@@ -171,9 +184,9 @@ sub new_native {
 sub _template {
     my ($class) = @_;
     _this_process();
-    # Output still buffered would be written again by every child when it
-    # exits: flush every handle first, as Perl's own fork does.
-    AnyFork::Lib::flush_all();
+    # From here the library forks through Perl's own fork (the fork hook),
+    # which flushes every output handle first, so output still buffered is
+    # not written again by the copy and every child of it.
     AnyFork::Serve::install();
     # The template is this program: its END blocks and objects are there.
     $AnyFork::Serve::PERL_CODE = 1;

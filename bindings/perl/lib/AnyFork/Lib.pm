@@ -11,6 +11,7 @@ use warnings;
 use Carp ();
 use Config ();
 use Fcntl ();
+use AnyFork::Fd ();
 use FFI::Platypus 2.00;
 use FFI::Platypus::DL ();
 use FFI::Platypus::Buffer qw(scalar_to_buffer buffer_to_scalar);
@@ -99,6 +100,7 @@ $FFI->type('(opaque,size_t,opaque)->void'            => 'fork_rpc_event_cb');
 $FFI->type('(int,opaque)->void'                      => 'fork_rpc_destroyed_cb');
 $FFI->type('(opaque,uint32,opaque,size_t,opaque)->void' => 'fork_rpc_handler');
 $FFI->type('record(AnyFork::Lib::PoolOpts)'          => 'fork_pool_opts');
+$FFI->type('(opaque)->int'                           => 'fork_fork_hook_fn');
 
 my %C = (
     fork_new               => [[]                                   => 'opaque'],
@@ -124,6 +126,7 @@ my %C = (
     fork_pending           => [[]                                   => 'size_t'],
     fork_last_error        => [[]                                   => 'string'],
     fork_set_dispatch      => [['fork_dispatch_fn', 'opaque']       => 'void'],
+    fork_set_fork_hook     => [['fork_fork_hook_fn', 'opaque']      => 'void'],
     fork_serve             => [['int']                              => 'int'],
     fork_child_args        => [['size_t*']                          => 'opaque'],
     fork_reset_after_fork  => [[]                                   => 'void'],
@@ -263,36 +266,14 @@ sub decode_args {
     return @out;
 }
 
-my %SOCKET_CLASS;
-
 # A Perl handle that owns fd (closing the handle closes the fd): opened in
 # the mode the fd allows, and for sockets an IO::Socket of the fitting
-# family (so that e.g. $listener->accept works), with autoflush on.
+# family (so that e.g. $listener->accept works), with autoflush on (see
+# AnyFork::Fd).
 sub fh_from_fd {
     my ($fd) = @_;
-    my $fl = c_fcntl($fd, Fcntl::F_GETFL(), 0);
-    Carp::croak("AnyFork: fd $fd is not open") if $fl < 0;
-    my $acc  = $fl & Fcntl::O_ACCMODE();
-    my $mode = $acc == Fcntl::O_RDONLY() ? '<'
-             : $acc == Fcntl::O_WRONLY() ? (($fl & Fcntl::O_APPEND()) ? '>>' : '>')
-             : '+<';
-    open(my $fh, "$mode&=", $fd) or Carp::croak("AnyFork: cannot open fd $fd: $!");
-    if (-S $fh) {
-        require Socket;
-        require IO::Socket;
-        my $name   = getsockname($fh);
-        my $family = defined $name && length $name >= 2 ? Socket::sockaddr_family($name) : -1;
-        my $class  = $family == Socket::AF_INET()  ? 'IO::Socket::INET'
-                   : $family == Socket::AF_INET6() ? 'IO::Socket::IP'
-                   : $family == Socket::AF_UNIX()  ? 'IO::Socket::UNIX'
-                   :                                  'IO::Socket';
-        unless ($SOCKET_CLASS{$class}++ || $class->can('new')) {
-            (my $file = "$class.pm") =~ s{::}{/}g;
-            require $file;
-        }
-        bless $fh, $class;
-        $fh->autoflush(1);
-    }
+    my $fh = CORE::eval { AnyFork::Fd::handle($fd, c_fcntl($fd, Fcntl::F_GETFL(), 0)) };
+    Carp::croak($@ =~ s/\n\z//r) unless $fh;
     return $fh;
 }
 

@@ -26,17 +26,10 @@ sub _eval_code {
 }
 
 use strict;
-use warnings;
 
-use AnyFork::Lib;
-
-# What every Perl run function needs to receive its comm socket: loaded
-# here, in the template, once. Loaded in each child (as fh_from_fd would,
-# on first use), it cost about 10 ms per process.
-use Socket ();
-use IO::Socket ();
-use IO::Socket::UNIX ();
-use IO::Socket::INET ();
+# No `use warnings` (nor modules that load warnings.pm, such as constant
+# and Carp): an exec'd template holds only what serving needs, as every
+# page of it is copied at each fork and torn down at each exit.
 
 our $VERSION = '0.01';
 
@@ -44,7 +37,7 @@ our @CARP_NOT = qw(AnyFork AnyFork::Lib AnyFork::Template AnyFork::Early);
 
 # The name under which AnyFork sends Perl code to eval: the code and its
 # strings travel as the eval's strings, so any octets can be passed.
-use constant EVAL_NAME => 'AnyFork::Serve::eval';
+sub EVAL_NAME () { 'AnyFork::Serve::eval' }
 
 # Whether Perl code other than AnyFork's own has run in this process or in
 # the templates it was forked from (an eval of Perl code, a Perl require,
@@ -63,20 +56,71 @@ our $PERL_CODE = 0;
 our @arg;
 my $SEEN = 0;
 
-our $DISPATCH = $AnyFork::Lib::FFI->closure(\&_dispatch);
-$DISPATCH->sticky;
+use AnyFork::Fd ();
+
+# The C side. AnyFork::XS when it is built: a few kB, so an exec'd
+# template (which loads nothing else) stays about as small as a bare perl.
+# Else AnyFork::Lib, through FFI::Platypus (2.5 MB more in the template).
+# $ENV{ANYFORK_PERL_XS} = 0 chooses AnyFork::Lib. $AnyFork::LIB is the
+# library the caller loaded (set by AnyFork->new_exec's command line).
+our $XS;
+BEGIN {
+    my $path = $INC{'AnyFork/Lib.pm'} ? $AnyFork::Lib::PATH : $AnyFork::LIB;
+    $XS = defined $path && length $path && !-d $path
+      && !(defined $ENV{ANYFORK_PERL_XS} && !$ENV{ANYFORK_PERL_XS})
+      && CORE::eval { require AnyFork::XS; AnyFork::XS::load($path); 1 } ? 1 : 0;
+    require AnyFork::Lib unless $XS;
+}
+
+my ($DISPATCH, $FORK, $C_EXIT);
 
 # Makes this process (and every process forked from it) run eval and run
-# calls through this interpreter.
-sub install { AnyFork::Lib::fork_set_dispatch($DISPATCH, undef) }
+# calls through this interpreter, and fork through Perl's own fork.
+sub install {
+    if ($XS) {
+        AnyFork::XS::install(\&_dispatch, 1);
+        return;
+    }
+    $DISPATCH ||= do { my $c = $AnyFork::Lib::FFI->closure(\&_dispatch); $c->sticky; $c };
+    $FORK ||= do { my $c = $AnyFork::Lib::FFI->closure(\&_fork); $c->sticky; $c };
+    # Looked up here, once: in each child it would cost about as much as
+    # the child's whole exit.
+    $C_EXIT ||= $AnyFork::Lib::SELF->function(exit => ['int'] => 'void');
+    AnyFork::Lib::fork_set_dispatch($DISPATCH, undef);
+    AnyFork::Lib::fork_set_fork_hook($FORK, undef);
+}
+
+# The library's fork in this process (fork_set_fork_hook): Perl's own
+# fork, which flushes every Perl output handle first (so buffered output
+# is written once, by the template, not by every child) and clears the
+# signals Perl had pending in the child. The pid, or -errno.
+sub _fork {
+    my $pid = CORE::fork();
+    return defined $pid ? $pid : -(($! + 0) || 5);
+}
+
+sub _error { $XS ? AnyFork::XS::error() : AnyFork::Lib::error() }
+
+# Every Perl output handle flushed (PerlIO_flush(NULL)).
+sub _flush_all { $XS ? AnyFork::XS::flush_all() : AnyFork::Lib::flush_all() }
+
+# The library's fork_args at $ptr as [kind, fd, bytes] triples.
+sub _decode { $XS ? AnyFork::XS::decode_args(@_) : AnyFork::Lib::decode_args(@_) }
+
+# A Perl handle that owns $fd.
+sub _fh {
+    my ($fd) = @_;
+    return AnyFork::Lib::fh_from_fd($fd) unless $XS;
+    return AnyFork::Fd::handle($fd, AnyFork::XS::fd_flags($fd));
+}
 
 # The exec'd server's main: serves on $ENV{ANYFORK_FD}; never returns.
 sub serve {
     my $fd = delete $ENV{ANYFORK_FD};
     die "AnyFork::Serve::serve: ANYFORK_FD is not set\n" unless defined $fd && $fd =~ /^\d+\z/;
     install();
-    AnyFork::Lib::fork_serve($fd);
-    die 'AnyFork::Serve::serve: ' . AnyFork::Lib::error() . "\n";
+    $XS ? AnyFork::XS::serve($fd) : AnyFork::Lib::fork_serve($fd);
+    die 'AnyFork::Serve::serve: ' . _error() . "\n";
 }
 
 # Strings for eval are encoded so that NUL bytes survive the C string
@@ -95,7 +139,7 @@ sub decode_string {
 
 # Turns decoded fork_args into what Perl functions get: strings, and
 # handles that own their fds.
-sub _perl_args { map { $_->[0] == 1 ? AnyFork::Lib::fh_from_fd($_->[1]) : $_->[2] } @_ }
+sub _perl_args { map { $_->[0] == 1 ? _fh($_->[1]) : $_->[2] } @_ }
 
 # AnyEvent::Fork's name for run_args, for code written for that module
 # (see bindings/perl/compat), unless a real AnyEvent::Fork::Serve is here.
@@ -112,26 +156,25 @@ sub run_args {
 
 # Converts the arguments that arrived since the last call into @arg.
 sub _receive {
-    my $n = 0;
-    my $ptr = AnyFork::Lib::fork_child_args(\$n);
+    my ($ptr, $n);
+    if ($XS) {
+        ($ptr, $n) = AnyFork::XS::child_args();
+    }
+    else {
+        $n = 0;
+        $ptr = AnyFork::Lib::fork_child_args(\$n);
+    }
     return unless $ptr && $n > $SEEN;
-    my @all = AnyFork::Lib::decode_args($ptr, $n);
+    my @all = _decode($ptr, $n);
     push @arg, _perl_args(@all[$SEEN .. $#all]);
     $SEEN = $n;
-}
-
-sub _flush {
-    for my $fh (\*STDOUT, \*STDERR) {
-        local $@;
-        CORE::eval { $fh->flush if defined fileno $fh };
-    }
 }
 
 sub _complain {
     my ($msg) = @_;
     $msg .= "\n" unless $msg =~ /\n\z/;
     print STDERR "AnyFork[$$]: $msg";
-    _flush();
+    _flush_all();
 }
 
 # A Perl sub by name (main:: when unqualified), or undef.
@@ -143,22 +186,26 @@ sub _perl_sub {
     return defined &{$full} ? \&{$full} : undef;
 }
 
-# A C function of this process (the program, or a library loaded with
-# fork_require), or undef.
-sub _c_function {
-    my ($name, $args, $ret) = @_;
+# Calls the C function $name of this process (the program, or a library
+# loaded with fork_require) with the run signature (fd >= 0) or the eval
+# one; its int, or undef when there is no such function.
+sub _call_c {
+    my ($name, $fd, $args, $nargs) = @_;
     return undef unless $name =~ /^[A-Za-z_][A-Za-z0-9_]*\z/;
+    return AnyFork::XS::call_c($name, $fd, $args || 0, $nargs) if $XS;
     my $addr = $AnyFork::Lib::SELF->find_symbol($name) or return undef;
-    return $AnyFork::Lib::SELF->function($addr => $args => $ret);
+    return $fd >= 0
+      ? $AnyFork::Lib::SELF->function($addr => ['int', 'opaque', 'size_t'] => 'int')->call($fd, $args, $nargs)
+      : $AnyFork::Lib::SELF->function($addr => ['opaque', 'size_t'] => 'int')->call($args, $nargs);
 }
 
 # Leaves a process that ran no Perl code but AnyFork's: Perl's output
 # buffers are flushed and the C library's exit runs (atexit handlers,
 # stdio), but not Perl's global destruction.
-my $C_EXIT = $AnyFork::Lib::SELF->function(exit => ['int'] => 'void');
 sub _quick_exit {
     my ($status) = @_;
-    AnyFork::Lib::flush_all();
+    _flush_all();
+    AnyFork::XS::c_exit($status) if $XS;
     $C_EXIT->call($status);
 }
 
@@ -179,18 +226,19 @@ sub _dispatch {
     return $kind == 0 ? _eval($name, $args, $nargs) : _run($name, $fd, $args, $nargs);
 }
 
-# An eval may leave output in Perl's buffers, and the library may fork
-# this process next (it is a template): flush now, as Perl's own fork
-# would, so the output is written once, here, and not by every child.
+# An eval may leave output in Perl's buffers. Perl's fork (the fork hook)
+# writes it before every fork, but a template may also never fork again
+# and leave through the library when its caller goes, without Perl's exit:
+# flush now, so the output is written once, here.
 sub _eval {
     my $rc = _eval_call(@_);
-    AnyFork::Lib::flush_all();
+    _flush_all();
     return $rc;
 }
 
 sub _eval_call {
     my ($name, $args, $nargs) = @_;
-    my @strings = map { $_->[2] } AnyFork::Lib::decode_args($args, $nargs);
+    my @strings = map { $_->[2] } _decode($args, $nargs);
     if ($name eq EVAL_NAME) {
         $PERL_CODE = 1;
         my ($code, @rest) = map { decode_string($_) } @strings;
@@ -211,9 +259,8 @@ sub _eval_call {
         }
         return 0;
     }
-    if (my $f = _c_function($name, ['opaque', 'size_t'] => 'int')) {
-        return $f->call($args, $nargs);
-    }
+    my $rc = _call_c($name, -1, $args, $nargs);
+    return $rc if defined $rc;
     _complain("eval: no function '$name' in this process");
     return 127;
 }
@@ -228,17 +275,21 @@ sub _run {
     }
     my $sub = _perl_sub($name);
     unless ($sub) {
-        if (my $f = _c_function($name, ['int', 'opaque', 'size_t'] => 'int')) {
-            my $rc = $f->call($fd, $args, $nargs);
-            _flush();
-            CORE::exit($rc);
-        }
+        my $rc = _call_c($name, $fd, $args, $nargs);
+        CORE::exit($rc) if defined $rc;
         _complain("run: no function '$name' in this process");
         CORE::exit(127);
     }
-    my @all = AnyFork::Lib::decode_args($args, $nargs);
-    push @arg, _perl_args(@all[$SEEN .. $#all]) if @all > $SEEN;
-    my $comm = AnyFork::Lib::fh_from_fd($fd);
+    my $comm;
+    if ($XS) {
+        push @arg, map { ref $_ ? _fh($$_) : $_ } AnyFork::XS::arg_values($args, $nargs, $SEEN);
+        $comm = AnyFork::Fd::comm($fd);
+    }
+    else {
+        my @all = _decode($args, $nargs);
+        push @arg, _perl_args(@all[$SEEN .. $#all]) if @all > $SEEN;
+        $comm = _fh($fd);
+    }
     my @perl = splice @arg;
     # The sub starts as a program does: no errno or child status left
     # over from AnyFork's own calls, which die would turn into the status.

@@ -43,7 +43,7 @@ import traceback
 __all__ = [
     "Process", "template", "wait", "dispatch", "loop_fd", "pending",
     "child_args", "serve", "add_path", "import_modules", "library_path",
-    "Pool", "RPC", "Future", "RemoteError", "event", "retire",
+    "Pool", "RPC", "Future", "RemoteError", "event", "retire", "get_context",
 ]
 
 
@@ -938,6 +938,14 @@ def serve():
         raise OSError(_errno.EINVAL, "serve: ANYFORK_FD is not set")
     _set_dispatch()
     _check(_fork_serve(int(fd)), "fork_serve")
+
+
+def get_context():
+    """A multiprocessing context (as multiprocessing.get_context("forkserver"))
+    whose processes are forked from a template of this program, made at its
+    first start: see _anyfork_mp."""
+    from _anyfork_mp import get_context as ctx
+    return ctx()
 
 
 # --- the host's own fork ------------------------------------------------------

@@ -3,7 +3,8 @@
 It uses only the standard library, so `pip install ./bindings/python`
 works without network access (pip gives it an isolated environment with
 nothing to download: pyproject.toml requires nothing). It builds a pure
-wheel holding anyfork.py, and an sdist of this directory.
+wheel holding anyfork.py (and _anyfork_mp.py, its multiprocessing
+context), and an sdist of this directory.
 """
 
 import base64
@@ -15,8 +16,8 @@ import tarfile
 import zipfile
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULE = "anyfork.py"
-SDIST_FILES = ("pyproject.toml", "README.md", MODULE, "_build/wheel_backend.py")
+MODULES = ("anyfork.py", "_anyfork_mp.py")
+SDIST_FILES = ("pyproject.toml", "README.md") + MODULES + ("_build/wheel_backend.py",)
 
 
 def _project():
@@ -56,8 +57,10 @@ def get_requires_for_build_sdist(config_settings=None):
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     p = _project()
     dist_info = "%s-%s.dist-info" % (p["name"], p["version"])
-    with open(os.path.join(HERE, MODULE), "rb") as f:
-        files = [(MODULE, f.read())]
+    files = []
+    for module in MODULES:
+        with open(os.path.join(HERE, module), "rb") as f:
+            files.append((module, f.read()))
     files.append((dist_info + "/METADATA", _metadata(p).encode()))
     files.append((dist_info + "/WHEEL", b"Wheel-Version: 1.0\nGenerator: anyfork wheel_backend\n"
                   b"Root-Is-Purelib: true\nTag: py3-none-any\n"))

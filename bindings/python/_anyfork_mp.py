@@ -1,0 +1,304 @@
+"""anyfork's multiprocessing context: anyfork.get_context() returns it.
+
+A multiprocessing context (like multiprocessing.get_context("forkserver"))
+whose processes are forked from a template of this program
+(anyfork.template(), made at the first start) instead of from the program
+itself, so starting one costs the same whatever this program's size.
+
+As with "forkserver", the Process object travels to the child pickled
+(multiprocessing's reduction: its target by reference, Queues, Pipes and
+Locks with their fds, which are sent with the library's fd passing); the
+child, a copy of the template, unpickles it and runs
+process._bootstrap(). The child's comm socket is the sentinel on both
+sides (EOF when the other side is gone); the exit status comes from the
+template (fork_on_exit), so exitcode is what the "fork" context gives:
+0, the sys.exit() code, 1 after an exception, -N after signal N.
+"""
+
+import io
+import os
+import runpy
+import signal
+import sys
+import threading
+import time
+
+from multiprocessing import connection, context, process, reduction, resource_tracker, spawn, util
+
+import anyfork
+
+__all__ = ["AnyforkContext", "AnyforkProcess", "get_context"]
+
+METHOD = "anyfork"
+_RUN = "_anyfork_mp._child"
+# When the child's sentinel fired, how long poll(WNOHANG) lets the
+# template's report of its exit status take before answering "running".
+_REPORT_GRACE = 0.05
+# A blocking poll gives up on the report after this long (the template
+# died): the exit code is then 255, as "forkserver" gives when its server
+# died.
+_REPORT_LIMIT = 30.0
+
+
+class _Template(object):
+    """The template of this program the context's children are forked
+    from: made at the first start, per process (a child of this one that
+    uses the context makes its own)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc = None
+
+    def fork(self):
+        with self._lock:
+            if self._proc is None:
+                self._proc = anyfork.template()
+            return self._proc.fork()
+
+    def reset(self):
+        """Frees the template (its process exits); the next start makes a
+        new one of the program as it is then."""
+        with self._lock:
+            old, self._proc = self._proc, None
+        if old is not None:
+            old.free()
+
+
+_template = _Template()
+
+
+def _forget_template():
+    """In a new process (the template itself, its children, os.fork()'s):
+    the parent's template is not ours, and its lock may have been held at
+    the fork."""
+    _template._lock = threading.Lock()
+    if _template._proc is not None:
+        _template._proc._h = None        # the parent's handle: not ours to free
+    _template._proc = None
+
+
+os.register_at_fork(after_in_child=_forget_template)
+
+
+class _DupFd(object):
+    """An fd in the pickled Process: the index of the fd sent with it."""
+
+    def __init__(self, ind):
+        self.ind = ind
+
+    def detach(self):
+        return _inherited_fds[self.ind]
+
+
+_inherited_fds = []
+
+
+class Popen(object):
+    """multiprocessing's Popen interface over a process forked from the
+    template: pid, sentinel, poll/wait/returncode, terminate/kill, close."""
+
+    method = METHOD
+    DupFd = _DupFd
+
+    def __init__(self, process_obj):
+        util._flush_std_streams()
+        self.returncode = None
+        self.finalizer = None
+        self.sentinel = None
+        self._fds = []
+        self._exit = []          # [(wait status or None, error or None)]
+        self._launch(process_obj)
+
+    def duplicate_for_child(self, fd):
+        self._fds.append(fd)
+        return len(self._fds) - 1
+
+    def _launch(self, process_obj):
+        prep = spawn.get_preparation_data(process_obj._name)
+        # The child sets the default start method itself (it may not know
+        # this one before it imported this module); the main module it
+        # already has, and imports again only to unpickle a target that
+        # the template's copy lacks.
+        prep.pop("start_method", None)
+        main = {k: prep.pop(k) for k in ("init_main_from_name", "init_main_from_path")
+                if k in prep}
+        tracker = resource_tracker._resource_tracker._fd
+        if tracker is not None:
+            self.duplicate_for_child(tracker)
+        buf = io.BytesIO()
+        context.set_spawning_popen(self)
+        try:
+            reduction.dump((tracker is not None, prep, main), buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            context.set_spawning_popen(None)
+
+        child = _template.fork()
+        try:
+            for fd in self._fds:
+                child.send_fd(fd)
+            child.send_arg(buf.getvalue())
+            box = self._exit     # not self: the callback must not keep the Popen alive
+            child.on_exit(lambda pid, status, err: box.append((status, err)))
+            self.pid = child.pid()
+        except BaseException:
+            child.free()
+            raise
+        sock = child.run(_RUN)
+        self.sentinel = sock.detach()
+        self.finalizer = util.Finalize(self, util.close_fds, (self.sentinel,))
+
+    def _status(self, limit):
+        """Dispatches until the template reported the exit (at most limit
+        seconds): the exit code, or None."""
+        deadline = time.monotonic() + limit
+        while not self._exit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            anyfork._wait(min(left, 0.1), False)
+        status, err = self._exit[0]
+        if err is not None:
+            return 255
+        return os.waitstatus_to_exitcode(status)
+
+    def poll(self, flag=os.WNOHANG):
+        if self.returncode is None:
+            if not self._exit:
+                timeout = 0 if flag == os.WNOHANG else None
+                if not connection.wait([self.sentinel], timeout):
+                    return None
+            # The child closed its end (it is exiting): its status is on
+            # its way from the template.
+            if flag == os.WNOHANG:
+                self.returncode = self._status(_REPORT_GRACE)
+            else:
+                rc = self._status(_REPORT_LIMIT)
+                self.returncode = 255 if rc is None else rc
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            if timeout is not None:
+                if not connection.wait([self.sentinel], timeout):
+                    return None
+            return self.poll(os.WNOHANG if timeout == 0.0 else 0)
+        return self.returncode
+
+    def _send_signal(self, sig):
+        if self.returncode is None and not self._exit:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            except OSError:
+                if self.wait(timeout=0.1) is None:
+                    raise
+
+    def terminate(self):
+        self._send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self._send_signal(signal.SIGKILL)
+
+    def close(self):
+        if self.finalizer is not None:
+            self.finalizer()
+
+
+class AnyforkProcess(process.BaseProcess):
+    """multiprocessing.Process, started from anyfork's template."""
+
+    _start_method = METHOD
+
+    @staticmethod
+    def _Popen(process_obj):
+        return Popen(process_obj)
+
+
+class AnyforkContext(context.BaseContext):
+    """A multiprocessing context whose processes are forked from a
+    template of this program (made at the first start)."""
+
+    _name = METHOD
+    Process = AnyforkProcess
+
+    def reset_template(self):
+        """Lets the next start make a new template of the program as it is
+        then (the old one exits once its children are running)."""
+        _template.reset()
+
+
+_context = AnyforkContext()
+# Registered under its name, as multiprocessing's own methods are: a
+# child sets its default start method to its parent's, and
+# multiprocessing.get_context("anyfork") works once this module is loaded.
+context._concrete_contexts.setdefault(METHOD, _context)
+
+
+def get_context():
+    """The context (one per program)."""
+    return _context
+
+
+def _run_main(main):
+    """The main module's names, from running it again as __mp_main__ (as
+    the "spawn" and "forkserver" methods do for every child)."""
+    if "init_main_from_path" in main:
+        path = main["init_main_from_path"]
+        if os.path.splitext(os.path.basename(path))[0] == "ipython":
+            return {}
+        return runpy.run_path(path, run_name="__mp_main__")
+    name = main["init_main_from_name"]
+    if name == "__main__" or name.endswith(".__main__"):
+        return {}          # a package's __main__ runs its main code unguarded
+    return runpy.run_module(name, run_name="__mp_main__", alter_sys=False)
+
+
+def _find_late_names(main):
+    """A name of the main module the template's copy lacks (a function or
+    class defined after the template was made, sent by reference now or
+    later through a Queue) is looked up, on first need, in the main module
+    run again as __mp_main__ (module __getattr__, PEP 562)."""
+    mod = sys.modules.get("__main__")
+    if not main or mod is None or "__getattr__" in vars(mod):
+        return
+    names = []
+
+    def __getattr__(name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)       # probes (__path__, __wrapped__...)
+        if not names:
+            names.append(_run_main(main))
+        try:
+            return names[0][name]
+        except KeyError:
+            raise AttributeError("module '__main__' has no attribute %r" % name) from None
+    mod.__getattr__ = __getattr__
+
+
+def _child(sock, *args):
+    """In a child of the template (run by anyfork's dispatcher): unpickles
+    the Process object with the fds sent before it and runs it; returns
+    its exit code."""
+    global _inherited_fds
+    fds, payload = list(args[:-1]), args[-1]
+    _inherited_fds = fds
+    parent_sentinel = sock.fileno()
+    current = process.current_process()
+    current._inheriting = True
+    try:
+        buf = io.BytesIO(payload)
+        has_tracker, prep, main = reduction.pickle.load(buf)
+        # The template's copy of the tracker's fd is closed (or, worse,
+        # reused): use the one sent, or none (a new one starts if needed).
+        rt = resource_tracker._resource_tracker
+        rt._fd = fds[0] if has_tracker else None
+        rt._pid = None
+        spawn.prepare(prep)
+        context._force_start_method(METHOD)
+        _find_late_names(main)
+        obj = reduction.pickle.load(buf)
+    finally:
+        del current._inheriting
+    return obj._bootstrap(parent_sentinel)

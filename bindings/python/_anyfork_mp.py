@@ -52,7 +52,10 @@ class _Template(object):
     def fork(self):
         with self._lock:
             if self._proc is None:
-                self._proc = anyfork.template()
+                tmpl = anyfork.template()
+                if _context.warm:
+                    tmpl.eval("anyfork_warm", str(_context.warm))
+                self._proc = tmpl
             return self._proc.fork()
 
     def reset(self):
@@ -133,17 +136,31 @@ class Popen(object):
         finally:
             context.set_spawning_popen(None)
 
-        child = _template.fork()
-        try:
-            for fd in self._fds:
-                child.send_fd(fd)
-            child.send_arg(buf.getvalue())
-            box = self._exit     # not self: the callback must not keep the Popen alive
-            child.on_exit(lambda pid, status, err: box.append((status, err)))
-            self.pid = child.pid()
-        except BaseException:
-            child.free()
-            raise
+        for attempt in (1, 2):
+            child = None
+            # A box per attempt (an abandoned child's callback reports
+            # ECANCELED into its own), and not self: the callback must
+            # not keep the Popen alive.
+            box = self._exit = []
+            try:
+                child = _template.fork()
+                for fd in self._fds:
+                    child.send_fd(fd)
+                child.send_arg(buf.getvalue())
+                child.on_exit(lambda pid, status, err, box=box: box.append((status, err)))
+                self.pid = child.pid()
+                break
+            except (BrokenPipeError, ConnectionResetError):
+                if child is not None:
+                    child.free()
+                if attempt == 2:
+                    raise
+                # The template is gone (killed): the next one is made now.
+                _template.reset()
+            except BaseException:
+                if child is not None:
+                    child.free()
+                raise
         sock = child.run(_RUN)
         self.sentinel = sock.detach()
         self.finalizer = util.Finalize(self, util.close_fds, (self.sentinel,))
@@ -222,6 +239,9 @@ class AnyforkContext(context.BaseContext):
 
     _name = METHOD
     Process = AnyforkProcess
+    # Children the template keeps forked ahead (anyfork_warm), so that a
+    # start does not wait for a fork; read when the template is made.
+    warm = 2
 
     def reset_template(self):
         """Lets the next start make a new template of the program as it is

@@ -259,6 +259,30 @@ class ProcessTest(unittest.TestCase):
         self.assertEqual(anyfork.pending(), pending)
         self.assertEqual([pid for pid in pids if not gone(pid)], [])
 
+    def test_a_killed_template_is_replaced(self):
+        import _anyfork_mp
+        self.assertEqual(self.run_to_end(square, 1), 0)
+        tmpl = _anyfork_mp._template._proc.pid()
+        os.kill(tmpl, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not gone(tmpl) and time.monotonic() < deadline:
+            anyfork.wait(0.05)          # the template is reaped by the library
+        self.assertTrue(gone(tmpl))
+        self.assertEqual(self.run_to_end(exit_with, 5), 5)
+        self.assertNotEqual(_anyfork_mp._template._proc.pid(), tmpl)
+
+    def test_reset_template_makes_a_new_one(self):
+        import _anyfork_mp
+        self.assertEqual(self.run_to_end(square, 1), 0)
+        old = _anyfork_mp._template._proc.pid()
+        self.ctx.reset_template()
+        self.assertEqual(self.run_to_end(exit_with, 6), 6)
+        self.assertNotEqual(_anyfork_mp._template._proc.pid(), old)
+        deadline = time.monotonic() + 30
+        while not gone(old) and time.monotonic() < deadline:
+            anyfork.wait(0.05)
+        self.assertTrue(gone(old), "the old template %d did not exit" % old)
+
     def test_threads_start_processes_at_once(self):
         codes = []
         lock = threading.Lock()

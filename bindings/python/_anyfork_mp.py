@@ -19,6 +19,7 @@ import io
 import os
 import runpy
 import signal
+import struct
 import sys
 import threading
 import time
@@ -94,6 +95,13 @@ class _DupFd(object):
 
 
 _inherited_fds = []
+_PID = struct.Struct("i")
+
+
+def _close_fds(fds):
+    for fd in fds:
+        os.close(fd)
+    del fds[:]
 
 
 class Popen(object):
@@ -109,7 +117,10 @@ class Popen(object):
         self.finalizer = None
         self.sentinel = None
         self._fds = []
-        self._exit = []          # [(wait status or None, error or None)]
+        self._exit = []          # [(pid, wait status or None, error or None)]
+        self._pid = None
+        self._pid_r = None
+        self._pid_lock = threading.Lock()
         self._launch(process_obj)
 
     def duplicate_for_child(self, fd):
@@ -136,21 +147,28 @@ class Popen(object):
         finally:
             context.set_spawning_popen(None)
 
+        payload = buf.getvalue()
         for attempt in (1, 2):
             child = None
             # A box per attempt (an abandoned child's callback reports
             # ECANCELED into its own), and not self: the callback must
             # not keep the Popen alive.
             box = self._exit = []
+            # The child writes its pid into a pipe, read when someone asks
+            # (multiprocessing itself rarely does): asking the template
+            # (fork_pid) would cost every start a round trip.
+            pid_r, pid_w = os.pipe()
             try:
                 child = _template.fork()
                 for fd in self._fds:
                     child.send_fd(fd)
-                child.send_arg(buf.getvalue())
-                child.on_exit(lambda pid, status, err, box=box: box.append((status, err)))
-                self.pid = child.pid()
+                child.send_fd(pid_w)
+                child.send_arg(payload)
+                child.on_exit(lambda pid, status, err, box=box: box.append((pid, status, err)))
+                sock = child.run(_RUN)
                 break
             except (BrokenPipeError, ConnectionResetError):
+                os.close(pid_r)
                 if child is not None:
                     child.free()
                 if attempt == 2:
@@ -158,12 +176,43 @@ class Popen(object):
                 # The template is gone (killed): the next one is made now.
                 _template.reset()
             except BaseException:
+                os.close(pid_r)
                 if child is not None:
                     child.free()
                 raise
-        sock = child.run(_RUN)
+            finally:
+                os.close(pid_w)
         self.sentinel = sock.detach()
-        self.finalizer = util.Finalize(self, util.close_fds, (self.sentinel,))
+        self._pid_r = pid_r
+        self._open = [self.sentinel, pid_r]
+        self.finalizer = util.Finalize(self, _close_fds, (self._open,))
+
+    @property
+    def pid(self):
+        with self._pid_lock:
+            if self._pid is None and self._pid_r is not None:
+                self._pid = self._read_pid()
+            return self._pid
+
+    def _read_pid(self):
+        r, self._pid_r = self._pid_r, None
+        data = b""
+        try:
+            while len(data) < _PID.size:
+                chunk = os.read(r, _PID.size - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            self._open.remove(r)
+            os.close(r)
+        if len(data) == _PID.size:
+            return _PID.unpack(data)[0]
+        # The child ended before it ran (or was never made): its pid comes
+        # with the template's report of its end.
+        self._status(_REPORT_LIMIT)
+        pid = self._exit[0][0] if self._exit else -1
+        return pid if pid > 0 else None
 
     def _status(self, limit):
         """Dispatches until the template reported the exit (at most limit
@@ -174,7 +223,7 @@ class Popen(object):
             if left <= 0:
                 return None
             anyfork._wait(min(left, 0.1), False)
-        status, err = self._exit[0]
+        _pid, status, err = self._exit[0]
         if err is not None:
             return 255
         return os.waitstatus_to_exitcode(status)
@@ -203,9 +252,10 @@ class Popen(object):
         return self.returncode
 
     def _send_signal(self, sig):
-        if self.returncode is None and not self._exit:
+        pid = self.pid
+        if self.returncode is None and not self._exit and pid is not None:
             try:
-                os.kill(self.pid, sig)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
             except OSError:
@@ -303,6 +353,12 @@ def _child(sock, *args):
     its exit code."""
     global _inherited_fds
     fds, payload = list(args[:-1]), args[-1]
+    pid_w = fds.pop()
+    try:
+        os.write(pid_w, _PID.pack(os.getpid()))
+    except OSError:
+        pass                    # the parent closed its Popen already
+    os.close(pid_w)
     _inherited_fds = fds
     parent_sentinel = sock.fileno()
     current = process.current_process()

@@ -54,6 +54,9 @@ class _Template(object):
         with self._lock:
             if self._proc is None:
                 tmpl = anyfork.template()
+                # The template's objects are never collected in children
+                # (the collector would visit them all, copying their pages).
+                tmpl.eval("gc.freeze")
                 if _context.warm:
                     tmpl.eval("anyfork_warm", str(_context.warm))
                 self._proc = tmpl

@@ -8,6 +8,7 @@ kill), join with a timeout, is_alive; and that children leave nothing
 behind (no process, no fd, no callback).
 """
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -94,6 +95,7 @@ def describe(q):
         "parent_alive": parent.is_alive(),
         "cwd": os.getcwd(),
         "start_method": multiprocessing.get_start_method(),
+        "frozen": gc.get_freeze_count(),
     })
 
 
@@ -227,6 +229,9 @@ class ProcessTest(unittest.TestCase):
         self.assertTrue(got["parent_alive"])
         self.assertEqual(got["cwd"], os.getcwd())
         self.assertEqual(got["start_method"], "anyfork")
+        # The template's objects are frozen: a collection in the child
+        # leaves them (and their pages) alone.
+        self.assertGreater(got["frozen"], 1000)
 
     def test_a_child_starts_processes_of_its_own(self):
         q = self.ctx.Queue()

@@ -298,7 +298,8 @@ class AnyforkContext(context.BaseContext):
 
     def reset_template(self):
         """Lets the next start make a new template of the program as it is
-        then (the old one exits once its children are running)."""
+        then. The old one stays until its running children have exited
+        (it reports their exits), then exits."""
         _template.reset()
 
 

@@ -45,6 +45,11 @@ def exit_with(code):
     sys.exit(code)
 
 
+def sleep_then_exit(seconds, code):
+    time.sleep(seconds)
+    sys.exit(code)
+
+
 def quiet_exit_with(code):
     sys.stderr = open(os.devnull, "w")
     sys.exit(code)
@@ -280,9 +285,13 @@ class ProcessTest(unittest.TestCase):
         import _anyfork_mp
         self.assertEqual(self.run_to_end(square, 1), 0)
         old = _anyfork_mp._template._proc.pid()
+        running = self.ctx.Process(target=sleep_then_exit, args=(0.5, 9))
+        running.start()
         self.ctx.reset_template()
         self.assertEqual(self.run_to_end(exit_with, 6), 6)
         self.assertNotEqual(_anyfork_mp._template._proc.pid(), old)
+        running.join(30)            # the old template reports its exit
+        self.assertEqual(running.exitcode, 9)
         deadline = time.monotonic() + 30
         while not gone(old) and time.monotonic() < deadline:
             anyfork.wait(0.05)

@@ -2,10 +2,14 @@
 contexts, side by side in one run.
 
     cd bindings/python && ANYFORK_LIB=../../target/release/libanyfork.so \\
-        python3 bench/mp_bench.py [--reps 5] [--procs 20] [--items 10000] [--grow-mb 1024]
+        python3 bench/mp_bench.py [--reps 5] [--procs 50] [--items 10000] [--grow-mb 1024]
 
-Two rows per context: Process(target=f).start(); join() (--procs of them
-in a row, as starts per second), and `with ctx.Pool(2) as pool:
+Rows per context: Process(target=f).start(); join() (--procs of them
+in a row), as starts per second and as CPU time per start summed over
+every process involved (this one, its reaped children, and the
+forkserver or anyfork's template with the children they reaped: less
+sensitive to a loaded machine than the rate, but counted in clock ticks,
+so take it to about 10 ms / --procs), and `with ctx.Pool(2) as pool:
 pool.map(f, range(--items))` (the pool's start and end included, as
 milliseconds per pool). Each is measured at the plain size, then after the
 program grew by --grow-mb of touched memory (a bytearray written page by
@@ -20,6 +24,7 @@ import argparse
 import datetime
 import multiprocessing
 import os
+import resource
 import statistics
 import sys
 import time
@@ -35,8 +40,43 @@ def f(x=0):
     return x + 1
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _helper_pid(ctx):
+    """The process that forks the context's children (None: this one, or
+    not started yet)."""
+    method = ctx.get_start_method()
+    if method == "forkserver":
+        from multiprocessing import forkserver
+        return forkserver._forkserver._forkserver_pid
+    if method == "anyfork":
+        import _anyfork_mp
+        tmpl = _anyfork_mp._template._proc
+        return None if tmpl is None else tmpl.pid()
+    return None
+
+
+def cpu(ctx):
+    """CPU seconds used so far by this process, its reaped children, and
+    the context's forking process with its reaped children (the forkserver,
+    or anyfork's template: each reaps the children it forks)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    pid = _helper_pid(ctx)
+    if pid is not None:
+        with open("/proc/%d/stat" % pid) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += sum(int(x) for x in fields[11:15]) / _TICK   # utime stime cutime cstime
+    return total
+
+
 def starts(ctx, n):
-    """Process(target=f).start(); join(), n times: starts per second."""
+    """Process(target=f).start(); join(), n times: (starts per second, CPU
+    ms per start of every process involved)."""
+    c = cpu(ctx)
     t = time.perf_counter()
     for _ in range(n):
         p = ctx.Process(target=f)
@@ -44,7 +84,8 @@ def starts(ctx, n):
         p.join()
         assert p.exitcode == 0, p.exitcode
         p.close()
-    return n / (time.perf_counter() - t)
+    took = time.perf_counter() - t
+    return n / took, (cpu(ctx) - c) * 1000 / n
 
 
 def pool_map(ctx, items):
@@ -68,7 +109,7 @@ def fmt(xs, spec):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--procs", type=int, default=20)
+    ap.add_argument("--procs", type=int, default=50)
     ap.add_argument("--items", type=int, default=10000)
     ap.add_argument("--grow-mb", type=int, default=1024)
     o = ap.parse_args()
@@ -93,7 +134,9 @@ def main():
             starts(ctx, 1)
         for _ in range(o.reps):
             for name, ctx in ctxs.items():
-                got.setdefault((size, "start", name), []).append(starts(ctx, o.procs))
+                rate, cpu_ms = starts(ctx, o.procs)
+                got.setdefault((size, "start", name), []).append(rate)
+                got.setdefault((size, "cpu", name), []).append(cpu_ms)
                 got.setdefault((size, "pool", name), []).append(pool_map(ctx, o.items))
         rss = 0
         with open("/proc/self/status") as st:
@@ -114,6 +157,9 @@ def main():
         print("| %s: Process start+join, /s | %s |" % (
             name, " | ".join(fmt(got[(s, "start", name)], ",.0f") for s in sizes)))
     for name in ctxs:
+        print("| %s: CPU per start+join, all processes, ms | %s |" % (
+            name, " | ".join(fmt(got[(s, "cpu", name)], ".1f") for s in sizes)))
+    for name in ctxs:
         print("| %s: Pool(2).map of %s items, ms | %s |" % (
             name, "{:,}".format(o.items), " | ".join(fmt(got[(s, "pool", name)], ",.0f")
                                                     for s in sizes)))
@@ -121,6 +167,10 @@ def main():
         print("| start+join: anyfork ÷ %s | %s |" % (other, " | ".join(
             fmt([a / b for a, b in zip(got[(s, "start", "anyfork")],
                                        got[(s, "start", other)])], ".2f") + " ×"
+            for s in sizes)))
+        print("| CPU per start+join: %s ÷ anyfork | %s |" % (other, " | ".join(
+            fmt([b / a for a, b in zip(got[(s, "cpu", "anyfork")],
+                                       got[(s, "cpu", other)])], ".2f") + " ×"
             for s in sizes)))
         print("| Pool(2).map: %s time ÷ anyfork time | %s |" % (other, " | ".join(
             fmt([b / a for a, b in zip(got[(s, "pool", "anyfork")],

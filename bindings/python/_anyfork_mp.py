@@ -15,6 +15,7 @@ template (fork_on_exit), so exitcode is what the "fork" context gives:
 0, the sys.exit() code, 1 after an exception, -N after signal N.
 """
 
+import errno
 import io
 import os
 import runpy
@@ -39,6 +40,9 @@ _REPORT_GRACE = 0.05
 # died): the exit code is then 255, as "forkserver" gives when its server
 # died.
 _REPORT_LIMIT = 30.0
+# How long making the template waits for other threads to leave the
+# library (anyfork.template() refuses to fork meanwhile).
+_BUSY_LIMIT = 10.0
 
 
 class _Template(object):
@@ -53,7 +57,7 @@ class _Template(object):
     def fork(self):
         with self._lock:
             if self._proc is None:
-                tmpl = anyfork.template()
+                tmpl = self._make()
                 # The template's objects are never collected in children
                 # (the collector would visit them all, copying their pages).
                 tmpl.eval("gc.freeze")
@@ -61,6 +65,20 @@ class _Template(object):
                     tmpl.eval("anyfork_warm", str(_context.warm))
                 self._proc = tmpl
             return self._proc.fork()
+
+    @staticmethod
+    def _make():
+        """anyfork.template(), which refuses (EBUSY) while another thread
+        is inside a call of the library: such calls are short (a wait
+        returns every 0.1 s), so it is tried again for a while."""
+        deadline = time.monotonic() + _BUSY_LIMIT
+        while True:
+            try:
+                return anyfork.template()
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.001)
 
     def reset(self):
         """Frees the template (its process exits); the next start makes a

@@ -297,6 +297,26 @@ class ProcessTest(unittest.TestCase):
             anyfork.wait(0.05)
         self.assertTrue(gone(old), "the old template %d did not exit" % old)
 
+    def test_first_start_while_another_thread_waits_in_the_library(self):
+        import _anyfork_mp
+        self.ctx.reset_template()
+        stop = threading.Event()
+
+        def waiter():               # inside fork_wait most of the time
+            while not stop.is_set():
+                anyfork._wait(0.05, False)
+        keep = anyfork.Process.new()  # something to wait for
+        t = threading.Thread(target=waiter)
+        t.start()
+        try:
+            time.sleep(0.1)
+            self.assertEqual(self.run_to_end(exit_with, 4), 4)
+        finally:
+            stop.set()
+            t.join(30)
+            keep.free()
+        self.assertIsNotNone(_anyfork_mp._template._proc)
+
     def test_threads_start_processes_at_once(self):
         codes = []
         lock = threading.Lock()

@@ -36,10 +36,6 @@ _RUN = "_anyfork_mp._child"
 # When the child's sentinel fired, how long poll(WNOHANG) lets the
 # template's report of its exit status take before answering "running".
 _REPORT_GRACE = 0.05
-# A blocking poll gives up on the report after this long (the template
-# died): the exit code is then 255, as "forkserver" gives when its server
-# died.
-_REPORT_LIMIT = 30.0
 # How long making the template waits for other threads to leave the
 # library (anyfork.template() refuses to fork meanwhile).
 _BUSY_LIMIT = 10.0
@@ -231,45 +227,50 @@ class Popen(object):
             return _PID.unpack(data)[0]
         # The child ended before it ran (or was never made): its pid comes
         # with the template's report of its end.
-        self._status(_REPORT_LIMIT)
+        self._status(None)
         pid = self._exit[0][0] if self._exit else -1
         return pid if pid > 0 else None
 
     def _status(self, limit):
         """Dispatches until the template reported the exit (at most limit
-        seconds): the exit code, or None."""
-        deadline = time.monotonic() + limit
+        seconds, None: no limit): the exit code, or None. A template that
+        died reports an error: the exit code is then 255, as "forkserver"
+        gives when its server died."""
+        deadline = None if limit is None else time.monotonic() + limit
         while not self._exit:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            anyfork._wait(min(left, 0.1), False)
+            step = 0.1
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    return None
+            anyfork._wait(step, False)
         _pid, status, err = self._exit[0]
         if err is not None:
             return 255
         return os.waitstatus_to_exitcode(status)
 
+    def _settle(self, timeout):
+        """Waits up to timeout seconds (None: no limit) for the child's
+        end: its sentinel (the child's end of the comm socket closed),
+        then the template's report of its exit status."""
+        if self.returncode is not None:
+            return
+        start = time.monotonic()
+        if not self._exit and not connection.wait([self.sentinel], timeout):
+            return
+        limit = None
+        if timeout is not None:
+            # The child is exiting: its report is a moment away (unless it
+            # closed its end early and runs on).
+            limit = max(timeout - (time.monotonic() - start), _REPORT_GRACE)
+        self.returncode = self._status(limit)
+
     def poll(self, flag=os.WNOHANG):
-        if self.returncode is None:
-            if not self._exit:
-                timeout = 0 if flag == os.WNOHANG else None
-                if not connection.wait([self.sentinel], timeout):
-                    return None
-            # The child closed its end (it is exiting): its status is on
-            # its way from the template.
-            if flag == os.WNOHANG:
-                self.returncode = self._status(_REPORT_GRACE)
-            else:
-                rc = self._status(_REPORT_LIMIT)
-                self.returncode = 255 if rc is None else rc
+        self._settle(0 if flag == os.WNOHANG else None)
         return self.returncode
 
     def wait(self, timeout=None):
-        if self.returncode is None:
-            if timeout is not None:
-                if not connection.wait([self.sentinel], timeout):
-                    return None
-            return self.poll(os.WNOHANG if timeout == 0.0 else 0)
+        self._settle(timeout)
         return self.returncode
 
     def _send_signal(self, sig):

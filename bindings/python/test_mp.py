@@ -49,6 +49,14 @@ def sleep_then_exit(seconds, code):
     sys.exit(code)
 
 
+def close_sentinel_then_exit(seconds, code):
+    """Closes this child's end of the comm socket (its parent's sentinel
+    fires), then lives on a while."""
+    os.close(multiprocessing.parent_process()._sentinel)
+    time.sleep(seconds)
+    sys.exit(code)
+
+
 def quiet_exit_with(code):
     sys.stderr = open(os.devnull, "w")
     sys.exit(code)
@@ -198,6 +206,20 @@ class ProcessTest(unittest.TestCase):
         p.join(30)
         self.assertFalse(p.is_alive())
         self.assertEqual(p.exitcode, 0)
+
+    def test_join_waits_for_the_exit_not_the_sentinel(self):
+        p = self.ctx.Process(target=close_sentinel_then_exit, args=(0.8, 3))
+        p.start()
+        from multiprocessing.connection import wait
+        self.assertEqual(wait([p.sentinel], 30), [p.sentinel])
+        t0 = time.monotonic()
+        p.join(0.2)                 # the sentinel fired, the child runs on
+        self.assertIsNone(p.exitcode)
+        self.assertTrue(p.is_alive())
+        self.assertLess(time.monotonic() - t0, 0.6)
+        p.join()
+        self.assertEqual(p.exitcode, 3)
+        self.assertTrue(gone(p.pid))
 
     def test_sentinel_becomes_ready_at_exit(self):
         from multiprocessing.connection import wait

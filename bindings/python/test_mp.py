@@ -11,6 +11,7 @@ behind (no process, no fd, no callback).
 import gc
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -121,6 +122,9 @@ def pid_and_child_pid(q):
     got = inner.get(timeout=30)
     p.join(30)
     q.put((os.getpid(), got["pid"], got["parent_pid"], p.exitcode))
+
+
+ANONYMOUS = (lambda: None)      # pickled by reference: "<lambda>" is no name
 
 
 def gone(pid):
@@ -338,6 +342,17 @@ class ProcessTest(unittest.TestCase):
             keep.free()
         self.assertIsNotNone(_anyfork_mp._template._proc)
 
+    def test_an_unpicklable_target_is_refused_at_start(self):
+        fds = open_fds()
+        p = self.ctx.Process(target=ANONYMOUS)
+        # As with "forkserver": the error says what could not be pickled,
+        # and nothing was forked.
+        with self.assertRaises(pickle.PicklingError) as cm:
+            p.start()
+        self.assertIn("lambda", str(cm.exception))
+        self.assertEqual(open_fds(), fds)
+        self.assertEqual(self.run_to_end(exit_with, 2), 2)
+
     def test_threads_start_processes_at_once(self):
         codes = []
         lock = threading.Lock()
@@ -484,7 +499,7 @@ class PoolTest(unittest.TestCase):
 
 
 SCRIPT = r'''
-import multiprocessing, sys
+import multiprocessing, sys, time
 sys.path.insert(0, {here!r})
 import anyfork
 
@@ -506,6 +521,9 @@ if __name__ == "__main__":
     p.start()
     p.join()
     print(p.exitcode)
+    d = ctx.Process(target=time.sleep, args=(60,), daemon=True)
+    d.start()                            # ended by multiprocessing at exit
+    print(d.pid)
 '''
 
 
@@ -523,7 +541,10 @@ class ScriptTest(unittest.TestCase):
             r = subprocess.run([sys.executable, path], capture_output=True, text=True,
                                timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.stdout, "[2, 3, 4]\n[10, 20, 30]\n0\n", r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[:3], ["[2, 3, 4]", "[10, 20, 30]", "0"], r.stderr)
+        daemon = int(lines[3])
+        self.assertTrue(gone(daemon), "the daemon process %d outlived the program" % daemon)
 
 
 if __name__ == "__main__":

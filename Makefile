@@ -12,6 +12,7 @@ PREFIX    ?= /usr/local
 LIBDIR    ?= $(PREFIX)/lib
 INCDIR    ?= $(PREFIX)/include
 LIBEXEC   ?= $(PREFIX)/libexec
+BINDIR    ?= $(PREFIX)/bin
 MANDIR    ?= $(PREFIX)/share/man
 CMAKEDIR  ?= $(LIBDIR)/cmake/anyfork
 CARGO     ?= cargo
@@ -71,9 +72,10 @@ demo: lib $(OUT)/hello $(OUT)/libhello_worker.so
 # Debian packages the tests need: libev and libuv for the loop examples,
 # cmake for the CMake package, the toolchains the language bindings are
 # tested with (python3-venv: the pip install test makes a virtualenv;
-# libanyevent-fork-perl: the Perl benchmark and drop-in tests compare with it).
+# libanyevent-fork-perl: the Perl benchmark and drop-in tests compare with it;
+# openssh-server and -client: the remote-template tests start an sshd of their own).
 # apt's output is kept in build/apt.log and shown only if it fails.
-DEPS := libev-dev libuv1-dev pkg-config cmake golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl libanyevent-fork-perl python3 python3-venv valgrind
+DEPS := libev-dev libuv1-dev pkg-config cmake golang-go ruby ruby-ffi libffi-platypus-perl libanyevent-perl libanyevent-fork-perl python3 python3-venv valgrind openssh-server openssh-client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APTLOG := build/apt.log
 deps:
@@ -107,7 +109,7 @@ test: deps
 SAN       := build/sanitize
 SANFLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1
 SAN_LIB   := -fsanitize=undefined -fno-sanitize-recover=all -g -O1 -shared -fPIC
-SAN_ENV   := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+SAN_ENV   := ANYFORK_SERVE=$(abspath $(REL))/anyfork-serve ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 SAN_C     := $(filter-out %_worker.c,$(wildcard c-examples/*.c))
 
 sanitize: lib
@@ -172,13 +174,14 @@ RPATH ?= $(if $(filter /usr /usr/,$(PREFIX)),,-Wl$(comma)-rpath$(comma)$${libdir
 SUBST := sed -e 's|@RPATH@|$(RPATH)|g; s|@PREFIX@|$(PREFIX)|g; s|@LIBDIR@|$(LIBDIR)|g; s|@INCDIR@|$(INCDIR)|g; s|@VERSION@|$(VERSION)|g; s|@SOVER@|$(SOVER)|g'
 install: lib
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBEXEC) \
-	  $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(MANDIR)/man3
+	  $(DESTDIR)$(BINDIR) $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(MANDIR)/man3
 	install -m 755 $(REL)/libanyfork.so $(DESTDIR)$(LIBDIR)/libanyfork.so.$(VERSION)
 	ln -sf libanyfork.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libanyfork.so.$(SOVER)
 	ln -sf libanyfork.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libanyfork.so
 	install -m 644 $(REL)/libanyfork.a $(DESTDIR)$(LIBDIR)/libanyfork.a
 	install -m 644 include/anyfork.h include/anyfork.hpp $(DESTDIR)$(INCDIR)/
 	install -m 755 $(REL)/anyfork-serve $(DESTDIR)$(LIBEXEC)/anyfork-serve
+	ln -sf $(LIBEXEC)/anyfork-serve $(DESTDIR)$(BINDIR)/anyfork-serve
 	$(SUBST) anyfork.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/anyfork.pc
 	$(SUBST) cmake/anyforkConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/anyforkConfig.cmake
 	$(SUBST) cmake/anyforkConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/anyforkConfigVersion.cmake

@@ -53,6 +53,26 @@
 #define FORK_RPC_ASYNC 1
 
 /*
+ Version of this framing; both ends must agree.
+ */
+#define LINK_VERSION 1
+
+/*
+ Most data bytes of one channel in flight (sent, not yet credited).
+ */
+#define WINDOW (256 * 1024)
+
+/*
+ Largest data payload one frame carries.
+ */
+#define MAX_DATA (64 * 1024)
+
+/*
+ The channel of the template itself.
+ */
+#define TEMPLATE 0
+
+/*
  What one `fork_arg` holds.
 
  The variant names are the C enumerators' names.
@@ -416,6 +436,48 @@ int fork_early_flags(unsigned int flags);
 struct fork_proc *fork_new_exec_argv(const char *const *argv);
 
 /*
+ Starts a template on another machine: runs `argv` (NULL-terminated;
+ `argv[0]` searched in `PATH`), whose stdin and stdout must reach
+ `anyfork-serve --stdio` there, for example
+ `{"ssh", "-o", "BatchMode=yes", "host", "anyfork-serve", "--stdio", NULL}`
+ (or any command that connects them: `sh -c 'exec anyfork-serve --stdio'`
+ for a "remote" on this machine). Blocks until the far side has answered
+ (an ssh login), at most 30 seconds.
+
+ The handle is a template like `fork_new`'s: `fork_fork`,
+ `fork_send_arg`, `fork_require` and `fork_eval` (of libraries and
+ functions on the remote host), `fork_run`, `fork_exec` and
+ `fork_on_exit` work on it and on every process forked from it; pids
+ and exit statuses are the remote ones. Each remote process's comm
+ socket is a local socket here, so run callbacks, event loops, RPC and
+ pools work unchanged. The sockets of all its processes share the one
+ connection, each with its own flow control: a process that does not
+ read holds up only itself. `fork_send_fd` on these processes fails with
+ `-EOPNOTSUPP` (fds cannot cross machines) and sends nothing.
+
+ A local relay process (`anyfork-serve --relay`, a direct child:
+ `fork_pid` of the template is its pid) carries the connection on its
+ own, so a caller may block in reads of remote sockets without
+ dispatching. When the connection drops (the transport is killed, the
+ network fails) every remote socket here sees EOF and every pending
+ callback gets its error once; on the far side the template and the
+ processes see their sockets end. Nothing listens on either side: ssh
+ does the authentication and encryption.
+
+ Returns a new handle owned by the caller, or NULL with
+ `fork_last_error()` set: `-ECONNREFUSED` when the command failed or did
+ not reach `anyfork-serve --stdio` (the message gives its exit status,
+ what it wrote to stderr, and the likely cause: ssh could not connect or
+ log in, 127 for a command not found, a version mismatch, a timeout),
+ `-ENOENT` when `anyfork-serve` is not found here, `-EINVAL` for an
+ empty `argv`.
+
+ # Safety
+ `argv` is NULL or a NULL-terminated array of C strings.
+ */
+struct fork_proc *fork_new_remote(const char *const *argv);
+
+/*
  Makes the calling process a template server on `fd` (its end of the
  socket, from `ANYFORK_FD`), as `anyfork-serve` is. Set a dispatcher
  first with `fork_set_dispatch` to run interpreter code. Does not return
@@ -548,7 +610,9 @@ struct fork_proc *fork_fork(struct fork_proc *p);
 
  Returns 0, or `-EINVAL` (NULL `p`), `-EBADF` (negative or closed `fd`),
  `-EMFILE` (no fd left for the duplicate), `-EPIPE` (the process is
- gone), with `fork_last_error()` set. Nothing is sent on failure.
+ gone), `-EOPNOTSUPP` (a process of a remote template, see
+ `fork_new_remote`: fds cannot cross machines), with
+ `fork_last_error()` set. Nothing is sent on failure.
 
  # Safety
  `p` is NULL or a live handle not used by another thread meanwhile.

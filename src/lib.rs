@@ -26,6 +26,7 @@
 //!   until user code takes over;
 //! - [`protocol`]: the frames and environment names both share;
 //! - [`rpc`]: request/reply channels to workers, and pools of them;
+//! - [`remote`]: templates on other machines, over one ssh connection;
 //! - [`capi`]: the C boundary, conversions only;
 //! - `sys`: the few raw system calls that nix and std do not wrap.
 
@@ -33,6 +34,7 @@ pub mod caller;
 pub mod capi;
 pub mod error;
 pub mod protocol;
+pub mod remote;
 pub mod rpc;
 pub mod server;
 mod sys;
@@ -76,6 +78,12 @@ pub unsafe fn early_with(keep_fds: bool) -> Result<()> {
 /// finds in `ANYFORK_FD`.
 pub fn new_exec_argv(argv: &[&[u8]]) -> Result<Process> {
     Process::new_exec_argv(argv)
+}
+
+/// A template on another machine, reached through `argv`'s stdin and
+/// stdout (`ssh host anyfork-serve --stdio`); see [`remote`].
+pub fn new_remote(argv: &[&[u8]]) -> Result<Process> {
+    Process::new_remote(argv)
 }
 
 /// Turns the calling process into a template server on `fd` (the socket

@@ -80,3 +80,43 @@ proptest! {
         }
     }
 }
+
+// The remote link's framing (src/remote/link.rs): what one end encodes the
+// other splits back exactly, and arbitrary bytes are an error or a wait for
+// more, never a panic.
+mod link_props {
+    use anyfork::remote::link::{self, Frame};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn data_of_any_size_comes_back_in_order(chan in any::<u32>(), data in proptest::collection::vec(any::<u8>(), 0..200_000)) {
+            let mut out = Vec::new();
+            link::push_open(&mut out, chan, chan ^ 1);
+            link::push_data(&mut out, chan, &data);
+            link::push_eof(&mut out, chan);
+            let mut at = 0;
+            let mut got = Vec::new();
+            let mut frames = Vec::new();
+            while let Some((f, n)) = link::split(&out[at..]).unwrap() {
+                at += n;
+                match f {
+                    Frame::Data { chan: c, bytes } => { prop_assert_eq!(c, chan); got.extend_from_slice(bytes) }
+                    other => frames.push(format!("{other:?}")),
+                }
+            }
+            prop_assert_eq!(at, out.len());
+            prop_assert_eq!(got, data);
+            prop_assert_eq!(frames, vec![format!("Open {{ chan: {chan}, parent: {} }}", chan ^ 1), format!("Eof {{ chan: {chan} }}")]);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut at = 0;
+            while let Ok(Some((_, n))) = link::split(&bytes[at..]) {
+                prop_assert!(n > 0);
+                at += n;
+            }
+        }
+    }
+}

@@ -44,8 +44,8 @@ import (
 type Error struct {
 	// Op is the method of this package that failed, e.g. "SendFd".
 	Op string
-	// Errno is the errno the C call returned, or 0 when the call reports
-	// none (calls that return a pointer or a pid only give a message).
+	// Errno is the errno of the failed C call (for calls that return a
+	// pointer, fork_last_errno's), or 0 when it reports none.
 	Errno syscall.Errno
 	// Msg is fork_last_error()'s text: the C call, its object, the cause.
 	Msg string
@@ -87,7 +87,7 @@ func procCall(op string, f func() *C.fork_proc) (*Proc, error) {
 	defer runtime.UnlockOSThread()
 	h := f()
 	if h == nil {
-		return nil, lastError(op, 0)
+		return nil, lastError(op, syscall.Errno(-C.fork_last_errno()))
 	}
 	return wrap(h), nil
 }
@@ -130,6 +130,25 @@ func NewExecArgv(argv []string) (*Proc, error) {
 	defer freeStrings(cargv)
 	return procCall("NewExecArgv", func() *C.fork_proc {
 		return C.fork_new_exec_argv(cargv)
+	})
+}
+
+// NewRemote starts a template on another machine: argv's stdin and stdout
+// must reach `anyfork-serve --stdio` there, for example
+// NewRemote("ssh", "-o", "BatchMode=yes", "host", "anyfork-serve", "--stdio").
+// It blocks for the login; an *Error with ECONNREFUSED says why a start
+// failed. Its processes run C functions of libraries required there and
+// the builtins, with the remote pids and exit statuses; SendFd fails with
+// EOPNOTSUPP (fds cannot cross machines). Each process's comm socket is a
+// local socket, so RPC workers and pools work on them unchanged.
+func NewRemote(argv ...string) (*Proc, error) {
+	if err := checkNUL("NewRemote", argv...); err != nil {
+		return nil, err
+	}
+	cargv := cStrings(argv)
+	defer freeStrings(cargv)
+	return procCall("NewRemote", func() *C.fork_proc {
+		return C.fork_new_remote(cargv)
 	})
 }
 

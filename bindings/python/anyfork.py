@@ -137,6 +137,7 @@ def _sig(name, restype, *argtypes):
 _fork_new = _sig("fork_new", _P)
 _fork_new_exec = _sig("fork_new_exec", _P)
 _fork_new_exec_argv = _sig("fork_new_exec_argv", _P, _STRV)
+_fork_new_remote = _sig("fork_new_remote", _P, _STRV)
 _fork_fork = _sig("fork_fork", _P, _P)
 _fork_send_fd = _sig("fork_send_fd", ctypes.c_int, _P, ctypes.c_int)
 _fork_send_arg = _sig("fork_send_arg", ctypes.c_int, _P, ctypes.c_char_p, ctypes.c_size_t)
@@ -559,6 +560,28 @@ class Process(object):
         call fork_serve() on it (serve() does, for Python)."""
         arr = _strv(argv, "argv")
         return cls._make(_fork_new_exec_argv(arr), "fork_new_exec_argv")
+
+    @classmethod
+    def new_remote(cls, argv):
+        """A template on another machine: argv's stdin and stdout must reach
+        `anyfork-serve --stdio` there, e.g. ["ssh", "-o", "BatchMode=yes",
+        "host", "anyfork-serve", "--stdio"]. Blocks for the login; raises
+        OSError (ECONNREFUSED) saying why a start failed. Its processes run
+        C functions of libraries required there and the builtins; for
+        Python code there, see new_remote_python(). Fds cannot be sent to
+        them (send_fd raises EOPNOTSUPP); everything else works as locally,
+        with the remote pids."""
+        arr = _strv(argv, "argv")
+        return cls._make(_fork_new_remote(arr), "fork_new_remote")
+
+    @classmethod
+    def new_remote_python(cls, argv, python="python3"):
+        """A Python interpreter serving as a template on another machine
+        (anyfork installed there): argv ends in `anyfork-serve --stdio`, as
+        for new_remote(). run() and eval() take "module.function" names the
+        far side can import, as with new_python()."""
+        return cls.new_remote(list(argv) + [
+            "--", python, "-c", "import anyfork; anyfork.serve()"])
 
     @classmethod
     def new_python(cls, python=None):

@@ -26,9 +26,10 @@ static KEEP: Keep = Keep([
 
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
-extern "C" fn main(
-    _argc: std::ffi::c_int,
-    _argv: *const *const std::ffi::c_char,
-) -> std::ffi::c_int {
-    anyfork::server::entry::exec_main()
+extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+    // SAFETY: the C runtime passes `argc` valid NUL-terminated strings.
+    let args = (0..argc.max(0) as usize)
+        .map(|i| unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) }.to_owned())
+        .collect();
+    anyfork::server::entry::exec_main(args)
 }

@@ -12,7 +12,6 @@ use nix::spawn::{
     PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn, posix_spawnp,
 };
 use nix::sys::signal::SigSet;
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::sys::stat::Mode;
 
 use super::process::Process;
@@ -57,18 +56,7 @@ impl Process {
 /// A nonblocking, close-on-exec socketpair: the caller's end, the other.
 /// Both are above fd 2 (see [`crate::sys::fd::above_stdio`]).
 pub(super) fn pair(what: &str) -> Result<(OwnedFd, OwnedFd)> {
-    let (a, b) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )
-    .map_err(|e| Error::sys(e, what))?;
-    let lift = |fd| {
-        crate::sys::fd::above_stdio(fd)
-            .map_err(|e| Error::io(&e, format_args!("{what}: moving it above fd 2")))
-    };
-    Ok((lift(a)?, lift(b)?))
+    crate::sys::fd::socketpair_above_stdio().map_err(|e| Error::io(&e, what))
 }
 
 /// Spawns `path` with `argv`, its end of a fresh socketpair as `ANYFORK_FD`,
@@ -84,7 +72,8 @@ fn spawn_server(path: &CStr, argv: &[impl AsRef<CStr>], search: bool) -> Result<
     Ok(p)
 }
 
-fn spawn(
+/// Spawns `path` with `argv` and `theirs` as its `ANYFORK_FD`; its pid.
+pub(super) fn spawn(
     path: &CStr,
     argv: &[impl AsRef<CStr>],
     ours: &OwnedFd,

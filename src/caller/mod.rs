@@ -20,4 +20,5 @@ pub mod outbox;
 pub mod process;
 pub mod reactor;
 mod record;
+mod remote;
 pub mod state;

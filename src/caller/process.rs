@@ -26,6 +26,9 @@ pub struct Process {
     parent: Option<Arc<Conn>>,
     /// The fork may still be held back in the parent (see [`Conn::fork`]).
     unsent: AtomicBool,
+    /// Reached through a remote link ([`Process::new_remote`]): fds
+    /// cannot be sent to it.
+    pub(super) remote: bool,
 }
 
 impl Process {
@@ -36,6 +39,7 @@ impl Process {
             rec,
             unsent: AtomicBool::new(false),
             parent: None,
+            remote: false,
         })
     }
 
@@ -73,6 +77,7 @@ impl Process {
             rec,
             unsent: AtomicBool::new(true),
             parent: Some(self.conn.clone()),
+            remote: self.remote,
         })
     }
 
@@ -118,7 +123,15 @@ impl Process {
     }
 
     /// Sends `fd` itself; the library closes it once it is passed.
+    /// `EOPNOTSUPP` for a process of a remote template: nothing is sent.
     pub fn send_owned_fd(&mut self, fd: OwnedFd) -> Result<()> {
+        if self.remote {
+            return Err(Error::new(
+                Errno::EOPNOTSUPP,
+                "send_fd: this process was forked from a remote template \
+                 (fork_new_remote), and fds cannot cross machines; nothing was sent",
+            ));
+        }
         let h = wire::header(Tag::Fd, 0);
         self.materialize()
             .and_then(|()| self.conn.send(&[&h], vec![fd]))

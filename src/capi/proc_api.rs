@@ -72,7 +72,9 @@ pub unsafe extern "C" fn fork_fork(p: *mut fork_proc) -> *mut fork_proc {
 ///
 /// Returns 0, or `-EINVAL` (NULL `p`), `-EBADF` (negative or closed `fd`),
 /// `-EMFILE` (no fd left for the duplicate), `-EPIPE` (the process is
-/// gone), with `fork_last_error()` set. Nothing is sent on failure.
+/// gone), `-EOPNOTSUPP` (a process of a remote template, see
+/// `fork_new_remote`: fds cannot cross machines), with
+/// `fork_last_error()` set. Nothing is sent on failure.
 ///
 /// # Safety
 /// `p` is NULL or a live handle not used by another thread meanwhile.

@@ -41,12 +41,20 @@ pub type DispatchFn = unsafe extern "C" fn(
 pub const DISPATCH_PASS: libc::c_int = libc::c_int::MIN;
 
 /// Performs one eval (`fd` -1) or run: a builtin, else the dispatcher,
-/// else the symbol; exits 127 when there is none.
-fn call(kind: ForkCallKind, name: &CStr, fd: RawFd, args: &[ForkArg]) -> libc::c_int {
+/// else the symbol (`resolved`, when the template looked it up already);
+/// exits 127 when there is none.
+fn call(
+    kind: ForkCallKind,
+    name: &CStr,
+    fd: RawFd,
+    args: &[ForkArg],
+    resolved: Option<usize>,
+) -> libc::c_int {
     // The dispatcher's lock is taken only when no builtin has the name: a
     // write to its page costs a new process a copy-on-write fault.
     let target = match super::builtins::find(name.to_bytes(), kind) {
         Some(f) => f,
+        None if resolved.is_some() => resolved.unwrap_or_default() as *mut libc::c_void,
         None => {
             if let Some(Dispatcher(f, ud)) = state::dispatcher() {
                 // SAFETY: the dispatcher was registered by this process's
@@ -112,7 +120,7 @@ pub fn eval(name: &[u8], eval_args: &[&[u8]], received: &[Arg]) {
     let view = args::views(&owned);
     let all = args::views(received);
     state::publish_args(&all);
-    let rc = call(ForkCallKind::FORK_CALL_EVAL, &name, -1, &view);
+    let rc = call(ForkCallKind::FORK_CALL_EVAL, &name, -1, &view, None);
     state::publish_args(&[]);
     if rc != 0 {
         die(
@@ -122,9 +130,10 @@ pub fn eval(name: &[u8], eval_args: &[&[u8]], received: &[Arg]) {
     }
 }
 
-/// Enters the run function `name` with the comm socket and everything
-/// received; exits with its return value.
-pub fn run(name: &[u8], sock: RawFd, received: &[Arg]) -> ! {
+/// Enters the run function `name` (at `resolved`, when the template
+/// looked it up) with the comm socket and everything received; exits with
+/// its return value.
+pub fn run(name: &[u8], sock: RawFd, received: &[Arg], resolved: Option<usize>) -> ! {
     // A short name is made a C string on the stack: a new process touches
     // as few pages as it can before user code (each first touch faults).
     let mut short = [0u8; 64];
@@ -150,6 +159,6 @@ pub fn run(name: &[u8], sock: RawFd, received: &[Arg]) -> ! {
         &many
     };
     state::publish_args(all);
-    let rc = call(ForkCallKind::FORK_CALL_RUN, name, sock, all);
+    let rc = call(ForkCallKind::FORK_CALL_RUN, name, sock, all, resolved);
     exit(rc)
 }

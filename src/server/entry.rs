@@ -13,9 +13,61 @@ use super::signals::SignalState;
 use crate::error::{Errno, Error, Result};
 use crate::protocol::env::FD_ENV;
 
-/// `main` of the exec'd `anyfork-serve`: takes its socket from
-/// `ANYFORK_FD`, closes every other inherited fd but 0, 1 and 2, serves.
-pub fn exec_main() -> ! {
+/// `main` of the exec'd `anyfork-serve`. With no arguments: a template
+/// server on the socket in `ANYFORK_FD`, closing every other inherited fd
+/// but 0, 1 and 2. `--stdio [-- SERVER ARGS…]`: the remote end of a link
+/// on stdin/stdout (`ssh host anyfork-serve --stdio`), whose template is
+/// a forked `anyfork-serve` or the custom server given. `--relay -- CMD
+/// ARGS…`: the relay `fork_new_remote` starts beside the caller.
+pub fn exec_main(args: Vec<std::ffi::CString>) -> ! {
+    match args.get(1).map(|a| a.to_bytes()) {
+        None => {}
+        Some(b"--stdio") if args.len() == 2 => crate::remote::stdio::main(Vec::new()),
+        Some(b"--stdio") if args.len() > 3 && args[2].to_bytes() == b"--" => {
+            crate::remote::stdio::main(args[3..].to_vec())
+        }
+        Some(b"--relay") if args.len() > 3 && args[2].to_bytes() == b"--" => {
+            let sock = socket_from_env();
+            crate::sys::fd::close_others(sock.as_raw_fd());
+            crate::remote::relay::main(sock, args[3..].to_vec())
+        }
+        Some(b"--version") if args.len() == 2 => {
+            println!(
+                "anyfork-serve {} (protocol {}, remote link {})",
+                env!("CARGO_PKG_VERSION"),
+                crate::protocol::wire::VERSION,
+                crate::remote::link::LINK_VERSION
+            );
+            super::exit::exit(0)
+        }
+        Some(_) => die(
+            2,
+            "usage: anyfork-serve (started by libanyfork, socket in ANYFORK_FD) | \
+             anyfork-serve --stdio [-- SERVER ARGS...] (the far end of fork_new_remote: \
+             ssh host anyfork-serve --stdio) | \
+             anyfork-serve --version",
+        ),
+    }
+    let sock = socket_from_env();
+    let fd = sock.as_raw_fd();
+    crate::sys::fd::close_others(fd);
+    // An exec keeps the signals its caller ignored (SIGPIPE, often) and
+    // the signal mask: put every signal back to its default once here, so
+    // forked processes inherit a clean state.
+    SignalState::capture(true).reset();
+    serve(
+        sock,
+        ServeOptions {
+            expect_hello: true,
+            scan_signals: false,
+            threaded: false,
+        },
+    )
+}
+
+/// The socket named by `ANYFORK_FD`, blocking and close-on-exec; the
+/// variable is removed so processes do not inherit it.
+fn socket_from_env() -> OwnedFd {
     let fd: RawFd = std::env::var(FD_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -37,19 +89,7 @@ pub fn exec_main() -> ! {
     unsafe { std::env::remove_var(FD_ENV) };
     let _ = fcntl(&sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     let _ = fcntl(&sock, FcntlArg::F_SETFL(OFlag::empty()));
-    crate::sys::fd::close_others(fd);
-    // An exec keeps the signals its caller ignored (SIGPIPE, often) and
-    // the signal mask: put every signal back to its default once here, so
-    // forked processes inherit a clean state.
-    SignalState::capture(true).reset();
-    serve(
-        sock,
-        ServeOptions {
-            expect_hello: true,
-            scan_signals: false,
-            threaded: false,
-        },
-    )
+    sock
 }
 
 /// Serves on `fd` in a process that was not exec'd as `anyfork-serve` (a

@@ -53,9 +53,12 @@ impl Server {
                 // The library may register fork handlers (pthread_atfork)
                 // that its code relies on: from now on they run.
                 self.fork_fn = libc::fork;
+                self.resolved = None;
                 call::require(lib)
             }
             Frame::Eval { name, args } => {
+                // Code run here may load libraries or set a dispatcher.
+                self.resolved = None;
                 call::eval(name, &args, &self.args);
                 if let Some(k) = state::take_warm() {
                     self.pool.want = k;
@@ -69,12 +72,15 @@ impl Server {
                 if let Some(pid) = self.pool.hand_over(&head, &payload, fd.as_raw_fd()) {
                     drop(fd);
                     self.push_pid(pid);
-                } else if self.fork(fd) {
-                    match run {
-                        Some(name) => self.enter(name, false),
-                        None => {
-                            self.inherited = None;
-                            state::set_comm(self.sock.as_raw_fd());
+                } else {
+                    let target = run.and_then(|name| self.resolve_run(name));
+                    if self.fork(fd) {
+                        match run {
+                            Some(name) => self.enter_resolved(name, false, target),
+                            None => {
+                                self.inherited = None;
+                                state::set_comm(self.sock.as_raw_fd());
+                            }
                         }
                     }
                 }
@@ -238,9 +244,38 @@ impl Server {
         self.pool.add(pid, ours);
     }
 
+    /// The address of the run function `name` for a fork-and-run, looked
+    /// up here before the fork, so that the new process does not: a lookup
+    /// writes to the loader's state (its lock, the error slot, lazily
+    /// bound entries), and each page a new process writes is a page it
+    /// copies. The last name is remembered until a `require` or `eval`
+    /// (which may load code). `None` for builtins, when a dispatcher is
+    /// set (it goes first), and when nothing defines the name (the new
+    /// process then looks for itself and explains).
+    fn resolve_run(&mut self, name: &[u8]) -> Option<usize> {
+        if name.starts_with(b"anyfork_") || state::dispatcher().is_some() {
+            return None;
+        }
+        if let Some((n, addr)) = &self.resolved {
+            if n == name {
+                return Some(*addr);
+            }
+        }
+        let c = std::ffi::CString::new(name).ok()?;
+        let addr = crate::sys::dl::symbol(&c)? as usize;
+        self.resolved = Some((name.to_vec(), addr));
+        Some(addr)
+    }
+
     /// Enters the run function: reports end, the process gets clean
     /// signal state, and the server is gone.
     fn enter(&mut self, name: &[u8], end: bool) -> ! {
+        self.enter_resolved(name, end, None)
+    }
+
+    /// [`Server::enter`] with the function's address when the template
+    /// looked it up already ([`Server::resolve_run`]).
+    fn enter_resolved(&mut self, name: &[u8], end: bool, target: Option<usize>) -> ! {
         // Waiting children leave before the run function starts, reaped
         // here: user code finds no child of this process it did not make.
         for pid in self.pool.dismiss_all() {
@@ -285,7 +320,7 @@ impl Server {
         for fd in self.fdq.drain(..) {
             drop(fd);
         }
-        call::run(name, sock, &self.args)
+        call::run(name, sock, &self.args, target)
     }
 }
 

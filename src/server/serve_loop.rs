@@ -84,6 +84,9 @@ pub(super) struct Server {
     pub(super) pooled: bool,
     /// Since when `reports` holds nothing but pid reports (see [`PID_HOLD`]).
     pub(super) pids_since: Option<Instant>,
+    /// The last run function looked up here for a fork-and-run: its name
+    /// and address (see `Server::resolve_run`).
+    pub(super) resolved: Option<(Vec<u8>, usize)>,
 }
 
 /// Serves commands on `sock` until EOF or a run; never returns.
@@ -131,6 +134,7 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         pool: Pool::default(),
         pooled: false,
         pids_since: None,
+        resolved: None,
     };
     s.main_loop()
 }

@@ -52,3 +52,33 @@ pub fn above_stdio(fd: std::os::fd::OwnedFd) -> std::io::Result<std::os::fd::Own
     // SAFETY: a fresh fd that nothing else owns; `fd` closes on return.
     Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
+
+/// Points fds 0 and 1 at `/dev/null` (a helper process that must not
+/// hold its parent's stdin or stdout open).
+pub fn null_stdin_stdout() {
+    // SAFETY: open and dup2 on plain integers; a failure leaves the fds as
+    // they were, which costs only a held pipe end.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            if null > 1 {
+                libc::close(null);
+            }
+        }
+    }
+}
+
+/// A nonblocking, close-on-exec unix stream socketpair, both ends above
+/// fd 2 (see [`above_stdio`]).
+pub fn socketpair_above_stdio() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    Ok((above_stdio(a)?, above_stdio(b)?))
+}

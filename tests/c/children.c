@@ -604,3 +604,16 @@ int show_atfork(int fd, const fork_arg *args, size_t nargs) {
     int n = snprintf(text, sizeof text, "%d", forked_children);
     return mu_write_all(fd, text, (size_t)n) < 0 ? 98 : 0;
 }
+
+/* Writes "ready PID\n", then never reads its comm socket again: it waits
+ * for a signal (the test kills it). A process that holds up its stream. */
+int ignore_input(int fd, const fork_arg *args, size_t nargs) {
+    (void)args;
+    (void)nargs;
+    char line[32];
+    int n = snprintf(line, sizeof line, "ready %d\n", (int)getpid());
+    if (mu_write_all(fd, line, (size_t)n) < 0)
+        return 98;
+    for (;;)
+        pause();
+}

@@ -10,6 +10,7 @@ mod memcheck;
 mod procfs;
 mod report;
 mod session;
+pub mod sshd;
 
 pub use build::*;
 pub use children::*;

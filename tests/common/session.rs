@@ -112,11 +112,13 @@ pub fn run_in_session(cmd: &mut Command, limit: Duration, grace: Duration) -> Se
 /// after `limit` instead of blocking the suite, and a failure cannot leave
 /// broken process-wide state to other tests. The child is told where
 /// this binary's libchildren.so is, so it compiles nothing again.
-pub fn isolated(name: &str, limit: Duration, body: impl FnOnce()) {
+/// Returns the run (its stderr, what it left in its session) to the
+/// parent test; `None` inside the child.
+pub fn isolated(name: &str, limit: Duration, body: impl FnOnce()) -> Option<SessionRun> {
     const ENV: &str = "ANYFORK_TEST_ISOLATED";
     if std::env::var(ENV).as_deref() == Ok(name) {
         body();
-        return;
+        return None;
     }
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
@@ -136,6 +138,7 @@ pub fn isolated(name: &str, limit: Duration, body: impl FnOnce()) {
         r.stdout,
         r.stderr
     );
+    Some(r)
 }
 
 /// Runs a C test program (`exe args…`, stdin closed) that prints

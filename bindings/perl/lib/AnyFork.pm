@@ -122,6 +122,40 @@ sub new_exec {
     return $class->_wrap($p, lean => 1);
 }
 
+# A template on another machine: @argv's stdin and stdout must reach
+# `anyfork-serve --stdio` there, e.g. ('ssh', '-o', 'BatchMode=yes', $host,
+# 'anyfork-serve', '--stdio'). Blocks for the login; dies saying why a
+# start failed. Its processes run C functions of libraries required there
+# and the builtins (for Perl there, see new_remote_perl); send_fh dies
+# (fds cannot cross machines); the rest works as locally, with the remote
+# pids. AnyFork::Remote->new_execp is the same, in AnyEvent::Fork::Remote's
+# shape.
+sub new_remote {
+    my ($class, @argv) = @_;
+    Carp::croak('AnyFork->new_remote: no command') unless @argv;
+    _this_process();
+    my ($av, $guard) = AnyFork::Lib::strv(@argv);
+    return $class->_wrap(AnyFork::Lib::check_ptr(AnyFork::Lib::fork_new_remote($av)));
+}
+
+# A perl serving as a template on another machine (AnyFork installed
+# there): @argv ends in `anyfork-serve --stdio`, as for new_remote; its
+# processes run Perl code as with new_exec. Options for that perl (e.g.
+# -I dirs) follow a '--perl' marker: new_remote_perl(@ssh, '--perl', 'perl', '-I', $dir).
+sub new_remote_perl {
+    my ($class, @argv) = @_;
+    my @perl = ('perl');
+    for my $i (0 .. $#argv) {
+        next unless $argv[$i] eq '--perl';
+        @perl = @argv[$i + 1 .. $#argv];
+        splice @argv, $i;
+        last;
+    }
+    my $p = $class->new_remote(@argv, '--', @perl, '-MAnyFork::Serve', '-e', 'AnyFork::Serve::serve()');
+    $p->{lean} = 1;
+    return $p;
+}
+
 # Forks the library's own template (anyfork-serve): no Perl in there, so it
 # runs C functions of libraries loaded with require and the builtins
 # (anyfork_exec, see exec). Lighter than a Perl process.

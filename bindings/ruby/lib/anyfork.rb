@@ -106,6 +106,26 @@ class AnyFork
       adopt(Lib.fork_new_exec_argv(strv(argv)))
     end
 
+    # A template on another machine: argv's stdin and stdout must reach
+    # `anyfork-serve --stdio` there, e.g. AnyFork.new_remote("ssh", "-o",
+    # "BatchMode=yes", "host", "anyfork-serve", "--stdio"). Blocks for the
+    # login; raises AnyFork::Error (ECONNREFUSED) saying why a start failed.
+    # Its processes run C functions of libraries required there and the
+    # builtins (for Ruby there, see ::new_remote_ruby); #send_io raises
+    # (EOPNOTSUPP: fds cannot cross machines); the rest works as locally,
+    # with the remote pids.
+    def new_remote(*argv)
+      adopt(Lib.fork_new_remote(strv(argv.map(&:to_s))))
+    end
+
+    # A Ruby interpreter serving as a template on another machine (this
+    # gem installed there): argv ends in `anyfork-serve --stdio`, as for
+    # ::new_remote; processes run Ruby methods as with ::new_ruby. ruby:
+    # the interpreter there, with options (e.g. ["ruby", "-I", dir]).
+    def new_remote_ruby(*argv, ruby: "ruby")
+      new_remote(*argv, "--", *Array(ruby), "-e", 'require "anyfork/server"')
+    end
+
     # Runs callbacks until every registered one has run, or timeout
     # seconds passed (nil: no limit). Returns how many ran. An exception
     # raised by a callback comes out of here.

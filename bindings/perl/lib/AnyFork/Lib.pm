@@ -78,6 +78,7 @@ my %C = (
     fork_new               => [[]                                   => 'opaque'],
     fork_new_exec          => [[]                                   => 'opaque'],
     fork_new_exec_argv     => [['opaque']                           => 'opaque'],
+    fork_new_remote        => [['opaque']                           => 'opaque'],
     fork_fork              => [['opaque']                           => 'opaque'],
     fork_template          => [[]                                   => 'opaque'],
     fork_send_fd           => [['opaque', 'int']                    => 'int'],

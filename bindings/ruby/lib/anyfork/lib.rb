@@ -66,6 +66,7 @@ class AnyFork
     attach_function :fork_new, [], :pointer
     attach_function :fork_new_exec, [], :pointer
     attach_function :fork_new_exec_argv, [:pointer], :pointer
+    attach_function :fork_new_remote, [:pointer], :pointer
     # Not blocking: the copy it makes runs Ruby code (the dispatcher) on
     # this very thread, which must hold the GVL there as it does here.
     attach_function :fork_template_flags, [:uint], :pointer

@@ -15,10 +15,10 @@ template (fork_on_exit), so exitcode is what the "fork" context gives:
 0, the sys.exit() code, 1 after an exception, -N after signal N.
 """
 
-import errno
 import io
 import os
 import runpy
+import select
 import signal
 import struct
 import sys
@@ -49,40 +49,56 @@ class _Template(object):
     def __init__(self):
         self._lock = threading.Lock()
         self._proc = None
+        self._pidfd = -1     # readable once the template has exited
+        self.gone = []       # non-empty once a child found it dead
+
+    def _dead(self):
+        if self.gone:
+            return True
+        return bool(select.select([self._pidfd], [], [], 0)[0])
 
     def fork(self):
+        """A new child of the template (made now if there is none, or if
+        the one there was died): (the child's Process, the template's
+        gone box)."""
         with self._lock:
+            if self._proc is not None and self._dead():
+                self._drop()
             if self._proc is None:
                 tmpl = self._make()
+                self.gone = []
+                # A pidfd, not an exit callback: that would stay pending
+                # as long as the template lives (anyfork.pending()).
+                self._pidfd = os.pidfd_open(tmpl.pid())
                 # The template's objects are never collected in children
                 # (the collector would visit them all, copying their pages).
                 tmpl.eval("gc.freeze")
                 if _context.warm:
                     tmpl.eval("anyfork_warm", str(_context.warm))
                 self._proc = tmpl
-            return self._proc.fork()
+            return self._proc.fork(), self.gone
 
     @staticmethod
     def _make():
-        """anyfork.template(), which refuses (EBUSY) while another thread
-        is inside a call of the library: such calls are short (a wait
-        returns every 0.1 s), so it is tried again for a while."""
-        deadline = time.monotonic() + _BUSY_LIMIT
-        while True:
-            try:
-                return anyfork.template()
-            except OSError as e:
-                if e.errno != errno.EBUSY or time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.001)
+        """anyfork.template(), which other threads inside a call of the
+        library would make refuse (EBUSY): such calls are short (a wait
+        returns every 0.1 s), so it holds new ones back and waits for
+        those under way."""
+        return anyfork.template(wait=_BUSY_LIMIT)
+
+    def _drop(self):
+        old, self._proc = self._proc, None
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if old is not None:
+            old.free()
 
     def reset(self):
         """Frees the template (its process exits); the next start makes a
         new one of the program as it is then."""
         with self._lock:
-            old, self._proc = self._proc, None
-        if old is not None:
-            old.free()
+            self._drop()
 
 
 _template = _Template()
@@ -96,6 +112,13 @@ def _forget_template():
     if _template._proc is not None:
         _template._proc._h = None        # the parent's handle: not ours to free
     _template._proc = None
+    if _template._pidfd >= 0:
+        try:
+            os.close(_template._pidfd)
+        except OSError:
+            pass
+        _template._pidfd = -1
+    _template.gone = []
 
 
 os.register_at_fork(after_in_child=_forget_template)
@@ -138,6 +161,7 @@ class Popen(object):
         self._pid = None
         self._pid_r = None
         self._pid_lock = threading.Lock()
+        self._template_gone = []
         self._launch(process_obj)
 
     def duplicate_for_child(self, fd):
@@ -176,7 +200,7 @@ class Popen(object):
             # (fork_pid) would cost every start a round trip.
             pid_r, pid_w = os.pipe()
             try:
-                child = _template.fork()
+                child, self._template_gone = _template.fork()
                 for fd in self._fds:
                     child.send_fd(fd)
                 child.send_fd(pid_w)
@@ -246,6 +270,9 @@ class Popen(object):
             anyfork._wait(step, False)
         _pid, status, err = self._exit[0]
         if err is not None:
+            # Never made, or its end unknown: the template died (it is
+            # replaced at the next start).
+            self._template_gone.append(True)
             return 255
         return os.waitstatus_to_exitcode(status)
 

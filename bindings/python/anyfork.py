@@ -923,7 +923,7 @@ def import_modules(*names):
         importlib.import_module(os.fsdecode(n))
 
 
-def template():
+def template(wait=0):
     """Forks this interpreter now; the copy is a template whose children
     (process.fork()) run Python functions of this program by name, with
     everything prepared so far in memory. The copy closes every fd but 0,
@@ -934,7 +934,10 @@ def template():
     first, the os.register_at_fork hooks run, and the GIL is held across
     the fork, so other threads running Python are merely not copied.
     Refused (OSError EBUSY) while another thread is inside a
-    call of the library, which may hold the library's locks."""
+    call of the library, which may hold the library's locks. With wait
+    (seconds), new calls of other threads are held back and the calls
+    under way are waited for that long first (a call made by one of
+    their callbacks meanwhile holds both up until then)."""
     for f in (sys.stdout, sys.stderr):
         try:
             if f is not None:
@@ -943,12 +946,14 @@ def template():
             pass
     _set_dispatch()
     me = threading.get_ident()
+    deadline = time.monotonic() + wait
     with _gate:
-        others = [t for t, depth in list(_inside.items()) if depth and t != me]
-        if others:
-            raise OSError(_errno.EBUSY, "template: another thread is inside an anyfork call "
-                          "(wait, run, ...), which may hold the library's locks in the copy; "
-                          "call template() while no other thread uses anyfork")
+        while [t for t, depth in list(_inside.items()) if depth and t != me]:
+            if time.monotonic() >= deadline:
+                raise OSError(_errno.EBUSY, "template: another thread is inside an anyfork "
+                              "call (wait, run, ...), which may hold the library's locks in "
+                              "the copy; call template() while no other thread uses anyfork")
+            time.sleep(0.001)
         h = _fork_template_gil()
     return Process._make(h, "fork_template")
 

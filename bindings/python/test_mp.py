@@ -299,12 +299,16 @@ class ProcessTest(unittest.TestCase):
         self.assertEqual(self.run_to_end(square, 1), 0)
         tmpl = _anyfork_mp._template._proc.pid()
         os.kill(tmpl, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while not gone(tmpl) and time.monotonic() < deadline:
-            anyfork.wait(0.05)          # the template is reaped by the library
-        self.assertTrue(gone(tmpl))
+        try:
+            os.waitid(os.P_PID, tmpl, os.WEXITED | os.WNOWAIT)    # it has died
+        except ChildProcessError:
+            pass                        # and the library reaped it already
         self.assertEqual(self.run_to_end(exit_with, 5), 5)
         self.assertNotEqual(_anyfork_mp._template._proc.pid(), tmpl)
+        deadline = time.monotonic() + 30
+        while not gone(tmpl) and time.monotonic() < deadline:
+            anyfork.wait(0.05)          # the library reaps it
+        self.assertTrue(gone(tmpl))
 
     def test_reset_template_makes_a_new_one(self):
         import _anyfork_mp
@@ -352,6 +356,13 @@ class ProcessTest(unittest.TestCase):
         self.assertIn("lambda", str(cm.exception))
         self.assertEqual(open_fds(), fds)
         self.assertEqual(self.run_to_end(exit_with, 2), 2)
+
+    def test_the_template_leaves_no_callback_pending(self):
+        self.assertEqual(self.run_to_end(square, 1), 0)
+        t0 = time.monotonic()
+        while anyfork.pending():        # programs drain their callbacks so
+            anyfork.wait(1)
+            self.assertLess(time.monotonic() - t0, 20, "a callback stays pending")
 
     def test_threads_start_processes_at_once(self):
         codes = []

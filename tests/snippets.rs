@@ -193,6 +193,7 @@ fn every_block_is_run_or_visibly_marked() {
                     "CMakeLists.txt",
                     "main.go",
                     "example.py",
+                    "example_mp.py",
                     "example.pl",
                     "example.rb",
                 ];
@@ -546,6 +547,23 @@ fn python_installs_with_pip_into_a_virtualenv_and_runs_the_readme_examples() {
         assert!(
             out.contains("got (b'x',") && out.contains("b'hi\\n'"),
             "{}: unexpected output {out:?}",
+            b.at()
+        );
+    }
+    // The multiprocessing context, from the installed copy (so the wheel
+    // must hold _anyfork_mp.py too).
+    let examples = files(Some("bindings/python/README.md"), "example_mp.py");
+    assert!(!examples.is_empty(), "no example_mp.py block");
+    for b in &examples {
+        let f = write(&run, b, "example_mp.py");
+        let mut c = clean("python3");
+        c.arg(&f).current_dir(&run);
+        venv_env(&mut c);
+        let out = ok(&format!("{} (example_mp.py)", b.at()), &mut c);
+        assert_eq!(
+            out,
+            "[0, 1, 4, 9, 16]\nhi\n0\n",
+            "{}: unexpected output",
             b.at()
         );
     }

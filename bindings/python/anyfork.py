@@ -44,7 +44,7 @@ import traceback
 __all__ = [
     "Process", "template", "wait", "dispatch", "loop_fd", "pending",
     "child_args", "serve", "add_path", "import_modules", "library_path",
-    "Pool", "RPC", "Future", "RemoteError", "event", "retire",
+    "Pool", "RPC", "Future", "RemoteError", "event", "retire", "get_context",
 ]
 
 
@@ -932,7 +932,7 @@ def import_modules(*names):
         importlib.import_module(os.fsdecode(n))
 
 
-def template(warm=2):
+def template(warm=2, wait=0):
     """Forks this interpreter now; the copy is a template whose children
     (process.fork()) run Python functions of this program by name, with
     everything prepared so far in memory. The copy closes every fd but 0,
@@ -950,7 +950,10 @@ def template(warm=2):
     first, the os.register_at_fork hooks run, and the GIL is held across
     the fork, so other threads running Python are merely not copied.
     Refused (OSError EBUSY) while another thread is inside a
-    call of the library, which may hold the library's locks."""
+    call of the library, which may hold the library's locks. With wait
+    (seconds), new calls of other threads are held back and the calls
+    under way are waited for that long first (a call made by one of
+    their callbacks meanwhile holds both up until then)."""
     if isinstance(warm, bool) or not isinstance(warm, int) or not 0 <= warm <= 64:
         raise ValueError("template: warm is the number of waiting children, 0 to 64, not %r"
                          % (warm,))
@@ -962,12 +965,14 @@ def template(warm=2):
             pass
     _set_dispatch()
     me = threading.get_ident()
+    deadline = time.monotonic() + wait
     with _gate:
-        others = [t for t, depth in list(_inside.items()) if depth and t != me]
-        if others:
-            raise OSError(_errno.EBUSY, "template: another thread is inside an anyfork call "
-                          "(wait, run, ...), which may hold the library's locks in the copy; "
-                          "call template() while no other thread uses anyfork")
+        while [t for t, depth in list(_inside.items()) if depth and t != me]:
+            if time.monotonic() >= deadline:
+                raise OSError(_errno.EBUSY, "template: another thread is inside an anyfork "
+                              "call (wait, run, ...), which may hold the library's locks in "
+                              "the copy; call template() while no other thread uses anyfork")
+            time.sleep(0.001)
         h = _fork_template_gil()
     tmpl = Process._make(h, "fork_template")
     if warm:
@@ -983,6 +988,14 @@ def serve():
         raise OSError(_errno.EINVAL, "serve: ANYFORK_FD is not set")
     _set_dispatch()
     _check(_fork_serve(int(fd)), "fork_serve")
+
+
+def get_context():
+    """A multiprocessing context (as multiprocessing.get_context("forkserver"))
+    whose processes are forked from a template of this program, made at its
+    first start: see _anyfork_mp."""
+    from _anyfork_mp import get_context as ctx
+    return ctx()
 
 
 # --- the host's own fork ------------------------------------------------------

@@ -3,7 +3,8 @@
 It uses only the standard library, so `pip install ./bindings/python`
 works without network access (pip gives it an isolated environment with
 nothing to download: pyproject.toml requires nothing). It builds a pure
-wheel holding anyfork.py, and an sdist of this directory.
+wheel holding anyfork.py (and _anyfork_mp.py, its multiprocessing
+context), and an sdist of this directory.
 
 The wheel's anyfork.py records where libanyfork is installed, as
 `pkg-config --variable=libdir anyfork` says at build time (so a
@@ -22,8 +23,10 @@ import tarfile
 import zipfile
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULE = "anyfork.py"
-SDIST_FILES = ("pyproject.toml", "README.md", MODULE, "_build/wheel_backend.py")
+MODULES = ("anyfork.py", "_anyfork_mp.py")
+# The one that records where the library is installed.
+MODULE = MODULES[0]
+SDIST_FILES = ("pyproject.toml", "README.md") + MODULES + ("_build/wheel_backend.py",)
 
 
 def _project():
@@ -88,6 +91,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     p = _project()
     dist_info = "%s-%s.dist-info" % (p["name"], p["version"])
     files = [(MODULE, _module_source())]
+    for module in MODULES:
+        if module != MODULE:
+            with open(os.path.join(HERE, module), "rb") as f:
+                files.append((module, f.read()))
     files.append((dist_info + "/METADATA", _metadata(p).encode()))
     files.append((dist_info + "/WHEEL", b"Wheel-Version: 1.0\nGenerator: anyfork wheel_backend\n"
                   b"Root-Is-Purelib: true\nTag: py3-none-any\n"))

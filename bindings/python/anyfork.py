@@ -333,6 +333,8 @@ class _Deferred(object):
     depth = 0
     saved = {}            # signal number -> the real handler
     pending = []
+    seen = None           # every signal's handler at the last enter
+    swap = ()             # (signal, handler) of those that are Python's
 
     @staticmethod
     def record(signum, frame):
@@ -345,15 +347,26 @@ class _Deferred(object):
         cls.depth += 1
         if cls.depth == 1:
             # _signal's functions: signal's wrap every number in an enum,
-            # which costs 20 times as much (this runs on every wait).
-            for sig in _SIGNALS:
-                try:
-                    h = _signal.getsignal(sig)
-                except (OSError, ValueError):
-                    continue
-                if callable(h) and h is not _record_signal:
-                    cls.saved[sig] = h
-                    _signal.signal(sig, _record_signal)
+            # which costs 20 times as much (this runs on every wait). The
+            # handlers are read in one pass; while they are those of the
+            # last time, so are the ones to replace.
+            try:
+                hs = list(map(_signal.getsignal, _SIGNALS))
+            except (OSError, ValueError):
+                hs = None
+            if hs is None or hs != cls.seen:
+                cls.seen = hs
+                cls.swap = swap = []
+                for sig in _SIGNALS:
+                    try:
+                        h = _signal.getsignal(sig)
+                    except (OSError, ValueError):
+                        continue
+                    if callable(h) and h is not _record_signal:
+                        swap.append((sig, h))
+            for sig, h in cls.swap:
+                cls.saved[sig] = h
+                _signal.signal(sig, _record_signal)
         return True
 
     @classmethod
@@ -1021,10 +1034,12 @@ _fork_rpc_free = _sig("fork_rpc_free", None, _P, _DESTROYED_CB, ctypes.c_void_p)
 
 _rpc_futures = {}          # token -> (Future, raw: the reply is the result as is)
 # One thread at a time dispatches for Future.result(); the others wait on
-# _rpc_cond, notified at each reply and when the dispatching thread stops.
+# _rpc_cond, notified at each reply and when the dispatching thread stops,
+# if any waits there (_rpc_followers[0], changed under _rpc_cond).
 _rpc_pump = threading.Lock()
 _rpc_cond = threading.Condition(threading.Lock())
-_RPC_SLICE = 0.05
+_rpc_followers = [0]
+_RPC_SLICE_MS = 50
 _rpc_tokens = itertools.count(1)
 
 
@@ -1068,7 +1083,7 @@ def _reply_done(status, data, length, token):
     except BaseException as e:  # InvalidStateError and the like: never inside ctypes
         _raised_in_callback(e, threading.current_thread())
     finally:
-        if _rpc_pump.locked():           # someone may wait for it in _drive
+        if _rpc_followers[0]:            # someone waits for a reply in _drive
             with _rpc_cond:
                 _rpc_cond.notify_all()
 
@@ -1105,33 +1120,49 @@ class Future(_cf.Future):
 
     def _drive(self, timeout):
         """Dispatches until done, unless another thread does: then waits
-        for a reply (any: set_result notifies _rpc_cond) or for the other
-        thread to stop dispatching, and looks again."""
+        for a reply (any: _reply_done notifies _rpc_cond) or for the other
+        thread to stop dispatching, and looks again. Returns done()."""
+        if self.done():
+            return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return
-            step = _RPC_SLICE if left is None else min(left, _RPC_SLICE)
-            if _rpc_pump.acquire(blocking=False):
+        while True:
+            if deadline is None:
+                ms = _RPC_SLICE_MS
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                ms = min(_RPC_SLICE_MS, int(left * 1000 + 0.999))
+            if _rpc_pump.acquire(False):
                 try:
-                    _wait(step, False)
+                    _wait_slice(ms)
                 finally:
                     _rpc_pump.release()
-                    with _rpc_cond:
-                        _rpc_cond.notify_all()
+                    if _rpc_followers[0]:
+                        with _rpc_cond:
+                            _rpc_cond.notify_all()
             else:
                 with _rpc_cond:
-                    if not self.done() and _rpc_pump.locked():
-                        _rpc_cond.wait(step)
+                    _rpc_followers[0] += 1
+                    try:
+                        if not self.done() and _rpc_pump.locked():
+                            _rpc_cond.wait(ms / 1000.0)
+                    finally:
+                        _rpc_followers[0] -= 1
+            if self.done():
+                return True
 
     def result(self, timeout=None):
-        self._drive(timeout)
-        return super().result(0 if self.done() else timeout)
+        return super().result(0 if self._drive(timeout) else timeout)
 
     def exception(self, timeout=None):
-        self._drive(timeout)
-        return super().exception(0 if self.done() else timeout)
+        return super().exception(0 if self._drive(timeout) else timeout)
+
+
+def _wait_slice(ms):
+    """One fork_wait of at most ms milliseconds, as wait() does it (signals
+    held back, callback exceptions kept for the next public call)."""
+    return _in_library(lambda check: _check(_fork_wait(ms), "fork_wait"), False)
 
 
 def _submit(call, h, payload, what, raw=False):
@@ -1410,6 +1441,9 @@ def retire():
     del out[:]
 
 
+_OK_RAW_B, _OK_PICKLED_B = bytes([_OK_RAW]), bytes([_OK_PICKLED])
+
+
 def _answer(handler, raw, req):
     try:
         kind = req[:1]
@@ -1418,13 +1452,12 @@ def _answer(handler, raw, req):
                 raise TypeError("this pool has no handler")
             if raw:
                 out = handler(req[1:])
-                return bytes([_OK_RAW]) + _bytes(out, "the handler's reply")
+                return _OK_RAW_B + _bytes(out, "the handler's reply")
             res = handler(_pickle.loads(req[1:]))
-            return bytes([_OK_PICKLED]) + _pickle.dumps(res, _pickle.HIGHEST_PROTOCOL)
+            return _OK_PICKLED_B + _pickle.dumps(res, _pickle.HIGHEST_PROTOCOL)
         if kind == _CALL:
             fn, args, kwargs = _pickle.loads(req[1:])
-            return bytes([_OK_PICKLED]) + _pickle.dumps(fn(*args, **kwargs),
-                                                        _pickle.HIGHEST_PROTOCOL)
+            return _OK_PICKLED_B + _pickle.dumps(fn(*args, **kwargs), _pickle.HIGHEST_PROTOCOL)
         raise ValueError("a request of unknown kind %r" % kind)
     except (SystemExit, KeyboardInterrupt):
         raise
@@ -1450,24 +1483,34 @@ def _pool_serve(sock, key, serializer):
     raw = serializer == b"raw"
     sock.setblocking(True)
     _worker_sock[0] = sock
-    buf = bytearray()
+    buf = bytearray()         # the start of a frame not complete yet
     head = _HEAD.size
+    unpack, pack = _HEAD.unpack_from, _HEAD.pack
+    out = _worker_out[0]
     while True:
-        chunk = sock.recv(1 << 18)
+        # 64 kB at most: a larger buffer is mmap'd and unmapped per read.
+        chunk = sock.recv(1 << 16)
         if not chunk:
             return 0
-        buf += chunk
-        pos, end, out = 0, len(buf), _worker_out[0]
+        if buf:
+            buf += chunk
+            data = buf
+        else:
+            data = chunk
+        pos, end = 0, len(data)
         while end - pos >= head:
-            rid, n = _HEAD.unpack_from(buf, pos)
+            rid, n = unpack(data, pos)
             if end - pos - head < n:
                 break
-            req = bytes(buf[pos + head:pos + head + n])
+            req = bytes(data[pos + head:pos + head + n])
             pos += head + n
             rep = _answer(handler, raw, req)
-            out.append(_HEAD.pack(rid, len(rep)))
+            out.append(pack(rid, len(rep)))
             out.append(rep)
-        del buf[:pos]
+        if data is buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += data[pos:]
         if out:
             sock.sendall(b"".join(out))
             del out[:]

@@ -351,22 +351,24 @@ class _Deferred(object):
             # handlers are read in one pass; while they are those of the
             # last time, so are the ones to replace.
             try:
-                hs = list(map(_signal.getsignal, _SIGNALS))
+                hs = list(map(_getsignal, _SIGNALS))
             except (OSError, ValueError):
                 hs = None
             if hs is None or hs != cls.seen:
                 cls.seen = hs
-                cls.swap = swap = []
+                swap = []
                 for sig in _SIGNALS:
                     try:
-                        h = _signal.getsignal(sig)
+                        h = _getsignal(sig)
                     except (OSError, ValueError):
                         continue
                     if callable(h) and h is not _record_signal:
                         swap.append((sig, h))
-            for sig, h in cls.swap:
-                cls.saved[sig] = h
-                _signal.signal(sig, _record_signal)
+                cls.swap = dict(swap)
+            if cls.swap:
+                cls.saved = cls.swap.copy()
+                for sig in cls.saved:
+                    _setsignal(sig, _record_signal)
         return True
 
     @classmethod
@@ -384,10 +386,15 @@ class _Deferred(object):
         cls.depth -= 1
         if cls.depth:
             return
-        saved, cls.saved = cls.saved, {}
+        saved = cls.saved
+        if not saved:
+            if cls.pending:
+                cls.pending = []
+            return
+        cls.saved = {}
         for sig, h in saved.items():
-            if _signal.getsignal(sig) is _record_signal:   # not changed meanwhile
-                _signal.signal(sig, h)
+            if _getsignal(sig) is _record_signal:   # not changed meanwhile
+                _setsignal(sig, h)
         pending, cls.pending = cls.pending, []
         for sig in pending:
             h = saved.get(sig)
@@ -397,6 +404,7 @@ class _Deferred(object):
 
 _record_signal = _Deferred.record
 _SIGNALS = sorted(int(s) for s in signal.valid_signals())
+_getsignal, _setsignal = _signal.getsignal, _signal.signal
 
 
 def _in_library(call, public):
@@ -1032,7 +1040,9 @@ _fork_rpc_call = _sig("fork_rpc_call", ctypes.c_int, _P, ctypes.c_char_p, ctypes
                       _REPLY_CB, ctypes.c_void_p)
 _fork_rpc_free = _sig("fork_rpc_free", None, _P, _DESTROYED_CB, ctypes.c_void_p)
 
-_rpc_futures = {}          # token -> (Future, raw: the reply is the result as is)
+# token -> (Future, raw: the reply is the result as is), or (list, None):
+# Pool.apply's box, which gets (status, reply bytes).
+_rpc_futures = {}
 # One thread at a time dispatches for Future.result(); the others wait on
 # _rpc_cond, notified at each reply and when the dispatching thread stops,
 # if any waits there (_rpc_followers[0], changed under _rpc_cond).
@@ -1071,6 +1081,13 @@ def _reply_done(status, data, length, token):
     if entry is None:
         return
     fut, raw = entry
+    if raw is None:
+        # Pool.apply's box: the reply as it came, decoded by its caller.
+        fut.append((status, ctypes.string_at(data, length) if length > 0 else b""))
+        if _rpc_followers[0]:
+            with _rpc_cond:
+                _rpc_cond.notify_all()
+        return
     try:
         if status < 0:
             fut.set_exception(_error(-status, "rpc call"))
@@ -1118,45 +1135,46 @@ class Future(_cf.Future):
     waiting on it (concurrent.futures.wait, as_completed) need someone to
     call anyfork.wait() or result()."""
 
-    def _drive(self, timeout):
-        """Dispatches until done, unless another thread does: then waits
-        for a reply (any: _reply_done notifies _rpc_cond) or for the other
-        thread to stop dispatching, and looks again. Returns done()."""
-        if self.done():
-            return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if deadline is None:
-                ms = _RPC_SLICE_MS
-            else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                ms = min(_RPC_SLICE_MS, int(left * 1000 + 0.999))
-            if _rpc_pump.acquire(False):
-                try:
-                    _wait_slice(ms)
-                finally:
-                    _rpc_pump.release()
-                    if _rpc_followers[0]:
-                        with _rpc_cond:
-                            _rpc_cond.notify_all()
-            else:
-                with _rpc_cond:
-                    _rpc_followers[0] += 1
-                    try:
-                        if not self.done() and _rpc_pump.locked():
-                            _rpc_cond.wait(ms / 1000.0)
-                    finally:
-                        _rpc_followers[0] -= 1
-            if self.done():
-                return True
-
     def result(self, timeout=None):
-        return super().result(0 if self._drive(timeout) else timeout)
+        return super().result(0 if _drive(self.done, timeout) else timeout)
 
     def exception(self, timeout=None):
-        return super().exception(0 if self._drive(timeout) else timeout)
+        return super().exception(0 if _drive(self.done, timeout) else timeout)
+
+
+def _drive(done, timeout):
+    """Dispatches until done() (a reply came), unless another thread does:
+    then waits for a reply (any: _reply_done notifies _rpc_cond) or for
+    the other thread to stop dispatching, and looks again. Returns done()."""
+    if done():
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if deadline is None:
+            ms = _RPC_SLICE_MS
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ms = min(_RPC_SLICE_MS, int(left * 1000 + 0.999))
+        if _rpc_pump.acquire(False):
+            try:
+                _wait_slice(ms)
+            finally:
+                _rpc_pump.release()
+                if _rpc_followers[0]:
+                    with _rpc_cond:
+                        _rpc_cond.notify_all()
+        else:
+            with _rpc_cond:
+                _rpc_followers[0] += 1
+                try:
+                    if not done() and _rpc_pump.locked():
+                        _rpc_cond.wait(ms / 1000.0)
+                finally:
+                    _rpc_followers[0] -= 1
+        if done():
+            return True
 
 
 def _wait_slice(ms):
@@ -1261,6 +1279,25 @@ class Pool(_cf.Executor):
         payload = _RAW + (_bytes(request, "request") if self._raw
                           else _pickle.dumps(request, _pickle.HIGHEST_PROTOCOL))
         return _submit(_fork_pool_call, self._handle("call"), payload, "fork_pool_call")
+
+    def apply(self, fn, /, *args, **kwargs):
+        """Runs fn(*args, **kwargs) in a worker and returns its result (or
+        raises its exception), as submit(...).result() does, without the
+        Future: multiprocessing.Pool.apply's counterpart."""
+        payload = _CALL + _pickle.dumps((fn, args, kwargs), _pickle.HIGHEST_PROTOCOL)
+        h = self._handle("apply")
+        box = []
+        token = next(_rpc_tokens)
+        _rpc_futures[token] = (box, None)
+        rc = _fork_pool_call(h, payload, len(payload), _reply_tramp, token)
+        if rc < 0:
+            _rpc_futures.pop(token, None)
+            _check(rc, "fork_pool_call")
+        _drive(box.__len__, None)
+        status, reply = box[0]
+        if status < 0:
+            raise _error(-status, "rpc call")
+        return _decode_reply(reply)
 
     def submit(self, fn, /, *args, **kwargs):
         """Runs fn(*args, **kwargs) in a worker (fn and the arguments are

@@ -112,6 +112,31 @@ class PoolTests(unittest.TestCase):
             self.assertEqual(errors, [])
             self.assertFalse(any(t.is_alive() for t in threads), "a thread hung")
 
+    def test_apply_returns_the_result_or_raises_like_result(self):
+        with anyfork.Pool(2) as pool:
+            self.assertEqual([pool.apply(square, i) for i in range(200)],
+                             [i * i for i in range(200)])
+            self.assertEqual(pool.apply(pow, 2, exp=5), 32)
+            with self.assertRaises(KeyError) as cm:
+                pool.apply(fail, "gone")
+            self.assertEqual(cm.exception.args, ("gone",))
+            self.assertIn("in fail", str(cm.exception.__cause__))
+            with self.assertRaises(BrokenPipeError):
+                pool.apply(die)
+            # Threads applying at once each get their own result.
+            got = {}
+
+            def caller(k):
+                got[k] = [pool.apply(pow, k, i % 4) for i in range(50)]
+            threads = [threading.Thread(target=caller, args=(k,)) for k in range(2, 6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(got, {k: [k ** (i % 4) for i in range(50)] for k in range(2, 6)})
+        with self.assertRaises(RuntimeError):
+            pool.apply(square, 1)
+
     def test_handler_with_bytes_and_with_pickle(self):
         suffix = b"!"   # a closure: the template is forked after it exists
         with anyfork.Pool(1, handler=lambda b: b.upper() + suffix, serializer=None) as pool:

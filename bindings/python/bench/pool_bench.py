@@ -9,6 +9,8 @@ function pickled by reference. Pairs of rows:
 
 - round trips: submit one call, wait for its result, then the next
   (apply_async(work, (i,)).get() against submit(work, i).result());
+- the same through the blocking calls, no future in between
+  (apply(work, (i,)) against apply(work, i));
 - many in flight: submit all n calls, then collect the results in order;
 - map with chunksize 1.
 
@@ -66,6 +68,12 @@ def main():
     def af_trips(lo, hi):
         check(sum(af.submit(work, i).result() for i in range(lo, hi)), lo, hi)
 
+    def mp_apply(lo, hi):
+        check(sum(mp.apply(work, (i,)) for i in range(lo, hi)), lo, hi)
+
+    def af_apply(lo, hi):
+        check(sum(af.apply(work, i) for i in range(lo, hi)), lo, hi)
+
     def mp_all(lo, hi):
         rs = [mp.apply_async(work, (i,)) for i in range(lo, hi)]
         check(sum(r.get() for r in rs), lo, hi)
@@ -88,6 +96,9 @@ def main():
         ("round trips, one at a time",
          "multiprocessing.Pool(2): apply_async(work, (i,)).get()", mp_trips,
          "anyfork.Pool(2): submit(work, i).result()", af_trips),
+        ("round trips, blocking apply",
+         "multiprocessing.Pool(2): apply(work, (i,))", mp_apply,
+         "anyfork.Pool(2): apply(work, i)", af_apply),
         ("all in flight, then results",
          "multiprocessing.Pool(2): apply_async all, then get", mp_all,
          "anyfork.Pool(2): submit all, then result", af_all),

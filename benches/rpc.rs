@@ -4,7 +4,10 @@
 //! loop does) and pipelined (1,000 in flight) through the loop fd; a pool
 //! of 2 workers doing 100,000 trivial calls. Interleaved repetitions (the
 //! floor and sequential calls alternate in slices within each), median
-//! [min–max]. `-- --quick` for 3 short repetitions.
+//! [min–max]. For the floor and the sequential calls, also the CPU time
+//! per round trip of both processes (caller thread and echo child or
+//! worker), which a busy machine distorts less than the wall clock.
+//! `-- --quick` for 3 short repetitions.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,7 @@ use anyfork::rpc::{Pool, PoolOpts, Rpc};
 const MSG: usize = 64;
 /// The floor and sequential round trips of one repetition alternate in
 /// this many slices.
-const SLICES: usize = 50;
+const SLICES: usize = 100;
 
 fn worker_lib() -> String {
     let out = std::path::PathBuf::from(env!("CARGO_BIN_EXE_anyfork-serve"))
@@ -91,6 +94,36 @@ impl Drop for Floor {
             libc::waitpid(self.pid, std::ptr::null_mut(), 0);
         }
     }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// CPU time process `pid` (single-threaded) has used, from its schedstat.
+fn process_cpu(pid: i32) -> Duration {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    Duration::from_nanos(s.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// The RPC worker's pid (the test worker answers "pid").
+fn worker_pid(rpc: &Rpc) -> i32 {
+    let got = Arc::new(Mutex::new(None));
+    let g = got.clone();
+    rpc.call(b"pid", move |r| *g.lock().unwrap() = Some(r.unwrap()))
+        .unwrap();
+    while got.lock().unwrap().is_none() {
+        anyfork::wait(-1).unwrap();
+    }
+    let pid = got.lock().unwrap().take().unwrap();
+    String::from_utf8(pid).unwrap().parse().unwrap()
 }
 
 fn req() -> Vec<u8> {
@@ -182,18 +215,34 @@ fn main() {
     fl.run(1000);
     sequential(&rpc, 1000);
     pool_rate(&pool, 1000);
+    let wpid = worker_pid(&rpc);
     let (mut f, mut s, mut pl, mut po, mut r1, mut r2) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut cf, mut cs, mut r3) = (vec![], vec![], vec![]);
     for _ in 0..reps {
         // The floor and the sequential calls alternate in slices, so that
-        // both see the same share of the machine's other load.
+        // both see the same share of the machine's other load. CPU time
+        // (the caller's thread and the other process) is counted too: it
+        // depends far less on that load than the wall clock does.
         let (mut tf, mut ts) = (Duration::ZERO, Duration::ZERO);
+        let (mut uf, mut us) = (Duration::ZERO, Duration::ZERO);
+        let (pf, pw) = (process_cpu(fl.pid), process_cpu(wpid));
         for _ in 0..SLICES {
+            let u = thread_cpu();
             tf += fl.run(n / SLICES);
+            let u1 = thread_cpu();
             ts += sequential(&rpc, n / SLICES);
+            uf += u1 - u;
+            us += thread_cpu() - u1;
         }
         let a = n as f64 / tf.as_secs_f64();
         let b = n as f64 / ts.as_secs_f64();
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        let x = per(uf + (process_cpu(fl.pid) - pf));
+        let y = per(us + (process_cpu(wpid) - pw));
+        cf.push(x);
+        cs.push(y);
+        r3.push(x / y);
         let c = pipelined(&rpc, n * 5, 1000);
         let d = pool_rate(&pool, pn);
         f.push(a);
@@ -221,4 +270,10 @@ fn main() {
     );
     ratio("sequential ÷ floor", &r1);
     ratio("pipelined ÷ sequential", &r2);
+    ratio("CPU µs per round trip (both processes): floor", &cf);
+    ratio(
+        "CPU µs per round trip (both processes): anyfork RPC, sequential",
+        &cs,
+    );
+    ratio("CPU per round trip: floor ÷ sequential", &r3);
 }

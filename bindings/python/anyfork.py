@@ -1183,6 +1183,30 @@ def _wait_slice(ms):
     return _in_library(lambda check: _check(_fork_wait(ms), "fork_wait"), False)
 
 
+def _send_boxed(h, payload):
+    """Sends a pool call whose reply _reply_done puts in the list returned
+    (as (status, bytes)), for _boxed_result."""
+    box = []
+    token = next(_rpc_tokens)
+    _rpc_futures[token] = (box, None)
+    rc = _fork_pool_call(h, payload, len(payload), _reply_tramp, token)
+    if rc < 0:
+        _rpc_futures.pop(token, None)
+        _check(rc, "fork_pool_call")
+    return box
+
+
+def _boxed_result(box, timeout):
+    """The result of the call of box (dispatching until its reply came, or
+    TimeoutError after timeout seconds), or its exception raised."""
+    if not box and not _drive(box.__len__, timeout):
+        raise _cf.TimeoutError()
+    status, reply = box[0]
+    if status < 0:
+        raise _error(-status, "rpc call")
+    return _decode_reply(reply)
+
+
 def _submit(call, h, payload, what, raw=False):
     fut = Future()
     fut.set_running_or_notify_cancel()     # sent at once: it cannot be cancelled
@@ -1285,19 +1309,7 @@ class Pool(_cf.Executor):
         raises its exception), as submit(...).result() does, without the
         Future: multiprocessing.Pool.apply's counterpart."""
         payload = _CALL + _pickle.dumps((fn, args, kwargs), _pickle.HIGHEST_PROTOCOL)
-        h = self._handle("apply")
-        box = []
-        token = next(_rpc_tokens)
-        _rpc_futures[token] = (box, None)
-        rc = _fork_pool_call(h, payload, len(payload), _reply_tramp, token)
-        if rc < 0:
-            _rpc_futures.pop(token, None)
-            _check(rc, "fork_pool_call")
-        _drive(box.__len__, None)
-        status, reply = box[0]
-        if status < 0:
-            raise _error(-status, "rpc call")
-        return _decode_reply(reply)
+        return _boxed_result(_send_boxed(self._handle("apply"), payload), None)
 
     def submit(self, fn, /, *args, **kwargs):
         """Runs fn(*args, **kwargs) in a worker (fn and the arguments are
@@ -1311,25 +1323,25 @@ class Pool(_cf.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
         deadline = None if timeout is None else time.monotonic() + timeout
+        h = self._handle("map")
+        dumps, proto = _pickle.dumps, _pickle.HIGHEST_PROTOCOL
         if chunksize == 1:
-            futs = [self.submit(fn, *a) for a in zip(*iterables)]
+            calls = [(fn, a, {}) for a in zip(*iterables)]
         else:
             items = list(zip(*iterables))
-            futs = [self.submit(_run_chunk, fn, items[i:i + chunksize])
-                    for i in range(0, len(items), chunksize)]
+            calls = [(_run_chunk, (fn, items[i:i + chunksize]), {})
+                     for i in range(0, len(items), chunksize)]
+        # Replies land in boxes (as apply's): no Future per call.
+        boxes = [_send_boxed(h, _CALL + dumps(c, proto)) for c in calls]
 
         def results():
-            try:
-                for f in futs:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    r = f.result(left)
-                    if chunksize == 1:
-                        yield r
-                    else:
-                        yield from r
-            finally:
-                for f in futs:
-                    f.cancel()
+            for box in boxes:
+                left = None if deadline is None else deadline - time.monotonic()
+                r = _boxed_result(box, left)
+                if chunksize == 1:
+                    yield r
+                else:
+                    yield from r
         return results()
 
     def workers(self):

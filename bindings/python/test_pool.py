@@ -137,6 +137,21 @@ class PoolTests(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             pool.apply(square, 1)
 
+    def test_map_raises_each_error_when_reached_and_times_out(self):
+        with anyfork.Pool(2) as pool:
+            it = pool.map(fail, ["a", "b"])
+            with self.assertRaises(KeyError) as cm:
+                next(it)
+            self.assertEqual(cm.exception.args, ("a",))
+            it = pool.map(square, [1, 2, 3])
+            self.assertEqual(next(it), 1)
+            self.assertEqual(list(it), [4, 9])
+            t = time.monotonic()
+            with self.assertRaises(TimeoutError):
+                list(pool.map(pid_after, [800], timeout=0.1))
+            self.assertLess(time.monotonic() - t, 0.7, "the timeout was kept")
+            self.assertEqual(list(pool.map(square, [5], chunksize=3)), [25])
+
     def test_handler_with_bytes_and_with_pickle(self):
         suffix = b"!"   # a closure: the template is forked after it exists
         with anyfork.Pool(1, handler=lambda b: b.upper() + suffix, serializer=None) as pool:

@@ -1041,7 +1041,7 @@ _fork_rpc_call = _sig("fork_rpc_call", ctypes.c_int, _P, ctypes.c_char_p, ctypes
 _fork_rpc_free = _sig("fork_rpc_free", None, _P, _DESTROYED_CB, ctypes.c_void_p)
 
 # token -> (Future, raw: the reply is the result as is), or (list, None):
-# Pool.apply's box, which gets (status, reply bytes).
+# a box of Pool.apply or map, which gets (status, reply bytes).
 _rpc_futures = {}
 # One thread at a time dispatches for Future.result(); the others wait on
 # _rpc_cond, notified at each reply and when the dispatching thread stops,
@@ -1082,7 +1082,7 @@ def _reply_done(status, data, length, token):
         return
     fut, raw = entry
     if raw is None:
-        # Pool.apply's box: the reply as it came, decoded by its caller.
+        # A box (apply, map): the reply as it came, decoded by its reader.
         fut.append((status, ctypes.string_at(data, length) if length > 0 else b""))
         if _rpc_followers[0]:
             with _rpc_cond:

@@ -5,6 +5,7 @@ functions below (and the lambdas and closures given as handlers) exist in
 the workers.
 """
 
+import concurrent.futures
 import errno
 import os
 import pickle
@@ -147,7 +148,7 @@ class PoolTests(unittest.TestCase):
             self.assertEqual(next(it), 1)
             self.assertEqual(list(it), [4, 9])
             t = time.monotonic()
-            with self.assertRaises(TimeoutError):
+            with self.assertRaises(concurrent.futures.TimeoutError):
                 list(pool.map(pid_after, [800], timeout=0.1))
             self.assertLess(time.monotonic() - t, 0.7, "the timeout was kept")
             self.assertEqual(list(pool.map(square, [5], chunksize=3)), [25])

@@ -343,6 +343,8 @@ class _Deferred(object):
     depth = 0
     saved = {}            # signal number -> the real handler
     pending = []
+    seen = None           # every signal's handler at the last enter
+    swap = ()             # (signal, handler) of those that are Python's
 
     @staticmethod
     def record(signum, frame):
@@ -355,15 +357,28 @@ class _Deferred(object):
         cls.depth += 1
         if cls.depth == 1:
             # _signal's functions: signal's wrap every number in an enum,
-            # which costs 20 times as much (this runs on every wait).
-            for sig in _SIGNALS:
-                try:
-                    h = _signal.getsignal(sig)
-                except (OSError, ValueError):
-                    continue
-                if callable(h) and h is not _record_signal:
-                    cls.saved[sig] = h
-                    _signal.signal(sig, _record_signal)
+            # which costs 20 times as much (this runs on every wait). The
+            # handlers are read in one pass; while they are those of the
+            # last time, so are the ones to replace.
+            try:
+                hs = list(map(_getsignal, _SIGNALS))
+            except (OSError, ValueError):
+                hs = None
+            if hs is None or hs != cls.seen:
+                cls.seen = hs
+                swap = []
+                for sig in _SIGNALS:
+                    try:
+                        h = _getsignal(sig)
+                    except (OSError, ValueError):
+                        continue
+                    if callable(h) and h is not _record_signal:
+                        swap.append((sig, h))
+                cls.swap = dict(swap)
+            if cls.swap:
+                cls.saved = cls.swap.copy()
+                for sig in cls.saved:
+                    _setsignal(sig, _record_signal)
         return True
 
     @classmethod
@@ -381,10 +396,15 @@ class _Deferred(object):
         cls.depth -= 1
         if cls.depth:
             return
-        saved, cls.saved = cls.saved, {}
+        saved = cls.saved
+        if not saved:
+            if cls.pending:
+                cls.pending = []
+            return
+        cls.saved = {}
         for sig, h in saved.items():
-            if _signal.getsignal(sig) is _record_signal:   # not changed meanwhile
-                _signal.signal(sig, h)
+            if _getsignal(sig) is _record_signal:   # not changed meanwhile
+                _setsignal(sig, h)
         pending, cls.pending = cls.pending, []
         for sig in pending:
             h = saved.get(sig)
@@ -394,6 +414,7 @@ class _Deferred(object):
 
 _record_signal = _Deferred.record
 _SIGNALS = sorted(int(s) for s in signal.valid_signals())
+_getsignal, _setsignal = _signal.getsignal, _signal.signal
 
 
 def _in_library(call, public):
@@ -1077,12 +1098,16 @@ _fork_rpc_call = _sig("fork_rpc_call", ctypes.c_int, _P, ctypes.c_char_p, ctypes
                       _REPLY_CB, ctypes.c_void_p)
 _fork_rpc_free = _sig("fork_rpc_free", None, _P, _DESTROYED_CB, ctypes.c_void_p)
 
-_rpc_futures = {}          # token -> (Future, raw: the reply is the result as is)
+# token -> (Future, raw: the reply is the result as is), or (list, None):
+# a box of Pool.apply or map, which gets (status, reply bytes).
+_rpc_futures = {}
 # One thread at a time dispatches for Future.result(); the others wait on
-# _rpc_cond, notified at each reply and when the dispatching thread stops.
+# _rpc_cond, notified at each reply and when the dispatching thread stops,
+# if any waits there (_rpc_followers[0], changed under _rpc_cond).
 _rpc_pump = threading.Lock()
 _rpc_cond = threading.Condition(threading.Lock())
-_RPC_SLICE = 0.05
+_rpc_followers = [0]
+_RPC_SLICE_MS = 50
 _rpc_tokens = itertools.count(1)
 
 
@@ -1114,6 +1139,13 @@ def _reply_done(status, data, length, token):
     if entry is None:
         return
     fut, raw = entry
+    if raw is None:
+        # A box (apply, map): the reply as it came, decoded by its reader.
+        fut.append((status, ctypes.string_at(data, length) if length > 0 else b""))
+        if _rpc_followers[0]:
+            with _rpc_cond:
+                _rpc_cond.notify_all()
+        return
     try:
         if status < 0:
             fut.set_exception(_error(-status, "rpc call"))
@@ -1126,7 +1158,7 @@ def _reply_done(status, data, length, token):
     except BaseException as e:  # InvalidStateError and the like: never inside ctypes
         _raised_in_callback(e, threading.current_thread())
     finally:
-        if _rpc_pump.locked():           # someone may wait for it in _drive
+        if _rpc_followers[0]:            # someone waits for a reply in _drive
             with _rpc_cond:
                 _rpc_cond.notify_all()
 
@@ -1161,35 +1193,76 @@ class Future(_cf.Future):
     waiting on it (concurrent.futures.wait, as_completed) need someone to
     call anyfork.wait() or result()."""
 
-    def _drive(self, timeout):
-        """Dispatches until done, unless another thread does: then waits
-        for a reply (any: set_result notifies _rpc_cond) or for the other
-        thread to stop dispatching, and looks again."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return
-            step = _RPC_SLICE if left is None else min(left, _RPC_SLICE)
-            if _rpc_pump.acquire(blocking=False):
-                try:
-                    _wait(step, False)
-                finally:
-                    _rpc_pump.release()
-                    with _rpc_cond:
-                        _rpc_cond.notify_all()
-            else:
-                with _rpc_cond:
-                    if not self.done() and _rpc_pump.locked():
-                        _rpc_cond.wait(step)
-
     def result(self, timeout=None):
-        self._drive(timeout)
-        return super().result(0 if self.done() else timeout)
+        return super().result(0 if _drive(self.done, timeout) else timeout)
 
     def exception(self, timeout=None):
-        self._drive(timeout)
-        return super().exception(0 if self.done() else timeout)
+        return super().exception(0 if _drive(self.done, timeout) else timeout)
+
+
+def _drive(done, timeout):
+    """Dispatches until done() (a reply came), unless another thread does:
+    then waits for a reply (any: _reply_done notifies _rpc_cond) or for
+    the other thread to stop dispatching, and looks again. Returns done()."""
+    if done():
+        return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if deadline is None:
+            ms = _RPC_SLICE_MS
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ms = min(_RPC_SLICE_MS, int(left * 1000 + 0.999))
+        if _rpc_pump.acquire(False):
+            try:
+                _wait_slice(ms)
+            finally:
+                _rpc_pump.release()
+                if _rpc_followers[0]:
+                    with _rpc_cond:
+                        _rpc_cond.notify_all()
+        else:
+            with _rpc_cond:
+                _rpc_followers[0] += 1
+                try:
+                    if not done() and _rpc_pump.locked():
+                        _rpc_cond.wait(ms / 1000.0)
+                finally:
+                    _rpc_followers[0] -= 1
+        if done():
+            return True
+
+
+def _wait_slice(ms):
+    """One fork_wait of at most ms milliseconds, as wait() does it (signals
+    held back, callback exceptions kept for the next public call)."""
+    return _in_library(lambda check: _check(_fork_wait(ms), "fork_wait"), False)
+
+
+def _send_boxed(h, payload):
+    """Sends a pool call whose reply _reply_done puts in the list returned
+    (as (status, bytes)), for _boxed_result."""
+    box = []
+    token = next(_rpc_tokens)
+    _rpc_futures[token] = (box, None)
+    rc = _fork_pool_call(h, payload, len(payload), _reply_tramp, token)
+    if rc < 0:
+        _rpc_futures.pop(token, None)
+        _check(rc, "fork_pool_call")
+    return box
+
+
+def _boxed_result(box, timeout):
+    """The result of the call of box (dispatching until its reply came, or
+    TimeoutError after timeout seconds), or its exception raised."""
+    if not box and not _drive(box.__len__, timeout):
+        raise _cf.TimeoutError()
+    status, reply = box[0]
+    if status < 0:
+        raise _error(-status, "rpc call")
+    return _decode_reply(reply)
 
 
 def _submit(call, h, payload, what, raw=False):
@@ -1289,6 +1362,13 @@ class Pool(_cf.Executor):
                           else _pickle.dumps(request, _pickle.HIGHEST_PROTOCOL))
         return _submit(_fork_pool_call, self._handle("call"), payload, "fork_pool_call")
 
+    def apply(self, fn, /, *args, **kwargs):
+        """Runs fn(*args, **kwargs) in a worker and returns its result (or
+        raises its exception), as submit(...).result() does, without the
+        Future: multiprocessing.Pool.apply's counterpart."""
+        payload = _CALL + _pickle.dumps((fn, args, kwargs), _pickle.HIGHEST_PROTOCOL)
+        return _boxed_result(_send_boxed(self._handle("apply"), payload), None)
+
     def submit(self, fn, /, *args, **kwargs):
         """Runs fn(*args, **kwargs) in a worker (fn and the arguments are
         pickled: fn by reference, so a module-level function)."""
@@ -1301,25 +1381,25 @@ class Pool(_cf.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
         deadline = None if timeout is None else time.monotonic() + timeout
+        h = self._handle("map")
+        dumps, proto = _pickle.dumps, _pickle.HIGHEST_PROTOCOL
         if chunksize == 1:
-            futs = [self.submit(fn, *a) for a in zip(*iterables)]
+            calls = [(fn, a, {}) for a in zip(*iterables)]
         else:
             items = list(zip(*iterables))
-            futs = [self.submit(_run_chunk, fn, items[i:i + chunksize])
-                    for i in range(0, len(items), chunksize)]
+            calls = [(_run_chunk, (fn, items[i:i + chunksize]), {})
+                     for i in range(0, len(items), chunksize)]
+        # Replies land in boxes (as apply's): no Future per call.
+        boxes = [_send_boxed(h, _CALL + dumps(c, proto)) for c in calls]
 
         def results():
-            try:
-                for f in futs:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    r = f.result(left)
-                    if chunksize == 1:
-                        yield r
-                    else:
-                        yield from r
-            finally:
-                for f in futs:
-                    f.cancel()
+            for box in boxes:
+                left = None if deadline is None else deadline - time.monotonic()
+                r = _boxed_result(box, left)
+                if chunksize == 1:
+                    yield r
+                else:
+                    yield from r
         return results()
 
     def workers(self):
@@ -1468,6 +1548,9 @@ def retire():
     del out[:]
 
 
+_OK_RAW_B, _OK_PICKLED_B = bytes([_OK_RAW]), bytes([_OK_PICKLED])
+
+
 def _answer(handler, raw, req):
     try:
         kind = req[:1]
@@ -1476,13 +1559,12 @@ def _answer(handler, raw, req):
                 raise TypeError("this pool has no handler")
             if raw:
                 out = handler(req[1:])
-                return bytes([_OK_RAW]) + _bytes(out, "the handler's reply")
+                return _OK_RAW_B + _bytes(out, "the handler's reply")
             res = handler(_pickle.loads(req[1:]))
-            return bytes([_OK_PICKLED]) + _pickle.dumps(res, _pickle.HIGHEST_PROTOCOL)
+            return _OK_PICKLED_B + _pickle.dumps(res, _pickle.HIGHEST_PROTOCOL)
         if kind == _CALL:
             fn, args, kwargs = _pickle.loads(req[1:])
-            return bytes([_OK_PICKLED]) + _pickle.dumps(fn(*args, **kwargs),
-                                                        _pickle.HIGHEST_PROTOCOL)
+            return _OK_PICKLED_B + _pickle.dumps(fn(*args, **kwargs), _pickle.HIGHEST_PROTOCOL)
         raise ValueError("a request of unknown kind %r" % kind)
     except (SystemExit, KeyboardInterrupt):
         raise
@@ -1508,24 +1590,34 @@ def _pool_serve(sock, key, serializer):
     raw = serializer == b"raw"
     sock.setblocking(True)
     _worker_sock[0] = sock
-    buf = bytearray()
+    buf = bytearray()         # the start of a frame not complete yet
     head = _HEAD.size
+    unpack, pack = _HEAD.unpack_from, _HEAD.pack
+    out = _worker_out[0]
     while True:
-        chunk = sock.recv(1 << 18)
+        # 64 kB at most: a larger buffer is mmap'd and unmapped per read.
+        chunk = sock.recv(1 << 16)
         if not chunk:
             return 0
-        buf += chunk
-        pos, end, out = 0, len(buf), _worker_out[0]
+        if buf:
+            buf += chunk
+            data = buf
+        else:
+            data = chunk
+        pos, end = 0, len(data)
         while end - pos >= head:
-            rid, n = _HEAD.unpack_from(buf, pos)
+            rid, n = unpack(data, pos)
             if end - pos - head < n:
                 break
-            req = bytes(buf[pos + head:pos + head + n])
+            req = bytes(data[pos + head:pos + head + n])
             pos += head + n
             rep = _answer(handler, raw, req)
-            out.append(_HEAD.pack(rid, len(rep)))
+            out.append(pack(rid, len(rep)))
             out.append(rep)
-        del buf[:pos]
+        if data is buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += data[pos:]
         if out:
             sock.sendall(b"".join(out))
             del out[:]

@@ -5,6 +5,7 @@ functions below (and the lambdas and closures given as handlers) exist in
 the workers.
 """
 
+import concurrent.futures
 import errno
 import os
 import pickle
@@ -111,6 +112,46 @@ class PoolTests(unittest.TestCase):
                 t.join(120)
             self.assertEqual(errors, [])
             self.assertFalse(any(t.is_alive() for t in threads), "a thread hung")
+
+    def test_apply_returns_the_result_or_raises_like_result(self):
+        with anyfork.Pool(2) as pool:
+            self.assertEqual([pool.apply(square, i) for i in range(200)],
+                             [i * i for i in range(200)])
+            self.assertEqual(pool.apply(pow, 2, exp=5), 32)
+            with self.assertRaises(KeyError) as cm:
+                pool.apply(fail, "gone")
+            self.assertEqual(cm.exception.args, ("gone",))
+            self.assertIn("in fail", str(cm.exception.__cause__))
+            with self.assertRaises(BrokenPipeError):
+                pool.apply(die)
+            # Threads applying at once each get their own result.
+            got = {}
+
+            def caller(k):
+                got[k] = [pool.apply(pow, k, i % 4) for i in range(50)]
+            threads = [threading.Thread(target=caller, args=(k,)) for k in range(2, 6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(got, {k: [k ** (i % 4) for i in range(50)] for k in range(2, 6)})
+        with self.assertRaises(RuntimeError):
+            pool.apply(square, 1)
+
+    def test_map_raises_each_error_when_reached_and_times_out(self):
+        with anyfork.Pool(2) as pool:
+            it = pool.map(fail, ["a", "b"])
+            with self.assertRaises(KeyError) as cm:
+                next(it)
+            self.assertEqual(cm.exception.args, ("a",))
+            it = pool.map(square, [1, 2, 3])
+            self.assertEqual(next(it), 1)
+            self.assertEqual(list(it), [4, 9])
+            t = time.monotonic()
+            with self.assertRaises(concurrent.futures.TimeoutError):
+                list(pool.map(pid_after, [800], timeout=0.1))
+            self.assertLess(time.monotonic() - t, 0.7, "the timeout was kept")
+            self.assertEqual(list(pool.map(square, [5], chunksize=3)), [25])
 
     def test_handler_with_bytes_and_with_pickle(self):
         suffix = b"!"   # a closure: the template is forked after it exists

@@ -4,10 +4,12 @@
 //! The loop fd is an epoll set. In it: an eventfd that is readable while
 //! callbacks are due, every watcher's fd with the events it wants (a
 //! connection with bytes queued or reports to read, a direct child's
-//! pidfd), and a timerfd that ticks while fd-less watchers (children on
-//! kernels without pidfds) must be polled. All registrations are
-//! level-triggered, so the loop fd is readable exactly while
-//! [`Reactor::dispatch`] has work, and not while nothing can progress.
+//! pidfd), a timerfd that ticks while fd-less watchers (children on
+//! kernels without pidfds) must be polled, and the waiters' alarm (see
+//! [`Reactor::wait`]). All registrations are level-triggered, so the loop
+//! fd is readable exactly while [`Reactor::dispatch`] has work, and not
+//! while nothing can progress (but for the moment between an alarm and
+//! the waiting thread's wake-up).
 //!
 //! A watcher carries its own reaction ([`Watcher::on_ready`]): the reactor
 //! knows no connection or child type.
@@ -16,13 +18,12 @@
 //! thread, with no library lock held: they may create processes, run them
 //! and call `dispatch` again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
@@ -42,7 +43,10 @@ pub trait Watcher: Send + Sync {
 }
 
 struct Due {
-    queue: VecDeque<Box<dyn FnOnce() + Send>>,
+    queue: VecDeque<Callback>,
+    /// The queue a dispatch emptied last, kept to become the next
+    /// `queue`, so scheduling allocates no new one on every turn.
+    spare: VecDeque<Callback>,
     signaled: bool,
 }
 
@@ -53,6 +57,8 @@ struct Due {
 struct Waiters {
     polling: bool,
     following: usize,
+    /// The alarm was written and not read yet (the poller reads it).
+    alarmed: bool,
 }
 
 /// The library-wide reactor.
@@ -62,7 +68,8 @@ pub struct Reactor {
     /// Ticks every 20 ms while fd-less watchers wait.
     tick: TimerFd,
     ticking: AtomicBool,
-    watchers: Mutex<HashMap<u64, Arc<dyn Watcher>>>,
+    /// By token (a B-tree: no hashing on every event).
+    watchers: Mutex<BTreeMap<u64, Arc<dyn Watcher>>>,
     /// Watchers without an fd, polled on every dispatch.
     polled: Mutex<Vec<Arc<dyn Watcher>>>,
     next: AtomicU64,
@@ -74,14 +81,22 @@ pub struct Reactor {
     writing: AtomicUsize,
     waiters: Mutex<Waiters>,
     turn: Condvar,
-    /// Wakes the thread polling in `wait` (not in the epoll set: an event
-    /// loop watching the loop fd never sees it).
+    /// Wakes the thread polling in `wait`. It is in the epoll set (so that
+    /// thread blocks in one `epoll_wait`), written only while a thread
+    /// polls there, and read only by that thread: `dispatch` skips it.
     alarm: EventFd,
 }
 
 const WAKE: u64 = 0;
 const TICK: u64 = u64::MAX;
+const ALARM: u64 = u64::MAX - 1;
 const TICK_PERIOD: Duration = Duration::from_millis(20);
+
+/// A callback queued for the next dispatch.
+type Callback = Box<dyn FnOnce() + Send>;
+
+/// The most callbacks a spare queue keeps room for.
+const SPARE_MAX: usize = 4096;
 
 thread_local! {
     /// This thread is processing events in `dispatch`: what it makes due
@@ -123,16 +138,19 @@ impl Reactor {
             .map_err(|e| Error::sys(e, "adding the timerfd to the loop fd"))?;
         ep.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE))
             .map_err(|e| Error::sys(e, "adding the eventfd to the loop fd"))?;
+        ep.add(&alarm, EpollEvent::new(EpollFlags::EPOLLIN, ALARM))
+            .map_err(|e| Error::sys(e, "adding the waiters' eventfd to the loop fd"))?;
         Ok(Reactor {
             ep,
             wake,
             tick,
             ticking: AtomicBool::new(false),
-            watchers: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(BTreeMap::new()),
             polled: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
             due: Mutex::new(Due {
                 queue: VecDeque::new(),
+                spare: VecDeque::new(),
                 signaled: false,
             }),
             waiting: AtomicUsize::new(0),
@@ -152,7 +170,7 @@ impl Reactor {
     /// fds are closed here.
     pub(super) fn abandon(&self) {
         if let Ok(mut w) = self.watchers.try_lock() {
-            for (_, w) in w.drain() {
+            for (_, w) in std::mem::take(&mut *w) {
                 w.abandon();
             }
         }
@@ -181,7 +199,8 @@ impl Reactor {
         self.ep.0.as_raw_fd()
     }
 
-    /// A fresh token for a watcher.
+    /// A fresh token for a watcher (never `TICK` or `ALARM`: 2^64 - 2
+    /// tokens would take centuries).
     pub fn token(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
@@ -269,8 +288,9 @@ impl Reactor {
     fn work_done(&self, counter: &AtomicUsize) {
         counter.fetch_sub(1, Ordering::SeqCst);
         if self.pending() == 0 {
-            let w = lock(&self.waiters);
-            if w.polling {
+            let mut w = lock(&self.waiters);
+            if w.polling && !w.alarmed {
+                w.alarmed = true;
                 let _ = self.alarm.write(1);
             }
             if w.following > 0 {
@@ -320,7 +340,7 @@ impl Reactor {
     /// Queues a callback for the next dispatch and makes the loop fd
     /// readable, unless this thread is inside dispatch and will run it
     /// before returning anyway.
-    pub fn schedule(&self, cb: Box<dyn FnOnce() + Send>) {
+    pub fn schedule(&self, cb: Callback) {
         let mut due = lock(&self.due);
         due.queue.push_back(cb);
         if !IN_DISPATCH.get() {
@@ -333,15 +353,26 @@ impl Reactor {
     /// were due when it started. Returns how many callbacks ran.
     pub fn dispatch(&self) -> Result<usize> {
         let mut events = [EpollEvent::empty(); 64];
-        let n = match self.ep.wait(&mut events, EpollTimeout::ZERO) {
-            Ok(n) => n,
-            Err(Errno::EINTR) => 0,
-            Err(e) => return Err(Error::sys(e, "polling the loop fd (epoll_wait)")),
-        };
+        let n = self.poll_events(&mut events, EpollTimeout::ZERO)?;
+        self.handle(&events[..n])
+    }
+
+    /// Reads the loop fd's ready events, waiting up to `timeout` for one.
+    fn poll_events(&self, events: &mut [EpollEvent], timeout: EpollTimeout) -> Result<usize> {
+        match self.ep.wait(events, timeout) {
+            Ok(n) => Ok(n),
+            Err(Errno::EINTR) => Ok(0),
+            Err(e) => Err(Error::sys(e, "polling the loop fd (epoll_wait)")),
+        }
+    }
+
+    /// Reacts to `events` (from the loop fd), then runs the callbacks that
+    /// were due: the second half of [`Reactor::dispatch`].
+    fn handle(&self, events: &[EpollEvent]) -> Result<usize> {
         IN_DISPATCH.set(true);
-        for ev in &events[..n] {
+        for ev in events {
             match ev.data() {
-                WAKE => {}
+                WAKE | ALARM => {}
                 TICK => {
                     let mut buf = [0u8; 8];
                     let _ = nix::unistd::read(&self.tick, &mut buf);
@@ -358,7 +389,8 @@ impl Reactor {
         IN_DISPATCH.set(false);
         let mut ready = {
             let mut due = lock(&self.due);
-            let q = std::mem::take(&mut due.queue);
+            let spare = std::mem::take(&mut due.spare);
+            let q = std::mem::replace(&mut due.queue, spare);
             if due.signaled {
                 due.signaled = false;
                 let _ = self.wake.read();
@@ -387,6 +419,12 @@ impl Reactor {
                 std::panic::resume_unwind(panic);
             }
         }
+        if ready.capacity() > 0 && ready.capacity() <= SPARE_MAX {
+            let mut due = lock(&self.due);
+            if due.spare.capacity() == 0 {
+                due.spare = ready;
+            }
+        }
         Ok(ran)
     }
 
@@ -404,25 +442,28 @@ impl Reactor {
     /// Dispatches until at least one callback ran, `timeout_ms` passed
     /// (negative: no limit), or nothing is pending ([`Reactor::pending`]).
     ///
-    /// Any number of threads may wait at once. One of them polls the loop
-    /// fd; the others sleep until it stops polling (and one takes over) or
-    /// until nothing is pending any more, whoever made it so (see
-    /// `work_done`). Each checks its conditions under the waiters' lock
-    /// that the waking side takes, so no wake-up is lost.
+    /// Any number of threads may wait at once. One of them polls: it
+    /// blocks in `epoll_wait` on the loop fd itself and handles what that
+    /// returns, so a reply costs one wake-up and no second look. The others
+    /// sleep until it stops polling (and one takes over) or until nothing
+    /// is pending any more, whoever made it so (see `work_done`: it rings
+    /// the alarm for the poller). Each checks its conditions under the
+    /// waiters' lock that the waking side takes, so no wake-up is lost.
     pub fn wait(&self, timeout_ms: i32) -> Result<usize> {
         let deadline = u64::try_from(timeout_ms)
             .ok()
             .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let mut events = [EpollEvent::empty(); 64];
         loop {
-            let ran = self.dispatch()?;
-            if ran > 0 || self.pending() == 0 {
-                return Ok(ran);
+            if self.pending() == 0 {
+                // Nothing can come: one look, whatever it finds.
+                return self.dispatch();
             }
             let left = match deadline {
                 None => None,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(0),
+                    _ => return self.dispatch(),
                 },
             };
             let mut w = lock(&self.waiters);
@@ -441,41 +482,42 @@ impl Reactor {
                     }
                 };
                 w.following -= 1;
+                drop(w);
+                // Another thread may have run callbacks, or stopped
+                // polling: look without blocking before deciding again.
+                let ran = self.dispatch()?;
+                if ran > 0 || self.pending() == 0 {
+                    return Ok(ran);
+                }
                 continue;
             }
             w.polling = true;
             drop(w);
-            let r = self.poll_for_wait(left);
+            let r = self.poll_events(&mut events, Self::epoll_timeout(left));
             let mut w = lock(&self.waiters);
             w.polling = false;
+            if w.alarmed {
+                w.alarmed = false;
+                let _ = self.alarm.read();
+            }
             if w.following > 0 {
                 self.turn.notify_all();
             }
             drop(w);
-            r?;
+            let ran = self.handle(&events[..r?])?;
+            if ran > 0 || self.pending() == 0 {
+                return Ok(ran);
+            }
         }
     }
 
-    /// Waits until the loop fd is readable, the alarm rings, or `left`
-    /// passed.
-    fn poll_for_wait(&self, left: Option<Duration>) -> Result<()> {
-        let timeout = left.map_or(PollTimeout::NONE, |d| {
-            // Rounded up, so a wait does not spin through its last
-            // fraction of a millisecond.
+    /// `left` as an `epoll_wait` timeout: rounded up to whole
+    /// milliseconds, so a wait does not spin through its last fraction of
+    /// a millisecond; none is no limit.
+    fn epoll_timeout(left: Option<Duration>) -> EpollTimeout {
+        left.map_or(EpollTimeout::NONE, |d| {
             let ms = d.as_micros().div_ceil(1000);
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        });
-        let mut pfd = [
-            PollFd::new(self.ep.0.as_fd(), PollFlags::POLLIN),
-            PollFd::new(self.alarm.as_fd(), PollFlags::POLLIN),
-        ];
-        let r = poll(&mut pfd, timeout);
-        if pfd[1].any() == Some(true) {
-            let _ = self.alarm.read();
-        }
-        match r {
-            Ok(_) | Err(Errno::EINTR) => Ok(()),
-            Err(e) => Err(Error::sys(e, "waiting on the loop fd (poll)")),
-        }
+            EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+        })
     }
 }

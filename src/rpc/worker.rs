@@ -8,7 +8,7 @@
 //! later, from any thread; every reply and event is written at once. At
 //! EOF the worker waits for its outstanding replies, then `serve` returns.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::os::fd::RawFd;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -33,9 +33,13 @@ pub struct Worker {
 
 struct Out {
     buf: Vec<u8>,
-    waiting: HashSet<u32>,
+    /// Ids of the requests not answered yet (a B-tree: no hashing).
+    waiting: BTreeSet<u32>,
     /// A write failed (the caller is gone): everything else is dropped.
     broken: Option<Errno>,
+    /// `serve` waits on `done` for the last replies (so only then does a
+    /// reply pay for a wake-up).
+    draining: bool,
 }
 
 impl Worker {
@@ -56,7 +60,7 @@ impl Worker {
         } else {
             Ok(())
         };
-        if st.waiting.is_empty() {
+        if st.draining && (st.waiting.is_empty() || st.broken.is_some()) {
             self.done.notify_all();
         }
         r
@@ -143,8 +147,9 @@ pub fn serve(
         asynchronous,
         st: Mutex::new(Out {
             buf: Vec::new(),
-            waiting: HashSet::new(),
+            waiting: BTreeSet::new(),
             broken: None,
+            draining: false,
         }),
         done: Condvar::new(),
     };
@@ -169,10 +174,12 @@ pub fn serve(
                     st.buf.extend_from_slice(&frame::header(id, 0));
                 }
                 // Replies wait for the rest of the batch only briefly:
-                // a slow handler does not hold back earlier replies.
+                // a slow handler does not hold back earlier replies. (The
+                // last request of a batch needs no clock: its replies are
+                // written right after the loop.)
                 if st.buf.is_empty() {
                     since = None;
-                } else {
+                } else if frame::next(&rx[pos..]).is_some() {
                     let t = *since.get_or_insert_with(Instant::now);
                     if st.buf.len() > BATCH_BYTES || t.elapsed() > BATCH_TIME {
                         w.flush(&mut st)?;
@@ -211,6 +218,7 @@ pub fn serve(
         unsafe { rx.set_len(rx.len() + n as usize) };
     }
     let mut st = lock(&w.st);
+    st.draining = true;
     while !st.waiting.is_empty() && st.broken.is_none() {
         st = w.done.wait(st).unwrap_or_else(|p| p.into_inner());
     }

@@ -6,6 +6,9 @@
 //! same worker on this machine. Interleaved repetitions, median
 //! [min–max]. `-- --quick` for 3 short repetitions.
 
+#[path = "common/worker.rs"]
+mod worker;
+
 #[path = "../tests/common/sshd.rs"]
 #[allow(dead_code)]
 mod sshd;
@@ -20,24 +23,6 @@ use anyfork::Process;
 use anyfork::rpc::Rpc;
 
 const MSG: usize = 64;
-
-/// The RPC worker library of the tests, built for this run.
-fn worker_lib() -> String {
-    let out = std::path::PathBuf::from(env!("CARGO_BIN_EXE_anyfork-serve"))
-        .parent()
-        .unwrap()
-        .join("libremote_bench_worker.so");
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/rpc_worker.c");
-    let inc = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
-    let ok = std::process::Command::new("cc")
-        .args(["-O2", "-shared", "-fPIC", "-pthread", "-I", inc, src, "-o"])
-        .arg(&out)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building the worker library");
-    out.display().to_string()
-}
 
 fn remote(argv: &[Vec<u8>]) -> Process {
     let a: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
@@ -162,7 +147,7 @@ fn main() {
     unsafe { std::env::set_var("ANYFORK_SERVE", &serve) };
     let sshd = sshd::Sshd::start();
     let transport = sshd.transport(&serve);
-    let lib = worker_lib();
+    let lib = worker::worker_lib("remote_bench_worker");
     let mut conn = remote(&transport);
     conn.require(&lib).unwrap();
     let mut local = Process::new_exec().unwrap();

@@ -9,6 +9,9 @@
 //! worker), which a busy machine distorts less than the wall clock.
 //! `-- --quick` for 3 short repetitions.
 
+#[path = "common/worker.rs"]
+mod worker;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,23 +23,6 @@ const MSG: usize = 64;
 /// The floor and sequential round trips of one repetition alternate in
 /// this many slices.
 const SLICES: usize = 100;
-
-fn worker_lib() -> String {
-    let out = std::path::PathBuf::from(env!("CARGO_BIN_EXE_anyfork-serve"))
-        .parent()
-        .unwrap()
-        .join("librpc_bench_worker.so");
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/rpc_worker.c");
-    let inc = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
-    let ok = std::process::Command::new("cc")
-        .args(["-O2", "-shared", "-fPIC", "-pthread", "-I", inc, src, "-o"])
-        .arg(&out)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building the worker library");
-    out.display().to_string()
-}
 
 /// The floor: a child process echoing 64-byte messages on a socketpair
 /// with blocking reads and writes, and nothing else.
@@ -198,7 +184,7 @@ fn main() {
     };
     // SAFETY: set before any thread or process is made.
     unsafe { std::env::set_var("ANYFORK_SERVE", env!("CARGO_BIN_EXE_anyfork-serve")) };
-    let lib = worker_lib();
+    let lib = worker::worker_lib("rpc_bench_worker");
     let mut p = Process::new().unwrap();
     p.require(&lib).unwrap();
     let rpc = Rpc::start(p, "rpc_sync", None).unwrap();

@@ -5,13 +5,9 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 
 use nix::fcntl::OFlag;
-use nix::spawn::{
-    PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn, posix_spawnp,
-};
-use nix::sys::signal::SigSet;
+use nix::spawn::{PosixSpawnFileActions, posix_spawn, posix_spawnp};
 use nix::sys::stat::Mode;
 
 use super::process::Process;
@@ -84,15 +80,7 @@ pub(super) fn spawn(
     // at 0, 1 or 2: an open standard fd is the caller's own.
     let sock = theirs.as_raw_fd();
     debug_assert!(sock > 2 && ours.as_raw_fd() > 2);
-    let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(k, _)| k != FD_ENV)
-        .filter_map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).ok()
-        })
-        .collect();
+    let mut env = crate::sys::spawn::environment(Some(FD_ENV));
     env.push(CString::new(format!("{FD_ENV}={sock}")).expect("no NUL"));
 
     let what = |e: Errno| Error::sys(e, "preparing posix_spawn");
@@ -108,13 +96,7 @@ pub(super) fn spawn(
                 .map_err(what)?;
         }
     }
-    let mut attr = PosixSpawnAttr::init().map_err(what)?;
-    attr.set_sigdefault(&SigSet::all()).map_err(what)?;
-    attr.set_sigmask(&SigSet::empty()).map_err(what)?;
-    attr.set_flags(
-        PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK,
-    )
-    .map_err(what)?;
+    let attr = crate::sys::spawn::clean_signals().map_err(what)?;
     let r = if search {
         posix_spawnp(path, &fa, &attr, argv, &env)
     } else {

@@ -13,8 +13,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawnp};
-use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
+use nix::spawn::{PosixSpawnFileActions, posix_spawnp};
+use nix::sys::signal::{SigHandler, Signal, kill, signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -227,22 +227,8 @@ fn spawn(
     fa.add_dup2(stdin.as_raw_fd(), 0)?;
     fa.add_dup2(stdout.as_raw_fd(), 1)?;
     fa.add_dup2(stderr.as_raw_fd(), 2)?;
-    let mut attr = PosixSpawnAttr::init()?;
-    attr.set_sigdefault(&SigSet::all())?;
-    attr.set_sigmask(&SigSet::empty())?;
-    attr.set_flags(
-        nix::spawn::PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
-            | nix::spawn::PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK,
-    )?;
-    let env: Vec<CString> = std::env::vars_os()
-        .filter_map(|(k, v)| {
-            use std::os::unix::ffi::OsStrExt;
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).ok()
-        })
-        .collect();
+    let attr = crate::sys::spawn::clean_signals()?;
+    let env = crate::sys::spawn::environment(None);
     posix_spawnp(&argv[0], &fa, &attr, argv, &env)
 }
 

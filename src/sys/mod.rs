@@ -4,3 +4,4 @@
 pub mod dl;
 pub mod fd;
 pub mod proc;
+pub mod spawn;

@@ -6,8 +6,12 @@
 //! same worker on this machine. Interleaved repetitions, median
 //! [min–max]. `-- --quick` for 3 short repetitions.
 
+#[path = "common/calls.rs"]
+mod calls;
 #[path = "common/worker.rs"]
 mod worker;
+
+use calls::stats;
 
 #[path = "../tests/common/sshd.rs"]
 #[allow(dead_code)]
@@ -16,13 +20,10 @@ mod sshd;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::channel;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyfork::Process;
 use anyfork::rpc::Rpc;
-
-const MSG: usize = 64;
 
 fn remote(argv: &[Vec<u8>]) -> Process {
     let a: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
@@ -91,48 +92,9 @@ fn ssh_each(transport: &[Vec<u8>], n: usize) -> f64 {
     n as f64 / s.elapsed().as_secs_f64()
 }
 
-fn req() -> Vec<u8> {
-    let mut r = b"echo ".to_vec();
-    r.resize(MSG, b'x');
-    r
-}
-
-fn rpc_sequential(rpc: &Rpc, n: usize) -> f64 {
-    let req = req();
-    let t = Instant::now();
-    for _ in 0..n {
-        let (tx, rx) = channel();
-        rpc.call(&req, move |r| {
-            let _ = tx.send(r.unwrap().len());
-        })
-        .unwrap();
-        while rx.try_recv().is_err() {
-            anyfork::wait(-1).unwrap();
-        }
-    }
-    n as f64 / t.elapsed().as_secs_f64()
-}
-
-fn rpc_pipelined(rpc: &Rpc, n: usize, window: usize) -> f64 {
-    let req = req();
-    let done = Arc::new(Mutex::new(0usize));
-    let t = Instant::now();
-    let mut sent = 0;
-    while *done.lock().unwrap() < n {
-        while sent < n && sent - *done.lock().unwrap() < window {
-            let d = done.clone();
-            rpc.call(&req, move |_| *d.lock().unwrap() += 1).unwrap();
-            sent += 1;
-        }
-        anyfork::wait(-1).unwrap();
-    }
-    n as f64 / t.elapsed().as_secs_f64()
-}
-
-fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (s[s.len() / 2], s[0], s[s.len() - 1])
+/// Round trips per second, one at a time.
+fn rate(rpc: &Rpc, n: usize) -> f64 {
+    n as f64 / calls::sequential(rpc, n).as_secs_f64()
 }
 
 fn main() {
@@ -155,8 +117,8 @@ fn main() {
     let rpc_remote = Rpc::start(conn.fork().unwrap(), "rpc_sync", None).unwrap();
     let rpc_local = Rpc::start(local.fork().unwrap(), "rpc_sync", None).unwrap();
     sequential(&conn, 50);
-    rpc_sequential(&rpc_remote, 500);
-    rpc_sequential(&rpc_local, 500);
+    rate(&rpc_remote, 500);
+    rate(&rpc_local, 500);
 
     let mut v: [Vec<f64>; 11] = Default::default();
     for _ in 0..reps {
@@ -164,10 +126,10 @@ fn main() {
         let pip = pipelined(&conn, n * 2, 100);
         let one = ssh_each(&transport, each);
         let lseq = sequential(&local, n);
-        let rs = rpc_sequential(&rpc_remote, calls);
-        let ls = rpc_sequential(&rpc_local, calls);
-        let rp = rpc_pipelined(&rpc_remote, calls * 5, 1000);
-        let lp = rpc_pipelined(&rpc_local, calls * 5, 1000);
+        let rs = rate(&rpc_remote, calls);
+        let ls = rate(&rpc_local, calls);
+        let rp = calls::pipelined(&rpc_remote, calls * 5, 1000);
+        let lp = calls::pipelined(&rpc_local, calls * 5, 1000);
         for (i, x) in [
             seq,
             pip,

@@ -9,17 +9,19 @@
 //! worker), which a busy machine distorts less than the wall clock.
 //! `-- --quick` for 3 short repetitions.
 
+#[path = "common/calls.rs"]
+mod calls;
 #[path = "common/worker.rs"]
 mod worker;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use calls::{MSG, pipelined, sequential, stats};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyfork::Process;
 use anyfork::rpc::{Pool, PoolOpts, Rpc};
 
-const MSG: usize = 64;
 /// The floor and sequential round trips of one repetition alternate in
 /// this many slices.
 const SLICES: usize = 100;
@@ -112,49 +114,6 @@ fn worker_pid(rpc: &Rpc) -> i32 {
     String::from_utf8(pid).unwrap().parse().unwrap()
 }
 
-fn req() -> Vec<u8> {
-    let mut r = b"echo ".to_vec();
-    r.resize(MSG, b'x');
-    r
-}
-
-/// How long `n` calls take one at a time: call, then `wait` until its
-/// callback has run (it counts the replies, as a C program's callback
-/// would set a flag).
-fn sequential(rpc: &Rpc, n: usize) -> Duration {
-    let req = req();
-    let got = Arc::new(AtomicUsize::new(0));
-    let t = Instant::now();
-    for i in 0..n {
-        let g = got.clone();
-        rpc.call(&req, move |r| {
-            assert_eq!(r.unwrap().len(), MSG - 5);
-            g.fetch_add(1, Ordering::Relaxed);
-        })
-        .unwrap();
-        while got.load(Ordering::Relaxed) == i {
-            anyfork::wait(-1).unwrap();
-        }
-    }
-    t.elapsed()
-}
-
-fn pipelined(rpc: &Rpc, n: usize, window: usize) -> f64 {
-    let req = req();
-    let done = Arc::new(Mutex::new(0usize));
-    let t = Instant::now();
-    let mut sent = 0;
-    while *done.lock().unwrap() < n {
-        while sent < n && sent - *done.lock().unwrap() < window {
-            let d = done.clone();
-            rpc.call(&req, move |_| *d.lock().unwrap() += 1).unwrap();
-            sent += 1;
-        }
-        anyfork::wait(-1).unwrap();
-    }
-    n as f64 / t.elapsed().as_secs_f64()
-}
-
 fn pool_rate(pool: &Pool, n: usize) -> f64 {
     let done = Arc::new(Mutex::new(0usize));
     let t = Instant::now();
@@ -167,12 +126,6 @@ fn pool_rate(pool: &Pool, n: usize) -> f64 {
         anyfork::wait(-1).unwrap();
     }
     n as f64 / t.elapsed().as_secs_f64()
-}
-
-fn stats(v: &[f64]) -> (f64, f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (s[s.len() / 2], s[0], s[s.len() - 1])
 }
 
 fn main() {

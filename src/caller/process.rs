@@ -327,9 +327,8 @@ impl Process {
         if let Err(e) = crate::caller::state::reactor() {
             return Err((e, fd));
         }
-        use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-        let fl = fcntl(&fd, FcntlArg::F_GETFL).map_or(OFlag::empty(), OFlag::from_bits_retain);
-        let _ = fcntl(&fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK));
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        crate::sys::fd::set_nonblocking(fd.as_fd());
         let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
         let p = Process::from_parts(fd, Record::unknown())
             .expect("Conn::new fails only without a reactor, which exists");

@@ -194,6 +194,20 @@ pub fn push_reset(out: &mut Vec<u8>, chan: u32) {
     push_header(out, Kind::Reset, chan, 0);
 }
 
+/// Checks the other end's versions against ours.
+pub fn check_versions(link: u32, wire: u32) -> Result<(), String> {
+    if link != LINK_VERSION || wire != crate::protocol::wire::VERSION {
+        return Err(format!(
+            "version mismatch: the other end speaks remote link version {link} and \
+             protocol version {wire}, this end {} and {}; install the same anyfork \
+             version on both hosts",
+            LINK_VERSION,
+            crate::protocol::wire::VERSION
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

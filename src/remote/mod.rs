@@ -5,6 +5,8 @@
 //! that one stream ([`link`], [`mux`]), so each remote process appears in
 //! the caller as a local socket.
 
+mod channel;
+mod commands;
 pub mod link;
 mod mux;
 pub mod relay;

@@ -5,18 +5,16 @@
 //! per-channel credit (see [`super::link`]) bounds what a channel that is
 //! not read can hold.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, Shutdown, recvmsg, sendmsg, shutdown,
-};
+use nix::sys::socket::{Shutdown, shutdown};
 
-use super::link::{self, Frame, WINDOW};
+use super::channel::{Channel, Received};
+use super::commands::Commands;
+use super::link::{self, Frame, WINDOW, check_versions};
 use super::watch::Watch;
-use crate::protocol::wire::{self, Tag};
 
 /// Which end of the link this multiplexer is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -27,88 +25,6 @@ pub(super) enum Side {
     /// `anyfork-serve --stdio`: makes a socketpair for each channel the
     /// relay opens and passes one end to the parent channel's process.
     Remote,
-}
-
-/// How the bytes a caller writes to one process's socket are read.
-enum Commands {
-    /// Frames to the server: a header is held back until it is whole, so
-    /// that an open goes out before the frame that needs its socket.
-    Frames {
-        head: [u8; wire::HEADER_LEN],
-        have: usize,
-        left: u64,
-        /// The frame being passed is `Run`: after it, the user's bytes.
-        last: bool,
-    },
-    /// The process runs its function: bytes pass as they are.
-    Raw,
-}
-
-impl Commands {
-    fn frames() -> Commands {
-        Commands::Frames {
-            head: [0; wire::HEADER_LEN],
-            have: 0,
-            left: 0,
-            last: false,
-        }
-    }
-}
-
-/// One process's socket on this machine.
-struct Channel {
-    fd: OwnedFd,
-    /// Bytes from the link for the socket, from `at` on.
-    wbuf: Vec<u8>,
-    at: usize,
-    /// Remote side: socket ends for the process, each with the offset in
-    /// this channel's byte stream of the frame that needs it.
-    pass: VecDeque<(OwnedFd, u64)>,
-    /// Bytes of this channel's stream taken from the link, and written.
-    taken: u64,
-    written: u64,
-    /// Written to the socket and not yet credited to the other end.
-    consumed: u32,
-    /// The other end sent `Eof`: shut the socket for writing once drained.
-    peer_eof: bool,
-    /// The socket takes no more bytes (shut down, or its reader is gone).
-    shut: bool,
-    /// Bytes this side may still send on the link for this channel.
-    credit: u32,
-    /// The socket reached end of file and `Eof` was sent.
-    read_eof: bool,
-    /// Caller side: how the caller's bytes are read.
-    commands: Commands,
-    /// Caller side: fds received with the caller's bytes, for their frames.
-    fds: VecDeque<OwnedFd>,
-}
-
-impl Channel {
-    fn new(fd: OwnedFd, commands: Commands) -> Channel {
-        Channel {
-            fd,
-            wbuf: Vec::new(),
-            at: 0,
-            pass: VecDeque::new(),
-            taken: 0,
-            written: 0,
-            consumed: 0,
-            peer_eof: false,
-            shut: false,
-            credit: WINDOW,
-            read_eof: false,
-            commands,
-            fds: VecDeque::new(),
-        }
-    }
-
-    fn pending(&self) -> usize {
-        self.wbuf.len() - self.at
-    }
-
-    fn done(&self) -> bool {
-        self.read_eof && self.shut
-    }
 }
 
 /// Why the link stopped.
@@ -159,9 +75,9 @@ impl Mux {
             Side::Caller => Commands::frames(),
             Side::Remote => Commands::Raw,
         };
-        set_nonblocking(&input);
-        set_nonblocking(&output);
-        set_nonblocking(&template);
+        crate::sys::fd::set_nonblocking(input.as_fd());
+        crate::sys::fd::set_nonblocking(output.as_fd());
+        crate::sys::fd::set_nonblocking(template.as_fd());
         let mut chans = HashMap::new();
         chans.insert(link::TEMPLATE, Channel::new(template, commands));
         Mux {
@@ -415,60 +331,10 @@ impl Mux {
         let Some(c) = self.chans.get_mut(&id) else {
             return;
         };
-        while c.pending() > 0 && !c.shut {
-            // A socket rides with a write that ends before the next
-            // socket's frame: the server must have each frame's fd by the
-            // time it reads the frame, and takes one fd per message.
-            let fd = c.pass.pop_front();
-            let mut len = c.pending();
-            if fd.is_some() {
-                if let Some((_, next)) = c.pass.front() {
-                    len = len.min((next - c.written) as usize);
-                }
-            }
-            let iov = [std::io::IoSlice::new(&c.wbuf[c.at..c.at + len])];
-            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-            let r = match &fd {
-                Some((f, _)) => {
-                    let fds = [f.as_raw_fd()];
-                    sendmsg::<()>(
-                        c.fd.as_raw_fd(),
-                        &iov,
-                        &[ControlMessage::ScmRights(&fds)],
-                        flags,
-                        None,
-                    )
-                }
-                None => sendmsg::<()>(c.fd.as_raw_fd(), &iov, &[], flags, None),
-            };
-            match r {
-                Ok(n) => {
-                    c.at += n;
-                    c.written += n as u64;
-                    c.consumed += n as u32;
-                }
-                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
-                    if let Some(f) = fd {
-                        c.pass.push_front(f);
-                    }
-                    break;
-                }
-                Err(_) => {
-                    // The reader is gone: what it was sent counts as
-                    // consumed, and so does what still comes; the other
-                    // end stops its writer, as a local socket would
-                    // (EPIPE).
-                    c.consumed += c.pending() as u32;
-                    c.at = c.wbuf.len();
-                    c.shut = true;
-                    c.pass.clear();
-                    link::push_reset(&mut self.out, id);
-                }
-            }
-        }
-        if c.at == c.wbuf.len() {
-            c.wbuf.clear();
-            c.at = 0;
+        if c.flush() {
+            // The reader is gone: the other end stops its writer, as a
+            // local socket would (EPIPE).
+            link::push_reset(&mut self.out, id);
         }
         if c.consumed > 0 && (c.consumed >= WINDOW / 4 || c.shut) {
             link::push_credit(&mut self.out, id, c.consumed);
@@ -499,43 +365,18 @@ impl Mux {
             return Ok(());
         }
         let want = (c.credit as usize).min(READ_CHUNK);
-        let mut cmsg = nix::cmsg_space!([RawFd; 8]);
-        let r = {
-            let mut iov = [IoSliceMut::new(&mut scratch[..want])];
-            let cm = if side == Side::Caller {
-                Some(&mut cmsg[..])
-            } else {
-                None
-            };
-            recvmsg::<()>(
-                c.fd.as_raw_fd(),
-                &mut iov,
-                cm,
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map(|m| {
-                let mut fds = Vec::new();
-                if let Ok(cms) = m.cmsgs() {
-                    for cm in cms {
-                        if let ControlMessageOwned::ScmRights(v) = cm {
-                            fds.extend(v);
-                        }
-                    }
-                }
-                (m.bytes, fds)
-            })
-        };
-        let n = match r {
-            Ok((n, fds)) => {
-                for fd in fds {
-                    // SAFETY: the kernel just installed this fd for us.
-                    c.fds.push_back(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-                n
+        let n = match c.receive(&mut scratch[..want], side == Side::Caller) {
+            Received::Again => return Ok(()),
+            Received::End => 0,
+            Received::Bytes(n) => n,
+            Received::LostFd => {
+                self.kill_channel(
+                    id,
+                    "a socket sent with the caller's commands was lost (the relay is at its \
+                     open-file limit)",
+                );
+                return Ok(());
             }
-            Err(Errno::EAGAIN) | Err(Errno::EINTR) => return Ok(()),
-            // A reset counts as the end of the process's bytes.
-            Err(_) => 0,
         };
         if n == 0 {
             c.read_eof = true;
@@ -548,19 +389,7 @@ impl Mux {
             Side::Remote => link::push_data(&mut self.out, id, buf),
             Side::Caller => {
                 if let Err(why) = self.forward_commands(id, buf) {
-                    // This process's stream is beyond repair; the others
-                    // are not touched. Both ends of it see EOF.
-                    eprintln!(
-                        "anyfork[{}]: remote channel {id}: {why}",
-                        std::process::id()
-                    );
-                    if let Some(c) = self.chans.get_mut(&id) {
-                        c.read_eof = true;
-                        c.shut = true;
-                        c.wbuf.clear();
-                        c.at = 0;
-                    }
-                    link::push_eof(&mut self.out, id);
+                    self.kill_channel(id, &why);
                 }
             }
         }
@@ -568,70 +397,32 @@ impl Mux {
         Ok(())
     }
 
+    /// Caller side: channel `id`'s stream is beyond repair (`why`); the
+    /// others are not touched. Both ends of it see EOF.
+    fn kill_channel(&mut self, id: u32, why: &str) {
+        eprintln!(
+            "anyfork[{}]: remote channel {id}: {why}",
+            std::process::id()
+        );
+        if let Some(c) = self.chans.get_mut(&id) {
+            c.read_eof = true;
+            c.shut = true;
+            c.wbuf.clear();
+            c.at = 0;
+        }
+        link::push_eof(&mut self.out, id);
+    }
+
     /// Caller side: passes the caller's bytes for channel `id` on, and
     /// opens a channel for each frame that carries a new process's socket.
     fn forward_commands(&mut self, id: u32, bytes: &[u8]) -> Result<(), String> {
-        let mut born: Vec<(u32, Channel)> = Vec::new();
         let c = self.chans.get_mut(&id).expect("channel read just now");
-        let mut from = 0;
-        let mut i = 0;
-        while i < bytes.len() {
-            match &mut c.commands {
-                Commands::Raw => i = bytes.len(),
-                Commands::Frames { left, last, .. } if *left > 0 => {
-                    let take = (*left).min((bytes.len() - i) as u64);
-                    i += take as usize;
-                    *left -= take;
-                    if *left == 0 && *last {
-                        c.commands = Commands::Raw;
-                    }
-                }
-                Commands::Frames {
-                    head,
-                    have,
-                    left,
-                    last,
-                } => {
-                    link::push_data(&mut self.out, id, &bytes[from..i]);
-                    let take = (wire::HEADER_LEN - *have).min(bytes.len() - i);
-                    head[*have..*have + take].copy_from_slice(&bytes[i..i + take]);
-                    *have += take;
-                    i += take;
-                    from = i;
-                    if *have < wire::HEADER_LEN {
-                        continue;
-                    }
-                    let (tag, len) = wire::parse_header(head)
-                        .map_err(|e| format!("corrupt command stream: {e}"))?;
-                    if tag.fds() > 0 {
-                        if tag == Tag::Fd {
-                            return Err("an fd cannot be sent to a remote process".into());
-                        }
-                        let Some(fd) = c.fds.pop_front() else {
-                            return Err(format!("a {tag:?} frame came without its socket"));
-                        };
-                        let new = self.next_chan;
-                        self.next_chan += 1;
-                        let commands = if tag == Tag::Fork && len == 0 {
-                            Commands::frames()
-                        } else {
-                            Commands::Raw
-                        };
-                        born.push((new, Channel::new(fd, commands)));
-                        link::push_open(&mut self.out, new, id);
-                    }
-                    let whole = *head;
-                    link::push_data(&mut self.out, id, &whole);
-                    *have = 0;
-                    *left = u64::from(len);
-                    *last = tag == Tag::Run;
-                }
-            }
-        }
-        link::push_data(&mut self.out, id, &bytes[from..]);
-        for (n, ch) in born {
-            set_nonblocking(&ch.fd);
-            self.chans.insert(n, ch);
+        let born = c
+            .commands
+            .pass(id, bytes, &mut c.fds, &mut self.next_chan, &mut self.out)?;
+        for (n, fd, commands) in born {
+            crate::sys::fd::set_nonblocking(fd.as_fd());
+            self.chans.insert(n, Channel::new(fd, commands));
         }
         Ok(())
     }
@@ -645,25 +436,4 @@ impl Mux {
         }
         self.chans.clear();
     }
-}
-
-/// Checks the other end's versions against ours.
-pub(super) fn check_versions(link: u32, wire: u32) -> Result<(), String> {
-    if link != link::LINK_VERSION || wire != wire::VERSION {
-        return Err(format!(
-            "version mismatch: the other end speaks remote link version {link} and \
-             protocol version {wire}, this end {} and {}; install the same anyfork \
-             version on both hosts",
-            link::LINK_VERSION,
-            wire::VERSION
-        ));
-    }
-    Ok(())
-}
-
-/// Makes `fd` nonblocking.
-pub(super) fn set_nonblocking(fd: &OwnedFd) {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = fcntl(fd, FcntlArg::F_GETFL).map_or(OFlag::empty(), OFlag::from_bits_truncate);
-    let _ = fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK));
 }

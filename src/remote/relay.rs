@@ -9,7 +9,7 @@
 //! little-endian `u32` length and a message saying why the start failed.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -19,7 +19,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::link;
-use super::mux::{Ended, Mux, Side, check_versions};
+use super::link::check_versions;
+use super::mux::{Ended, Mux, Side};
 use super::watch::Watch;
 use crate::server::exit::exit;
 
@@ -90,7 +91,7 @@ fn start(argv: &[CString], shown: &str) -> Result<(Transport, Vec<u8>), String> 
     let pid = spawn(argv, &in_r, &out_w, &err_w)
         .map_err(|e| format!("cannot start the remote template's command {shown}: {e}"))?;
     drop((in_r, out_w, err_w));
-    super::mux::set_nonblocking(&out_r);
+    crate::sys::fd::set_nonblocking(out_r.as_fd());
     let mut t = Transport {
         pid,
         input: out_r,

@@ -2,7 +2,7 @@
 //! write to theirs): copied to the relay's stderr, its last bytes kept
 //! for the error that explains a failed start.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// Bytes of the transport's stderr kept for an error message.
 const TAIL: usize = 2048;
@@ -16,7 +16,7 @@ pub(super) struct Watch {
 
 impl Watch {
     pub(super) fn new(fd: OwnedFd) -> Watch {
-        super::mux::set_nonblocking(&fd);
+        crate::sys::fd::set_nonblocking(fd.as_fd());
         Watch {
             fd,
             tail: Vec::new(),

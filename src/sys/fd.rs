@@ -82,3 +82,10 @@ pub fn socketpair_above_stdio() -> std::io::Result<(std::os::fd::OwnedFd, std::o
     )?;
     Ok((above_stdio(a)?, above_stdio(b)?))
 }
+
+/// Makes `fd` nonblocking, keeping its other status flags.
+pub fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let fl = fcntl(fd, FcntlArg::F_GETFL).map_or(OFlag::empty(), OFlag::from_bits_retain);
+    let _ = fcntl(fd, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK));
+}

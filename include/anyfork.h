@@ -168,51 +168,6 @@ typedef pid_t (*fork_fork_hook_fn)(void *userdata);
 typedef void (*fork_run_cb)(int fd, void *userdata);
 
 /*
- Called once a process has exited: its pid and its wait status (decode
- with `WIFEXITED`/`WEXITSTATUS`/`WIFSIGNALED`/`WTERMSIG`). A negative
- `wait_status` is `-errno` when the status cannot be known (`-ECHILD`:
- the template went away first, or a host loop reaped a direct child),
- with `fork_last_error()` describing why.
- */
-typedef void (*fork_exit_cb)(pid_t pid, int wait_status, void *userdata);
-
-/*
- An event the worker sent (`fork_rpc_event`): `len` bytes at `data`,
- valid during the callback only. Events come in the order sent,
- interleaved in order with replies.
- */
-typedef void (*fork_rpc_event_cb)(const void *data, size_t len, void *userdata);
-
-/*
- The reply to one call: `status` 0 and the reply's `len` bytes at
- `data` (valid during the callback only), or `status` -errno (data NULL,
- len 0) when no reply will come: `-EPIPE` the worker exited or died
- first, `-ECONNRESET` it died (or was killed) with requests it had not
- read yet, `-EPROTO` it broke the framing; `fork_last_error()` on the
- dispatching thread says which call and why.
- */
-typedef void (*fork_rpc_reply_cb)(int status, const void *data, size_t len, void *userdata);
-
-/*
- Runs once a freed RPC worker or pool has ended. `status` is 0 when
- the worker saw EOF and exited, or -errno when it had ended otherwise
- (died, exited on its own); for a pool always 0.
- */
-typedef void (*fork_rpc_destroyed_cb)(int status, void *userdata);
-
-/*
- The worker's handler: one request, `len` bytes at `req` (valid during
- the call only), with its `id`. Answer with `fork_rpc_reply(w, id, ...)`:
- a synchronous worker before returning (a request left unanswered gets
- an empty reply), an asynchronous one whenever it likes, from any thread.
- */
-typedef void (*fork_rpc_handler)(struct fork_rpc_worker *w,
-                                 uint32_t id,
-                                 const void *req,
-                                 size_t len,
-                                 void *userdata);
-
-/*
  A pool's settings, with AnyEvent::Fork::Pool's meanings; start from
  `fork_pool_defaults()`.
  */
@@ -242,6 +197,51 @@ typedef struct fork_pool_opts {
    */
   uint64_t retire_after;
 } fork_pool_opts;
+
+/*
+ An event the worker sent (`fork_rpc_event`): `len` bytes at `data`,
+ valid during the callback only. Events come in the order sent,
+ interleaved in order with replies.
+ */
+typedef void (*fork_rpc_event_cb)(const void *data, size_t len, void *userdata);
+
+/*
+ The reply to one call: `status` 0 and the reply's `len` bytes at
+ `data` (valid during the callback only), or `status` -errno (data NULL,
+ len 0) when no reply will come: `-EPIPE` the worker exited or died
+ first, `-ECONNRESET` it died (or was killed) with requests it had not
+ read yet, `-EPROTO` it broke the framing; `fork_last_error()` on the
+ dispatching thread says which call and why.
+ */
+typedef void (*fork_rpc_reply_cb)(int status, const void *data, size_t len, void *userdata);
+
+/*
+ Runs once a freed RPC worker or pool has ended. `status` is 0 when
+ the worker saw EOF and exited, or -errno when it had ended otherwise
+ (died, exited on its own); for a pool always 0.
+ */
+typedef void (*fork_rpc_destroyed_cb)(int status, void *userdata);
+
+/*
+ Called once a process has exited: its pid and its wait status (decode
+ with `WIFEXITED`/`WEXITSTATUS`/`WIFSIGNALED`/`WTERMSIG`). A negative
+ `wait_status` is `-errno` when the status cannot be known (`-ECHILD`:
+ the template went away first, or a host loop reaped a direct child),
+ with `fork_last_error()` describing why.
+ */
+typedef void (*fork_exit_cb)(pid_t pid, int wait_status, void *userdata);
+
+/*
+ The worker's handler: one request, `len` bytes at `req` (valid during
+ the call only), with its `id`. Answer with `fork_rpc_reply(w, id, ...)`:
+ a synchronous worker before returning (a request left unanswered gets
+ an empty reply), an asynchronous one whenever it likes, from any thread.
+ */
+typedef void (*fork_rpc_handler)(struct fork_rpc_worker *w,
+                                 uint32_t id,
+                                 const void *req,
+                                 size_t len,
+                                 void *userdata);
 
 #ifdef __cplusplus
 extern "C" {
@@ -547,6 +547,80 @@ struct fork_proc *fork_from_fd_flags(int fd, unsigned int flags);
  not fork makes every existing handle fail with `-EBADF`.
  */
 void fork_reset_after_fork(void);
+
+/*
+ The default pool settings: max = number of CPUs, idle 0, load 2,
+ start 0.1 s, stop 10 s, retire_after 0.
+ */
+struct fork_pool_opts fork_pool_defaults(void);
+
+/*
+ Makes a pool: workers are forked from `template` (consumed, even on
+ failure; it is the pool's now) and enter `function`, which serves RPC
+ (see `fork_rpc_start`). `opts` NULL means `fork_pool_defaults()`.
+ `opts->idle` workers start at once. `on_event` (may be NULL) gets every
+ worker's events.
+
+ Returns a handle (end it with `fork_pool_free`), or NULL with
+ `fork_last_error()` set (`-EINVAL`: max or load 0, idle > max, a
+ negative or NaN time).
+
+ # Safety
+ `template` is NULL or a live handle, never used again; `function` is
+ NULL or a C string; `opts` is NULL or valid.
+ */
+struct fork_pool *fork_pool_new(struct fork_proc *template_,
+                                const char *function,
+                                const struct fork_pool_opts *opts,
+                                fork_rpc_event_cb on_event,
+                                void *userdata);
+
+/*
+ Adds another template workers may be forked from (templates are used
+ in turn); consumes `template`, even on failure.
+
+ Returns 0, or -errno with `fork_last_error()` set.
+
+ # Safety
+ `pool` is NULL or a live handle; `template` as for `fork_pool_new`.
+ */
+int fork_pool_add_template(struct fork_pool *pool, struct fork_proc *template_);
+
+/*
+ Sends a request to the least-loaded worker, or queues it while every
+ worker is at its load (never blocks). `cb` runs exactly once, as for
+ `fork_rpc_call`; a worker that dies fails only its own calls.
+
+ Returns 0, or `-EINVAL`, `-E2BIG`, `-EPIPE` (freed) with
+ `fork_last_error()` set and `cb` never run.
+
+ # Safety
+ `pool` is NULL or a live handle; `data` is NULL or points to `len` bytes.
+ */
+int fork_pool_call(struct fork_pool *pool,
+                   const void *data,
+                   size_t len,
+                   fork_rpc_reply_cb cb,
+                   void *userdata);
+
+/*
+ The number of workers the pool has now (retiring ones included).
+
+ # Safety
+ `pool` is NULL or a live handle.
+ */
+int fork_pool_workers(const struct fork_pool *pool);
+
+/*
+ Frees a pool gracefully: queued calls are still sent and answered,
+ then workers read EOF and exit, the templates exit, then `cb` (may be
+ NULL) runs with status 0. Until then it counts in `fork_pending`.
+ `fork_pool_free(NULL, ...)` does nothing.
+
+ # Safety
+ `pool` is NULL or a live handle, never used again.
+ */
+void fork_pool_free(struct fork_pool *pool, fork_rpc_destroyed_cb cb, void *userdata);
 
 /*
  Creates a process by forking the default template, which is spawned on
@@ -872,80 +946,6 @@ int fork_rpc_event(struct fork_rpc_worker *w, const void *data, size_t len);
  As for `fork_rpc_reply`.
  */
 int fork_pool_retire(struct fork_rpc_worker *w);
-
-/*
- The default pool settings: max = number of CPUs, idle 0, load 2,
- start 0.1 s, stop 10 s, retire_after 0.
- */
-struct fork_pool_opts fork_pool_defaults(void);
-
-/*
- Makes a pool: workers are forked from `template` (consumed, even on
- failure; it is the pool's now) and enter `function`, which serves RPC
- (see `fork_rpc_start`). `opts` NULL means `fork_pool_defaults()`.
- `opts->idle` workers start at once. `on_event` (may be NULL) gets every
- worker's events.
-
- Returns a handle (end it with `fork_pool_free`), or NULL with
- `fork_last_error()` set (`-EINVAL`: max or load 0, idle > max, a
- negative or NaN time).
-
- # Safety
- `template` is NULL or a live handle, never used again; `function` is
- NULL or a C string; `opts` is NULL or valid.
- */
-struct fork_pool *fork_pool_new(struct fork_proc *template_,
-                                const char *function,
-                                const struct fork_pool_opts *opts,
-                                fork_rpc_event_cb on_event,
-                                void *userdata);
-
-/*
- Adds another template workers may be forked from (templates are used
- in turn); consumes `template`, even on failure.
-
- Returns 0, or -errno with `fork_last_error()` set.
-
- # Safety
- `pool` is NULL or a live handle; `template` as for `fork_pool_new`.
- */
-int fork_pool_add_template(struct fork_pool *pool, struct fork_proc *template_);
-
-/*
- Sends a request to the least-loaded worker, or queues it while every
- worker is at its load (never blocks). `cb` runs exactly once, as for
- `fork_rpc_call`; a worker that dies fails only its own calls.
-
- Returns 0, or `-EINVAL`, `-E2BIG`, `-EPIPE` (freed) with
- `fork_last_error()` set and `cb` never run.
-
- # Safety
- `pool` is NULL or a live handle; `data` is NULL or points to `len` bytes.
- */
-int fork_pool_call(struct fork_pool *pool,
-                   const void *data,
-                   size_t len,
-                   fork_rpc_reply_cb cb,
-                   void *userdata);
-
-/*
- The number of workers the pool has now (retiring ones included).
-
- # Safety
- `pool` is NULL or a live handle.
- */
-int fork_pool_workers(const struct fork_pool *pool);
-
-/*
- Frees a pool gracefully: queued calls are still sent and answered,
- then workers read EOF and exit, the templates exit, then `cb` (may be
- NULL) runs with status 0. Until then it counts in `fork_pending`.
- `fork_pool_free(NULL, ...)` does nothing.
-
- # Safety
- `pool` is NULL or a live handle, never used again.
- */
-void fork_pool_free(struct fork_pool *pool, fork_rpc_destroyed_cb cb, void *userdata);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -28,6 +28,7 @@ mod convert;
 mod handle;
 mod loop_api;
 mod modes_api;
+mod pool_api;
 mod proc_api;
 mod rpc_api;
 
@@ -35,5 +36,6 @@ pub use child_api::*;
 pub use handle::fork_proc;
 pub use loop_api::*;
 pub use modes_api::*;
+pub use pool_api::*;
 pub use proc_api::*;
 pub use rpc_api::*;

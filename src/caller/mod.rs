@@ -22,3 +22,4 @@ pub mod reactor;
 mod record;
 mod remote;
 pub mod state;
+mod waiters;

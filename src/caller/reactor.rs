@@ -6,7 +6,7 @@
 //! connection with bytes queued or reports to read, a direct child's
 //! pidfd), a timerfd that ticks while fd-less watchers (children on
 //! kernels without pidfds) must be polled, and the waiters' alarm (see
-//! [`Reactor::wait`]). All registrations are level-triggered, so the loop
+//! [`Reactor::wait`], in `waiters.rs`). All registrations are level-triggered, so the loop
 //! fd is readable exactly while [`Reactor::dispatch`] has work, and not
 //! while nothing can progress (but for the moment between an alarm and
 //! the waiting thread's wake-up).
@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -30,6 +30,7 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
 use super::state::lock;
+use super::waiters::Waiters;
 use crate::error::{Errno, Error, Result};
 
 /// Something the reactor watches: a connection, a direct child.
@@ -50,17 +51,6 @@ struct Due {
     signaled: bool,
 }
 
-/// Threads in [`Reactor::wait`]: one polls the loop fd, the others wait on
-/// a condition variable. Whoever makes the last expected callback leave
-/// (runs it, or cancels it) wakes them all; the poller through `alarm`.
-#[derive(Default)]
-struct Waiters {
-    polling: bool,
-    following: usize,
-    /// The alarm was written and not read yet (the poller reads it).
-    alarmed: bool,
-}
-
 /// The library-wide reactor.
 pub struct Reactor {
     ep: Epoll,
@@ -79,12 +69,12 @@ pub struct Reactor {
     /// Watchers registered for `EPOLLOUT`: sockets with bytes queued,
     /// which only dispatch delivers.
     writing: AtomicUsize,
-    waiters: Mutex<Waiters>,
-    turn: Condvar,
+    pub(super) waiters: Mutex<Waiters>,
+    pub(super) turn: Condvar,
     /// Wakes the thread polling in `wait`. It is in the epoll set (so that
     /// thread blocks in one `epoll_wait`), written only while a thread
     /// polls there, and read only by that thread: `dispatch` skips it.
-    alarm: EventFd,
+    pub(super) alarm: EventFd,
 }
 
 const WAKE: u64 = 0;
@@ -288,14 +278,7 @@ impl Reactor {
     fn work_done(&self, counter: &AtomicUsize) {
         counter.fetch_sub(1, Ordering::SeqCst);
         if self.pending() == 0 {
-            let mut w = lock(&self.waiters);
-            if w.polling && !w.alarmed {
-                w.alarmed = true;
-                let _ = self.alarm.write(1);
-            }
-            if w.following > 0 {
-                self.turn.notify_all();
-            }
+            self.wake_waiters();
         }
     }
 
@@ -358,7 +341,11 @@ impl Reactor {
     }
 
     /// Reads the loop fd's ready events, waiting up to `timeout` for one.
-    fn poll_events(&self, events: &mut [EpollEvent], timeout: EpollTimeout) -> Result<usize> {
+    pub(super) fn poll_events(
+        &self,
+        events: &mut [EpollEvent],
+        timeout: EpollTimeout,
+    ) -> Result<usize> {
         match self.ep.wait(events, timeout) {
             Ok(n) => Ok(n),
             Err(Errno::EINTR) => Ok(0),
@@ -368,7 +355,7 @@ impl Reactor {
 
     /// Reacts to `events` (from the loop fd), then runs the callbacks that
     /// were due: the second half of [`Reactor::dispatch`].
-    fn handle(&self, events: &[EpollEvent]) -> Result<usize> {
+    pub(super) fn handle(&self, events: &[EpollEvent]) -> Result<usize> {
         IN_DISPATCH.set(true);
         for ev in events {
             match ev.data() {
@@ -437,87 +424,5 @@ impl Reactor {
                 self.set_ticking(false);
             }
         }
-    }
-
-    /// Dispatches until at least one callback ran, `timeout_ms` passed
-    /// (negative: no limit), or nothing is pending ([`Reactor::pending`]).
-    ///
-    /// Any number of threads may wait at once. One of them polls: it
-    /// blocks in `epoll_wait` on the loop fd itself and handles what that
-    /// returns, so a reply costs one wake-up and no second look. The others
-    /// sleep until it stops polling (and one takes over) or until nothing
-    /// is pending any more, whoever made it so (see `work_done`: it rings
-    /// the alarm for the poller). Each checks its conditions under the
-    /// waiters' lock that the waking side takes, so no wake-up is lost.
-    pub fn wait(&self, timeout_ms: i32) -> Result<usize> {
-        let deadline = u64::try_from(timeout_ms)
-            .ok()
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
-        let mut events = [EpollEvent::empty(); 64];
-        loop {
-            if self.pending() == 0 {
-                // Nothing can come: one look, whatever it finds.
-                return self.dispatch();
-            }
-            let left = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return self.dispatch(),
-                },
-            };
-            let mut w = lock(&self.waiters);
-            if self.pending() == 0 {
-                continue;
-            }
-            if w.polling {
-                w.following += 1;
-                w = match left {
-                    None => self.turn.wait(w).unwrap_or_else(|p| p.into_inner()),
-                    Some(left) => {
-                        self.turn
-                            .wait_timeout(w, left)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0
-                    }
-                };
-                w.following -= 1;
-                drop(w);
-                // Another thread may have run callbacks, or stopped
-                // polling: look without blocking before deciding again.
-                let ran = self.dispatch()?;
-                if ran > 0 || self.pending() == 0 {
-                    return Ok(ran);
-                }
-                continue;
-            }
-            w.polling = true;
-            drop(w);
-            let r = self.poll_events(&mut events, Self::epoll_timeout(left));
-            let mut w = lock(&self.waiters);
-            w.polling = false;
-            if w.alarmed {
-                w.alarmed = false;
-                let _ = self.alarm.read();
-            }
-            if w.following > 0 {
-                self.turn.notify_all();
-            }
-            drop(w);
-            let ran = self.handle(&events[..r?])?;
-            if ran > 0 || self.pending() == 0 {
-                return Ok(ran);
-            }
-        }
-    }
-
-    /// `left` as an `epoll_wait` timeout: rounded up to whole
-    /// milliseconds, so a wait does not spin through its last fraction of
-    /// a millisecond; none is no limit.
-    fn epoll_timeout(left: Option<Duration>) -> EpollTimeout {
-        left.map_or(EpollTimeout::NONE, |d| {
-            let ms = d.as_micros().div_ceil(1000);
-            EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
-        })
     }
 }

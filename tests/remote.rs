@@ -36,32 +36,6 @@ fn remote_template() -> Process {
     t
 }
 
-/// Every live descendant of `pid`.
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut all = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        for c in children_of(p) {
-            all.push(c);
-            todo.push(c);
-        }
-    }
-    all
-}
-
-/// Waits until none of `pids` is alive (zombies count as gone).
-fn all_gone(pids: &[i32], what: &str) {
-    let t = Instant::now();
-    while pids.iter().any(|&p| alive(p)) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{what}: still alive after 10 s: {:?}",
-            pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
-        );
-        anyfork::wait(20).unwrap();
-    }
-}
-
 /// A line from a blocking read of a comm socket.
 fn line(s: &mut UnixStream) -> String {
     let mut v = Vec::new();

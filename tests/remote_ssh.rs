@@ -8,7 +8,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyfork::rpc::Rpc;
 use anyfork::{Errno, Process};
@@ -37,17 +37,6 @@ fn pids_running(what: &str) -> Vec<i32> {
         }
     }
     v
-}
-
-fn gone(pids: &[i32], what: &str) {
-    let t = Instant::now();
-    while pids.iter().any(|&p| alive(p)) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{what}: still alive after 10 s: {pids:?}"
-        );
-        let _ = anyfork::wait(20);
-    }
 }
 
 #[test]
@@ -96,7 +85,7 @@ fn over_ssh_processes_run_report_pids_and_exits_and_answer_rpc() {
     let far = pids_running(&format!("{} --stdio", serve_exe().display()));
     assert!(!far.is_empty(), "the far side runs under sshd");
     drop(t);
-    gone(&far, "anyfork-serve --stdio and its template");
+    all_gone(&far, "anyfork-serve --stdio and its template");
 }
 
 fn start_error(argv: Vec<Vec<u8>>) -> String {
@@ -176,10 +165,7 @@ fn ssh_killed() {
     let far = pids_running(&format!("{} --stdio", serve_exe().display()));
     let mut on_far_side = far.clone();
     for &f in &far {
-        on_far_side.extend(children_of(f));
-        for c in children_of(f) {
-            on_far_side.extend(children_of(c));
-        }
+        on_far_side.extend(descendants(f));
     }
     assert!(
         on_far_side.len() >= 5,
@@ -194,9 +180,9 @@ fn ssh_killed() {
     for ex in &exits {
         assert!(wait_exit(ex).1.is_err(), "each exit callback fails once");
     }
-    gone(&on_far_side, "the far side (sshd closes the session)");
+    all_gone(&on_far_side, "the far side (sshd closes the session)");
     drop(t);
-    gone(&[relay], "the relay");
+    all_gone(&[relay], "the relay");
 }
 
 #[test]

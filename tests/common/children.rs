@@ -92,6 +92,15 @@ pub fn pump_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Dispatches until none of `pids` is alive (zombies count as gone),
+/// panicking after 10 s.
+pub fn all_gone(pids: &[i32], what: &str) {
+    let what = format!("{what} (pids {pids:?}) to be gone");
+    pump_until(Duration::from_secs(10), &what, || {
+        pids.iter().all(|&p| !super::procfs::alive(p))
+    });
+}
+
 /// Dispatches until `rx` has the run callback's result (30 s at most).
 pub fn wait_run(rx: &RunRx) -> anyfork::Result<OwnedFd> {
     pump(rx, Duration::from_secs(30), "the run callback")

@@ -146,6 +146,19 @@ pub fn status_kb(pid: i32, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 
+/// Every live descendant of `pid`.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut all = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in children_of(p) {
+            all.push(c);
+            todo.push(c);
+        }
+    }
+    all
+}
+
 /// Waits up to `limit` for `cond`.
 pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let t = Instant::now();

@@ -20,6 +20,7 @@ import time
 import unittest
 
 import anyfork
+from test_anyfork import fd_table, new_fds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -133,10 +134,6 @@ def gone(pid):
     except ProcessLookupError:
         return True
     return False
-
-
-def open_fds():
-    return len(os.listdir("/proc/self/fd"))
 
 
 class ProcessTest(unittest.TestCase):
@@ -281,7 +278,7 @@ class ProcessTest(unittest.TestCase):
         p.start()
         p.join(30)
         p.close()
-        fds, pending = open_fds(), anyfork.pending()
+        fds, pending = fd_table(), anyfork.pending()
         pids = []
         for i in range(60):
             p = self.ctx.Process(target=square, args=(i,))
@@ -290,7 +287,7 @@ class ProcessTest(unittest.TestCase):
             p.join(30)
             self.assertEqual(p.exitcode, 0)
             p.close()
-        self.assertEqual(open_fds(), fds)
+        self.assertEqual(new_fds(fds), {})
         self.assertEqual(anyfork.pending(), pending)
         self.assertEqual([pid for pid in pids if not gone(pid)], [])
 
@@ -347,14 +344,14 @@ class ProcessTest(unittest.TestCase):
         self.assertIsNotNone(_anyfork_mp._template._proc)
 
     def test_an_unpicklable_target_is_refused_at_start(self):
-        fds = open_fds()
+        fds = fd_table()
         p = self.ctx.Process(target=ANONYMOUS)
         # As with "forkserver": the error says what could not be pickled,
         # and nothing was forked.
         with self.assertRaises(pickle.PicklingError) as cm:
             p.start()
         self.assertIn("lambda", str(cm.exception))
-        self.assertEqual(open_fds(), fds)
+        self.assertEqual(new_fds(fds), {})
         self.assertEqual(self.run_to_end(exit_with, 2), 2)
 
     def test_the_template_leaves_no_callback_pending(self):

@@ -16,6 +16,7 @@ import time
 import unittest
 
 import anyfork
+from test_anyfork import fd_table, new_fds
 
 
 def square(x):
@@ -53,10 +54,6 @@ def chatty(n):
 def retiring():
     anyfork.retire()
     return os.getpid()
-
-
-def open_fds():
-    return len(os.listdir("/proc/self/fd"))
 
 
 def alive(pid):
@@ -255,12 +252,12 @@ class PoolTests(unittest.TestCase):
         with anyfork.Pool(2, idle=2) as pool:      # both workers from the start
             self.assertEqual(sum(pool.map(square, range(100))), sum(i * i for i in range(100)))
             self.assertEqual(pool.workers(), 2)
-            base, tokens = open_fds(), len(anyfork._callbacks)
+            base, tokens = fd_table(), len(anyfork._callbacks)
             for chunk in range(10):
                 futs = [pool.submit(square, i) for i in range(1000)]
                 self.assertEqual(sum(f.result(60) for f in futs),
                                  sum(i * i for i in range(1000)))
-            self.assertEqual(open_fds(), base)
+            self.assertEqual(new_fds(base), {})
             self.assertEqual(len(anyfork._callbacks), tokens)
             self.assertEqual(anyfork._rpc_futures, {})
         self.assertEqual(anyfork.pending(), 0)

@@ -56,6 +56,19 @@ module AnyForkTestHelper
     Dir.children("/proc/self/fd").size
   end
 
+  # This process's fds and what each one is ("socket:[1234]", a path),
+  # to tell a leaked fd from one an earlier test's object closed meanwhile.
+  def fd_table
+    Dir.children("/proc/self/fd").to_h do |fd|
+      [fd.to_i, (File.readlink("/proc/self/fd/#{fd}") rescue nil)]
+    end.compact
+  end
+
+  # The fds in `now` that were not open (or were something else) in `before`.
+  def new_fds(before, now = fd_table)
+    now.reject { |fd, what| before[fd] == what }
+  end
+
   # Live (non-zombie) children of this process.
   def live_children
     Dir.children("/proc").grep(/\A\d+\z/).select do |pid|

@@ -344,6 +344,13 @@ int fork_loop_dispatch(void);
  Returns the number of callbacks run (0: timeout, or nothing waits), or
  `-errno` with `fork_last_error()` set. `while (fork_wait(-1) > 0) ;`
  waits for everything. Any thread may call.
+
+ While RPC replies are awaited, the waiting thread first polls the loop
+ fd without blocking, yielding its CPU between looks, for up to 50 µs
+ (`ANYFORK_SPIN_US` sets the microseconds, 0 turns it off): a worker on
+ another CPU usually answers within that time, and a thread that is
+ still looking needs no cross-CPU wake-up, which costs more than the
+ round trip itself. `fork_loop_dispatch` never spins.
  */
 int fork_wait(int timeout_ms);
 
@@ -901,6 +908,9 @@ void fork_rpc_free(struct fork_rpc *r, fork_rpc_destroyed_cb cb, void *userdata)
  `flags` 0 is synchronous (one request at a time, in order);
  `FORK_RPC_ASYNC` lets the handler reply later from any thread, and
  `fork_rpc_serve` then returns only once every request was answered.
+ Once everything read is answered it looks for the next request without
+ blocking for up to 50 µs before it sleeps (as `fork_wait` does for
+ replies; `ANYFORK_SPIN_US` sets the time, 0 turns it off).
 
  Returns 0 at EOF (return it from the run function), or -errno with
  `fork_last_error()` set (a bad fd, the caller gone while replying, a

@@ -69,6 +69,10 @@ pub struct Reactor {
     /// Watchers registered for `EPOLLOUT`: sockets with bytes queued,
     /// which only dispatch delivers.
     writing: AtomicUsize,
+    /// RPC replies expected (calls sent or queued, not answered): while
+    /// there are any, the thread polling in `wait` looks again for a
+    /// moment before it sleeps (`sys::spin`).
+    pub(super) replies: AtomicUsize,
     pub(super) waiters: Mutex<Waiters>,
     pub(super) turn: Condvar,
     /// Wakes the thread polling in `wait`. It is in the epoll set (so that
@@ -145,6 +149,7 @@ impl Reactor {
             }),
             waiting: AtomicUsize::new(0),
             writing: AtomicUsize::new(0),
+            replies: AtomicUsize::new(0),
             waiters: Mutex::new(Waiters::default()),
             turn: Condvar::new(),
             alarm,
@@ -265,6 +270,16 @@ impl Reactor {
     /// Counts one more callback that will be scheduled later.
     pub fn expect_callback(&self) {
         self.waiting.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `n` more RPC replies are expected (see `replies`).
+    pub fn expect_replies(&self, n: usize) {
+        self.replies.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` expected RPC replies came, or will not come.
+    pub fn replies_done(&self, n: usize) {
+        self.replies.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Forgets one expected callback that completed without running.

@@ -2,6 +2,7 @@
 //! at once, one polls the loop fd and the others sleep on a condition
 //! variable, and whoever makes the last pending work leave wakes them all.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{EpollEvent, EpollTimeout};
@@ -9,6 +10,7 @@ use nix::sys::epoll::{EpollEvent, EpollTimeout};
 use super::reactor::Reactor;
 use super::state::lock;
 use crate::error::Result;
+use crate::sys::spin;
 
 /// Threads in [`Reactor::wait`]: one polls the loop fd, the others wait on
 /// a condition variable. Whoever makes the last expected callback leave
@@ -76,7 +78,7 @@ impl Reactor {
             }
             w.polling = true;
             drop(w);
-            let r = self.poll_events(&mut events, Self::epoll_timeout(left));
+            let r = self.poll_or_spin(&mut events, left);
             let mut w = lock(&self.waiters);
             w.polling = false;
             if w.alarmed {
@@ -92,6 +94,28 @@ impl Reactor {
                 return Ok(ran);
             }
         }
+    }
+
+    /// The poller's `epoll_wait`. While RPC replies are expected it first
+    /// looks without blocking for up to the spin window (never past
+    /// `left`), so a worker's prompt reply costs no wake-up of a sleeping
+    /// thread; then, or otherwise, it blocks for up to `left`.
+    fn poll_or_spin(&self, events: &mut [EpollEvent], left: Option<Duration>) -> Result<usize> {
+        if self.replies.load(Ordering::Relaxed) > 0 {
+            let window = left.map_or(spin::window(), |l| l.min(spin::window()));
+            if !window.is_zero() {
+                let found = spin::look_for(window, || {
+                    match self.poll_events(events, EpollTimeout::ZERO) {
+                        Ok(0) => None,
+                        r => Some(r),
+                    }
+                });
+                if let Some(r) = found {
+                    return r;
+                }
+            }
+        }
+        self.poll_events(events, Self::epoll_timeout(left))
     }
 
     /// `left` as an `epoll_wait` timeout: rounded up to whole

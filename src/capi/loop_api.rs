@@ -42,6 +42,13 @@ pub extern "C" fn fork_loop_dispatch() -> c_int {
 /// Returns the number of callbacks run (0: timeout, or nothing waits), or
 /// `-errno` with `fork_last_error()` set. `while (fork_wait(-1) > 0) ;`
 /// waits for everything. Any thread may call.
+///
+/// While RPC replies are awaited, the waiting thread first polls the loop
+/// fd without blocking, yielding its CPU between looks, for up to 50 µs
+/// (`ANYFORK_SPIN_US` sets the microseconds, 0 turns it off): a worker on
+/// another CPU usually answers within that time, and a thread that is
+/// still looking needs no cross-CPU wake-up, which costs more than the
+/// round trip itself. `fork_loop_dispatch` never spins.
 #[unsafe(no_mangle)]
 pub extern "C" fn fork_wait(timeout_ms: c_int) -> c_int {
     ffi!(fork_wait, {

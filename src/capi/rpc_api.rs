@@ -198,6 +198,9 @@ pub unsafe extern "C" fn fork_rpc_free(
 /// `flags` 0 is synchronous (one request at a time, in order);
 /// `FORK_RPC_ASYNC` lets the handler reply later from any thread, and
 /// `fork_rpc_serve` then returns only once every request was answered.
+/// Once everything read is answered it looks for the next request without
+/// blocking for up to 50 µs before it sleeps (as `fork_wait` does for
+/// replies; `ANYFORK_SPIN_US` sets the time, 0 turns it off).
 ///
 /// Returns 0 at EOF (return it from the run function), or -errno with
 /// `fork_last_error()` set (a bad fd, the caller gone while replying, a

@@ -162,6 +162,7 @@ impl RpcConn {
         }
         st.next_id = bump(id);
         r.expect_callback();
+        r.expect_replies(1);
         st.calls.insert(id, cb);
         let h = frame::header(id, len);
         if st.out_pos == st.out.len() && st.fd.is_some() {
@@ -297,6 +298,9 @@ impl RpcConn {
         st.out_pos = 0;
         st.rx = Vec::new();
         st.ended_clean = st.freeing && st.calls.is_empty() && why.errno() == Errno::EPIPE;
+        if let Ok(r) = Reactor::get() {
+            r.replies_done(st.calls.len());
+        }
         for (id, cb) in std::mem::take(&mut st.calls) {
             let e = why.clone().context(format_args!("call {id} got no reply"));
             schedule(Box::new(move || cb(Err(e))), true);
@@ -370,7 +374,12 @@ impl RpcConn {
                     }
                 }
                 id => match st.calls.remove(&id) {
-                    Some(cb) => schedule(Box::new(move || cb(Ok(data))), true),
+                    Some(cb) => {
+                        if let Ok(r) = Reactor::get() {
+                            r.replies_done(1);
+                        }
+                        schedule(Box::new(move || cb(Ok(data))), true)
+                    }
                     None => {
                         self.end(
                             st,

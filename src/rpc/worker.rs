@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::frame::{self, CONTROL_ID, EVENT_ID};
 use crate::caller::state::lock;
 use crate::error::{Errno, Error, Result};
+use crate::sys::spin;
 
 /// A synchronous worker writes the replies to requests that arrived
 /// together in one write, unless they grow past this many bytes ...
@@ -155,6 +156,7 @@ pub fn serve(
     };
     let mut rx: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut since: Option<Instant> = None;
+    let mut spin = spin::window();
     loop {
         let mut pos = 0;
         while let Some((id, body, end)) = frame::next(&rx[pos..]) {
@@ -202,20 +204,14 @@ pub fn serve(
         if rx.capacity() - rx.len() < 16 * 1024 {
             rx.reserve(64 * 1024);
         }
-        let spare = rx.spare_capacity_mut();
-        // SAFETY: writable spare capacity.
-        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
-        if n < 0 {
-            match Errno::last() {
-                Errno::EINTR => continue,
-                e => return Err(Error::sys(e, "rpc_serve: reading requests")),
-            }
-        }
-        if n == 0 {
-            break;
-        }
+        let n = match read_next(fd, &mut rx, &mut spin) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys(e, "rpc_serve: reading requests")),
+        };
         // SAFETY: the kernel wrote `n` bytes.
-        unsafe { rx.set_len(rx.len() + n as usize) };
+        unsafe { rx.set_len(rx.len() + n) };
     }
     let mut st = lock(&w.st);
     st.draining = true;
@@ -228,6 +224,38 @@ pub fn serve(
     Ok(())
 }
 
+/// Reads what the caller sent into `rx`'s spare capacity: the number of
+/// bytes, 0 at EOF. Everything is answered by now, and the next request
+/// of a caller making one call at a time follows within microseconds, so
+/// it first looks without blocking for up to `spin` (`sys::spin`); `spin`
+/// becomes zero for good if `fd` is no socket (no `MSG_DONTWAIT` there).
+fn read_next(
+    fd: RawFd,
+    rx: &mut Vec<u8>,
+    spin: &mut Duration,
+) -> std::result::Result<usize, Errno> {
+    let spare = rx.spare_capacity_mut();
+    let (buf, len) = (spare.as_mut_ptr().cast::<libc::c_void>(), spare.len());
+    if !spin.is_zero() {
+        let found = spin::look_for(*spin, || {
+            // SAFETY: `buf` is writable for `len` bytes.
+            let n = unsafe { libc::recv(fd, buf, len, libc::MSG_DONTWAIT) };
+            match Errno::result(n) {
+                Err(Errno::EAGAIN) => None,
+                r => Some(r),
+            }
+        });
+        match found {
+            Some(Err(Errno::ENOTSOCK)) => *spin = Duration::ZERO,
+            Some(r) => return r.map(|n| n as usize),
+            None => {}
+        }
+    }
+    // SAFETY: as above.
+    let n = unsafe { libc::read(fd, buf, len) };
+    Errno::result(n).map(|n| n as usize)
+}
+
 fn wait_writable(fd: RawFd) {
     let mut p = libc::pollfd {
         fd,
@@ -236,4 +264,47 @@ fn wait_writable(fd: RawFd) {
     };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, -1) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn read_into(fd: RawFd, spin: &mut Duration) -> Vec<u8> {
+        let mut rx = Vec::with_capacity(64);
+        let n = read_next(fd, &mut rx, spin).expect("read_next");
+        // SAFETY: read_next wrote `n` bytes.
+        unsafe { rx.set_len(n) };
+        rx
+    }
+
+    #[test]
+    fn a_request_sent_during_the_spin_or_after_it_is_read() {
+        let (mut caller, worker) = UnixStream::pair().unwrap();
+        let mut spin = Duration::from_millis(200);
+        caller.write_all(b"now").unwrap();
+        assert_eq!(read_into(worker.as_raw_fd(), &mut spin), b"now");
+        let mut short = Duration::from_micros(10);
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            caller.write_all(b"later").unwrap();
+            caller
+        });
+        assert_eq!(read_into(worker.as_raw_fd(), &mut short), b"later");
+        assert_eq!(short, Duration::from_micros(10), "a socket keeps its spin");
+        drop(late.join().unwrap());
+        assert_eq!(read_into(worker.as_raw_fd(), &mut spin), b"", "EOF");
+    }
+
+    #[test]
+    fn a_pipe_is_read_blocking_and_stops_the_spin() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        nix::unistd::write(&w, b"piped").unwrap();
+        let mut spin = Duration::from_millis(200);
+        assert_eq!(read_into(r.as_raw_fd(), &mut spin), b"piped");
+        assert_eq!(spin, Duration::ZERO);
+    }
 }

@@ -1,7 +1,9 @@
 //! The few raw system and libc calls that neither nix nor std wrap, each
-//! behind a safe function: everything else goes through nix or std.
+//! behind a safe function: everything else goes through nix or std; and
+//! the brief spin before a blocking wait (`spin`).
 
 pub mod dl;
 pub mod fd;
 pub mod proc;
 pub mod spawn;
+pub mod spin;

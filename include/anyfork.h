@@ -665,6 +665,30 @@ struct fork_proc *fork_new_exec(void);
 struct fork_proc *fork_fork(struct fork_proc *p);
 
 /*
+ Keeps `n` processes forked ahead from the template `p` (0, the
+ default: none). They are forked at once and wait, each on its own
+ socket; `fork_fork(p)` then hands out the oldest (already forked: what
+ the caller sends it goes straight to it, and its run starts with no
+ fork on the way) and asks `p` for a replacement right away. A process
+ forked ahead is a copy of `p` as it was then, so sending `p` anything
+ (`fork_send_arg`, `fork_send_fd`, `fork_require`, `fork_eval`) lets the
+ waiting ones exit and forks new ones behind it; lowering `n` lets the
+ extra ones exit, as does freeing or running `p`. Their pids show in
+ `ps` while they wait; their exits reach no callback.
+
+ For sparse creations (one now and then, each awaited) this takes the
+ template's fork and wake-up off the new process's path; `anyfork_warm`
+ (a pool kept by the template itself) saves only the fork.
+
+ Returns 0, or `-EINVAL` (NULL `p`, `n` above 64), `-EPIPE` (`p` is
+ gone), `-EMFILE` (no fds for the sockets), with `fork_last_error()` set.
+
+ # Safety
+ `p` is NULL or a live handle not used by another thread meanwhile.
+ */
+int fork_ahead(struct fork_proc *p, unsigned int n);
+
+/*
  Sends a file descriptor; it becomes the next argument of the run
  function (`FORK_ARG_FD`). The library duplicates `fd` at once
  (`F_DUPFD_CLOEXEC`): the caller keeps its own and may close it right

@@ -75,6 +75,12 @@ public:
     // fork_fork(): a child holding everything sent to this one so far.
     process fork() { return process(detail::check(fork_fork(p_))); }
 
+    // fork_ahead(): keep n children of this template forked ahead of fork().
+    process &ahead(unsigned n) {
+        detail::check(fork_ahead(p_, n));
+        return *this;
+    }
+
     process &send_fd(int fd) {
         detail::check(fork_send_fd(p_, fd));
         return *this;

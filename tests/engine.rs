@@ -431,6 +431,74 @@ fn a_warm_template_that_enters_a_run_function_leaves_it_no_children() {
 }
 
 #[test]
+fn processes_forked_ahead_are_handed_out_and_hold_the_templates_current_args() {
+    let mut t = new_template();
+    t.send_arg(b"one").unwrap();
+    t.fork_ahead(2).unwrap();
+    let tpid = t.pid().unwrap();
+    let before = waiting(tpid, 2);
+
+    // A fork is the oldest waiting child, and a replacement follows.
+    let mut p = t.fork().unwrap();
+    let ex = exit_rx(&mut p);
+    let pid = p.pid().unwrap();
+    assert!(before.contains(&pid), "pid {pid} is not one of {before:?}");
+    let d = parse_dump(&run_output(p, "dump_args"));
+    assert_args(&d.args, &[Want::S(b"one")]);
+    let (xpid, st) = wait_exit(&ex);
+    assert_eq!((xpid, exited(status_of(st))), (pid, Some(0)));
+    let stale = waiting(tpid, 2);
+    assert!(
+        stale.iter().any(|k| !before.contains(k)),
+        "no replacement: {stale:?}"
+    );
+
+    // A string sent to the template lets the waiting children go (they
+    // were copied without it); new ones are forked behind the string.
+    t.send_arg(b"two").unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(10), || stale
+            .iter()
+            .all(|&k| !common::alive(k))),
+        "dismissed children {stale:?} did not exit"
+    );
+    let fresh = waiting(tpid, 2);
+    assert!(fresh.iter().all(|k| !stale.contains(k)));
+    for _ in 0..3 {
+        let mut p = t.fork().unwrap();
+        let ex = exit_rx(&mut p);
+        let d = parse_dump(&run_output(p, "dump_args"));
+        assert_args(&d.args, &[Want::S(b"one"), Want::S(b"two")]);
+        assert_eq!(exited(status_of(wait_exit(&ex).1)), Some(0));
+    }
+
+    // Fewer: the extra ones go; freed, the template and the rest go.
+    t.fork_ahead(1).unwrap();
+    waiting(tpid, 1);
+    drop(t);
+    assert!(
+        common::eventually(Duration::from_secs(10), || !common::alive(tpid)
+            && common::children_of(tpid).is_empty()),
+        "the template {tpid} or its waiting children stayed"
+    );
+}
+
+#[test]
+fn fork_ahead_refuses_more_than_64_and_forks_nothing() {
+    let t = new_template();
+    let tpid = t.pid().unwrap();
+    let e = t.fork_ahead(65).unwrap_err();
+    assert_eq!(e.errno(), anyfork::Errno::EINVAL);
+    assert!(e.message().contains("64"), "{}", e.message());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(common::children_of(tpid).is_empty());
+    // Turned off again, forks are forks.
+    t.fork_ahead(0).unwrap();
+    let d = parse_dump(&run_output(t.fork().unwrap(), "dump_args"));
+    assert_args(&d.args, &[]);
+}
+
+#[test]
 fn anyfork_warm_rejects_a_size_it_cannot_keep() {
     for bad in [&b"65"[..], b"-1", b"many", b""] {
         let mut t = new_template();

@@ -1,6 +1,7 @@
 //! The caller side: the library inside the program that creates processes.
 //!
-//! - `process`: the process object; `conn`: the caller's end of one
+//! - `process`: the process object; `ahead`: processes a template keeps
+//!   forked ahead in the caller; `conn`: the caller's end of one
 //!   process's socket; `record`: what is known of a process (pid, exit,
 //!   callbacks); `outbox`: bytes and fds waiting for a socket.
 //! - `reactor`: the loop fd, dispatch and wait; `direct`: direct children.
@@ -10,6 +11,7 @@
 //! - `state`: the library-wide state, in one place, and its reset after
 //!   a fork.
 
+mod ahead;
 mod conn;
 pub mod default_template;
 pub mod direct;

@@ -1,10 +1,11 @@
 //! The process object: a handle on a process that has not run yet.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::ahead::Ahead;
 use super::conn::Conn;
 use super::record::{ExitCallback, Record, RunCallback};
 use crate::error::{Errno, Error, Result};
@@ -29,6 +30,8 @@ pub struct Process {
     /// Reached through a remote link ([`Process::new_remote`]): fds
     /// cannot be sent to it.
     pub(super) remote: bool,
+    /// Processes forked ahead of `fork` ([`Process::fork_ahead`]).
+    pub(super) ahead: Mutex<Ahead>,
 }
 
 impl Process {
@@ -40,6 +43,7 @@ impl Process {
             unsent: AtomicBool::new(false),
             parent: None,
             remote: false,
+            ahead: Mutex::default(),
         })
     }
 
@@ -54,8 +58,19 @@ impl Process {
     }
 
     /// Forks this process: everything sent to it so far is cloned into the
-    /// child, which is returned as a new process object.
+    /// child, which is returned as a new process object. With processes
+    /// kept forked ahead ([`Process::fork_ahead`]), the oldest is handed
+    /// out instead.
     pub fn fork(&self) -> Result<Process> {
+        match self.take_ahead() {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => self.fork_now(),
+            Err(e) => Err(e.context("fork")),
+        }
+    }
+
+    /// Asks the template for a new fork now.
+    pub(super) fn fork_now(&self) -> Result<Process> {
         self.materialize().map_err(|e| e.context("fork"))?;
         let rec = Record::forked();
         // While the template's queue is empty the request goes out at
@@ -78,6 +93,7 @@ impl Process {
             unsent: AtomicBool::new(true),
             parent: Some(self.conn.clone()),
             remote: self.remote,
+            ahead: Mutex::default(),
         })
     }
 
@@ -92,7 +108,7 @@ impl Process {
     }
 
     /// Makes sure the fork that creates this process was sent.
-    fn materialize(&self) -> Result<()> {
+    pub(super) fn materialize(&self) -> Result<()> {
         self.with_held_fork(|parent| parent.materialize(&self.rec).map(|()| true))
             .map(drop)
     }
@@ -100,7 +116,8 @@ impl Process {
     /// Queues already-encoded frames that consume no fds.
     pub(crate) fn send_frames(&self, frames: &[u8]) -> Result<()> {
         self.materialize()?;
-        self.conn.send(&[frames], vec![])
+        self.conn.send(&[frames], vec![])?;
+        self.renew_ahead()
     }
 
     /// True when the process can no longer be reached.
@@ -135,6 +152,7 @@ impl Process {
         let h = wire::header(Tag::Fd, 0);
         self.materialize()
             .and_then(|()| self.conn.send(&[&h], vec![fd]))
+            .and_then(|()| self.renew_ahead())
             .map_err(|e| e.context("send_fd"))
     }
 
@@ -154,6 +172,7 @@ impl Process {
         let h = wire::header(Tag::Str, len);
         self.conn
             .send(&[&h, data], vec![])
+            .and_then(|()| self.renew_ahead())
             .map_err(|e| e.context("send_arg"))
     }
 
@@ -164,7 +183,8 @@ impl Process {
         let name = check_name("require", "library", library)?;
         self.materialize()?;
         let h = wire::header(Tag::Require, name.len() as u32);
-        self.conn.send(&[&h, name], vec![])
+        self.conn.send(&[&h, name], vec![])?;
+        self.renew_ahead()
     }
 
     /// Calls `int function(const fork_arg *args, size_t nargs)` in the
@@ -180,7 +200,8 @@ impl Process {
                 "eval: the arguments exceed the 4 GiB frame limit",
             )
         })?;
-        self.conn.send(&[&frame], vec![])
+        self.conn.send(&[&frame], vec![])?;
+        self.renew_ahead()
     }
 
     /// Calls `cb` with the process's exit: its pid and wait status, or an

@@ -159,6 +159,7 @@ int main(int argc, char **argv) {
     /* NULL handles everywhere. */
     const char *one[] = {"a"};
     EXPECT_NULL("fork_fork", fork_fork(NULL));
+    EXPECT_ERR("fork_ahead", EINVAL, fork_ahead(NULL, 1));
     EXPECT_ERR("fork_send_fd", EINVAL, fork_send_fd(NULL, 0));
     EXPECT_ERR("fork_send_arg", EINVAL, fork_send_arg(NULL, "x", 1));
     EXPECT_ERR("fork_send_arg", EINVAL, fork_send_arg(NULL, NULL, 0));
@@ -295,6 +296,9 @@ int main(int argc, char **argv) {
         pid_t pid = fork_pid(t);
         CHECK(pid > 0, "fork_pid of a new_exec process: %d", (int)pid);
         CHECK(fork_on_exit(t, exit_cb, NULL) == 0, "fork_on_exit: %s", fork_last_error());
+        EXPECT_ERR("fork_ahead", EINVAL, fork_ahead(t, 65));
+        CHECK(strstr(fork_last_error(), "64") != NULL, "fork_ahead: no limit in \"%s\"",
+              fork_last_error());
         kill(pid, SIGKILL);
         int r = 0;
         for (int i = 0; i < 1000; i++) {
@@ -310,6 +314,7 @@ int main(int argc, char **argv) {
         EXPECT_ERR("fork_send_fd", EPIPE, fork_send_fd(t, fd));
         close(fd);
         EXPECT_NULL("fork_fork", fork_fork(t));
+        EXPECT_NEG("fork_ahead", fork_ahead(t, 2));
         EXPECT_ERR("fork_run", EPIPE, fork_run(t, "dump_args", run_cb, NULL));
         wait_for(&exit_cb_calls, 1);
         CHECK(exit_cb_calls == 1, "the killed template's exit callback ran %d times",

@@ -447,7 +447,11 @@ fn processes_forked_ahead_are_handed_out_and_hold_the_templates_current_args() {
     assert_args(&d.args, &[Want::S(b"one")]);
     let (xpid, st) = wait_exit(&ex);
     assert_eq!((xpid, exited(status_of(st))), (pid, Some(0)));
-    let stale = waiting(tpid, 2);
+    let mut stale = Vec::new();
+    pump_until(Duration::from_secs(10), "a replacement", || {
+        stale = common::children_of(tpid);
+        stale.len() == 2
+    });
     assert!(
         stale.iter().any(|k| !before.contains(k)),
         "no replacement: {stale:?}"
@@ -481,6 +485,53 @@ fn processes_forked_ahead_are_handed_out_and_hold_the_templates_current_args() {
             && common::children_of(tpid).is_empty()),
         "the template {tpid} or its waiting children stayed"
     );
+}
+
+#[test]
+fn a_replacement_is_forked_after_a_pause_or_at_once_when_forks_come_fast() {
+    // In a process of its own: another test's dispatch would fork the
+    // delayed replacement early.
+    isolated(
+        "a_replacement_is_forked_after_a_pause_or_at_once_when_forks_come_fast",
+        Duration::from_secs(60),
+        replacement_body,
+    );
+}
+
+fn replacement_body() {
+    let t = new_template();
+    t.fork_ahead(2).unwrap();
+    let tpid = t.pid().unwrap();
+    let first = waiting(tpid, 2);
+    // A hand-out after a quiet spell: the replacement waits for a dispatch
+    // after the refill delay, so nothing competes with the new process.
+    std::thread::sleep(Duration::from_millis(10));
+    let a = t.fork().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        common::children_of(tpid).len(),
+        2,
+        "forked before the delay"
+    );
+    pump_until(Duration::from_secs(10), "the delayed replacement", || {
+        common::children_of(tpid).len() == 3
+    });
+    // Two hand-outs in a row: the second refills at once, no dispatch.
+    let b = t.fork().unwrap();
+    let c = t.fork().unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(10), || common::children_of(tpid).len()
+            == 5),
+        "children {:?}: not 3 handed out and 2 waiting",
+        common::children_of(tpid)
+    );
+    let pids: Vec<i32> = [&a, &b, &c].iter().map(|p| p.pid().unwrap()).collect();
+    assert!(
+        first.iter().all(|k| pids.contains(k)),
+        "{first:?} not handed out first: {pids:?}"
+    );
+    drop((a, b, c, t));
+    all_gone(&[tpid], "the template");
 }
 
 #[test]

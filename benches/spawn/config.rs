@@ -13,7 +13,7 @@ pub struct Config {
     pub window: usize,
     /// Short runs each repetition of a method is made of.
     pub parts: usize,
-    /// `--only M`: measure just method M (a, b, bq, bd, c, d, e, f, fx, fs, s, w, c-lib, b-lib, fq, sq) at
+    /// `--only M`: measure just method M (a, b, bq, bd, c, d, e, f, fx, fs, s, w, c-lib, c-lib-ahead, b-lib, fq, sq) at
     /// 5 MB and print its rates; for profiling with strace or perf.
     pub only: Option<M>,
     /// Creations with and without a warm pool from a template as large as

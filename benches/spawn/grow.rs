@@ -128,46 +128,88 @@ pub fn big_template_latency(grow: &Path, bytes: usize, rounds: usize) -> (Vec<u6
     (cold, warm)
 }
 
+/// Lets `gap` pass the way an event-loop program idles: waiting on the
+/// loop fd and dispatching what it reports (exit reports, a refill of
+/// processes forked ahead).
+fn idle(gap: Duration) {
+    let end = Instant::now() + gap;
+    let fd = ok(anyfork::loop_fd(), "loop_fd");
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_micros().div_ceil(1000) as i32;
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, ms) } > 0 {
+            let _ = anyfork::dispatch();
+        }
+    }
+}
+
+/// One repetition of [`sparse_latency`]: p50s in µs.
+#[derive(Clone, Copy)]
+pub struct Sparse {
+    /// A plain template.
+    pub cold: f64,
+    /// A template keeping a warm pool of 2.
+    pub warm: f64,
+    /// A template with 2 processes forked ahead in the caller.
+    pub ahead: f64,
+}
+
 /// Spacing of the sparse creations.
 const SPARSE_GAP: Duration = Duration::from_millis(5);
 
 /// Issue 18's warm-pool case: sparse creations (one every 5 ms) from a
 /// small template (a fresh anyfork-serve that required benches/grow.c's
-/// library), timed until the new process's first byte arrives. Two such
-/// templates, one keeping a warm pool of 2, take turns creation by
-/// creation, so that both see the same load. For each of `reps`
-/// repetitions of `rounds` creations each: the p50 (µs) without and with
-/// the pool.
-pub fn sparse_latency(grow: &Path, reps: usize, rounds: usize) -> Vec<(f64, f64)> {
+/// library), timed until the new process's first byte arrives; between
+/// creations the caller idles as an event loop does ([`idle`]). Three such
+/// templates take turns creation by creation, so that all see the same
+/// load: one plain, one keeping a warm pool of 2 (`anyfork_warm`), one
+/// with 2 processes forked ahead in the caller (`fork_ahead`). For each
+/// of `reps` repetitions of `rounds` creations each: the p50s (µs).
+pub fn sparse_latency(grow: &Path, reps: usize, rounds: usize) -> Vec<Sparse> {
     let lib = grow.display().to_string();
-    let make = |warm: bool| {
+    let make = |warm: bool, ahead: bool| {
         let mut t = ok(Process::new_exec(), "Process::new_exec");
         ok(t.require(&lib), "require");
         if warm {
             ok(t.eval("anyfork_warm", &[b"2"]), "eval anyfork_warm");
         }
+        if ahead {
+            ok(t.fork_ahead(2), "fork_ahead");
+        }
         one_from(&t);
         t
     };
-    let (cold, warm) = (make(false), make(true));
-    std::thread::sleep(Duration::from_millis(20));
+    let (cold, warm, ahead) = (make(false, false), make(true, false), make(false, true));
+    idle(Duration::from_millis(20));
     let out = (0..reps)
         .map(|_| {
-            let (mut a, mut b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
-            for i in 0..2 * rounds {
-                std::thread::sleep(SPARSE_GAP);
-                if i % 2 == 0 {
-                    a.push(one_from(&cold));
-                } else {
-                    b.push(one_from(&warm));
-                }
+            let mut got: [Vec<u64>; 3] = Default::default();
+            for i in 0..3 * rounds {
+                idle(SPARSE_GAP);
+                let t = [&cold, &warm, &ahead][i % 3];
+                got[i % 3].push(one_from(t));
             }
-            a.sort_unstable();
-            b.sort_unstable();
-            (pct_us(&a, 50), pct_us(&b, 50))
+            let [a, b, c] = got.map(|mut v| {
+                v.sort_unstable();
+                pct_us(&v, 50)
+            });
+            Sparse {
+                cold: a,
+                warm: b,
+                ahead: c,
+            }
         })
         .collect();
-    drop((cold, warm));
+    drop((cold, warm, ahead));
     let _ = anyfork::dispatch();
     out
 }

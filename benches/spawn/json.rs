@@ -130,7 +130,7 @@ type RatioOf = fn(&SizeResult, M, M) -> Stat;
 const RATE: RatioOf = SizeResult::ratio;
 const P50: RatioOf = SizeResult::p50_ratio;
 const BLOCKED: RatioOf = SizeResult::blocked_ratio;
-const RATIOS: [(&str, RatioOf, M, M); 17] = [
+const RATIOS: [(&str, RatioOf, M, M); 18] = [
     ("c_over_b", RATE, M::C, M::B),
     ("c_over_a", RATE, M::C, M::A),
     ("p50_c_over_p50_b", P50, M::C, M::B),
@@ -146,6 +146,7 @@ const RATIOS: [(&str, RatioOf, M, M); 17] = [
     ("c_over_b_dynamic", RATE, M::C, M::Bd),
     ("p50_c_over_p50_b_dynamic", P50, M::C, M::Bd),
     ("c_lib_over_b_lib", RATE, M::Cl, M::Bl),
+    ("c_lib_ahead_over_b_lib", RATE, M::Ca, M::Bl),
     ("blocked_exec_over_blocked_posix_spawn", BLOCKED, M::F, M::S),
     ("exec_1000_queued_over_posix_spawn_loop", RATE, M::Fq, M::Sq),
 ];

@@ -20,7 +20,7 @@
 //! - `ANYFORK_BENCH_SPARSE_ROUNDS=N` (default 100, 40 with `--quick`, 0
 //!   skips): creations per repetition of the sparse warm-pool case (see
 //!   [`grow::sparse_latency`]); `--sparse` measures only that;
-//! - `--only M` (M one of a b bq bd c d e f fx fs s w c-lib b-lib fq sq): measure one method at 5 MB
+//! - `--only M` (M one of a b bq bd c d e f fx fs s w c-lib c-lib-ahead b-lib fq sq): measure one method at 5 MB
 //!   and print its rates, for profiling with strace or perf.
 //!
 //! At each size the benchmark touches every page of its own heap until its
@@ -107,10 +107,14 @@ fn main() {
     );
 
     if std::env::args().any(|a| a == "--sparse") {
-        for (cold, warm) in grow::sparse_latency(&ctx.grow, cfg.reps, cfg.sparse_rounds.max(20)) {
+        for s in grow::sparse_latency(&ctx.grow, cfg.reps, cfg.sparse_rounds.max(20)) {
             println!(
-                "sparse p50: without a pool {cold:.0} µs, with a warm pool of 2 {warm:.0} µs ({:.2})",
-                warm / cold
+                "sparse p50: plain {:.0} µs, warm pool of 2 {:.0} µs ({:.2}), 2 forked ahead {:.0} µs ({:.2})",
+                s.cold,
+                s.warm,
+                s.warm / s.cold,
+                s.ahead,
+                s.ahead / s.cold
             );
         }
         return;

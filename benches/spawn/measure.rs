@@ -11,7 +11,7 @@ use anyfork::Process;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::grow::{Ballast, big_template_latency, sparse_latency};
+use crate::grow::{Ballast, Sparse, big_template_latency, sparse_latency};
 use crate::methods::{BATCH, Ctx, M, METHODS, ok};
 use crate::stats::{Stat, pct_us, ratio, stat};
 use crate::sys::{MB, cpu_self, proc_kb, self_rss};
@@ -109,7 +109,7 @@ pub struct SizeResult {
     pub big: Option<(Vec<u64>, Vec<u64>)>,
     /// Sparse creations from a small template, without and with a warm
     /// pool: p50 µs of each repetition (measured at the smallest size).
-    pub sparse: Option<Vec<(f64, f64)>>,
+    pub sparse: Option<Vec<Sparse>>,
 }
 
 impl SizeResult {

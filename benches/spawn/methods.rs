@@ -26,7 +26,9 @@
 //!   of 2 children;
 //! - c-lib: `fork()` of a template (forked from the default one) that
 //!   required benches/grow.c's library, + `run("bench_hello")` there (it
-//!   writes one byte and returns), wait for EOF (issue 18);
+//!   writes one byte and returns), wait for EOF (issue 18); c-lib′ the
+//!   same from a second such template keeping 2 processes forked ahead
+//!   (`fork_ahead`: the fork is off the creation's path);
 //! - b-lib: its bare counterpart ([`crate::floor::BareLib`]): a copy of
 //!   this program holding the same library receives one fd, forks, the
 //!   child calls `bench_hello` and exits, children auto-reaped;
@@ -137,12 +139,13 @@ pub enum M {
     S,
     W,
     Cl,
+    Ca,
     Bl,
     Fq,
     Sq,
 }
 
-pub const METHODS: [M; 16] = [
+pub const METHODS: [M; 17] = [
     M::A,
     M::B,
     M::Bq,
@@ -156,6 +159,7 @@ pub const METHODS: [M; 16] = [
     M::S,
     M::W,
     M::Cl,
+    M::Ca,
     M::Bl,
     M::Fq,
     M::Sq,
@@ -178,6 +182,7 @@ impl M {
             M::S => "posix_spawn_true",
             M::W => "w_warm_pool",
             M::Cl => "c_lib_fork_run",
+            M::Ca => "c_lib_forked_ahead",
             M::Bl => "b_lib_bare_template",
             M::Fq => "exec_true_1000_queued",
             M::Sq => "posix_spawn_true_1000_loop",
@@ -200,6 +205,7 @@ impl M {
             M::S => "s",
             M::W => "w",
             M::Cl => "c-lib",
+            M::Ca => "c-lib-ahead",
             M::Bl => "b-lib",
             M::Fq => "fq",
             M::Sq => "sq",
@@ -225,6 +231,7 @@ impl M {
             M::S => "posix_spawn /bin/true + waitpid",
             M::W => "w. warm pool of 2: fork+run(anyfork_exit)",
             M::Cl => "c-lib. fork of a template holding a library + run of a function there",
+            M::Ca => "c-lib′. the same with 2 processes forked ahead (`fork_ahead`)",
             M::Bl => "b-lib. bare template holding that library (fork of this program)",
             M::Fq => "fq. anyfork exec /bin/true, 1,000 queued, until their exit reports",
             M::Sq => "sq. posix_spawn /bin/true, 1,000 in a loop with reaping",
@@ -241,7 +248,7 @@ impl M {
     pub fn timed(self) -> bool {
         matches!(
             self,
-            M::B | M::Bd | M::C | M::W | M::Cl | M::Bl | M::F | M::S
+            M::B | M::Bd | M::C | M::W | M::Cl | M::Ca | M::Bl | M::F | M::S
         )
     }
 }
@@ -263,6 +270,9 @@ pub struct Ctx {
     /// The template of method c-lib: forked from the default template,
     /// holding benches/grow.c's library.
     tlib: Process,
+    /// The template of method c-lib′: like `tlib`, keeping 2 processes
+    /// forked ahead.
+    tlib_ahead: Process,
     /// The bare template of method b-lib.
     bare: Option<BareLib>,
     /// Epoll set of the pipelined anyfork method: anyfork's loop fd plus
@@ -294,6 +304,9 @@ impl Ctx {
         ok(warm.eval("anyfork_warm", &[WARM]), "eval anyfork_warm");
         let mut tlib = ok(Process::new(), "Process::new");
         ok(tlib.require(&grow.display().to_string()), "require");
+        let mut tlib_ahead = ok(Process::new(), "Process::new");
+        ok(tlib_ahead.require(&grow.display().to_string()), "require");
+        ok(tlib_ahead.fork_ahead(2), "fork_ahead");
         let ep_any = epoll_new();
         epoll_ctl(
             &ep_any,
@@ -308,6 +321,7 @@ impl Ctx {
             tmpl,
             warm,
             tlib,
+            tlib_ahead,
             bare: Some(bare),
             ep_any,
             ep_floor: epoll_new(),
@@ -383,8 +397,13 @@ impl Ctx {
                 self.marks[0] = Some(Instant::now());
                 waitpid(pid);
             }
-            M::Cl => {
-                let p = ok(self.tlib.fork(), "Process::fork");
+            M::Cl | M::Ca => {
+                let t = if m == M::Cl {
+                    &self.tlib
+                } else {
+                    &self.tlib_ahead
+                };
+                let p = ok(t.fork(), "Process::fork");
                 ok(p.run("bench_hello", to_inbox), "run");
                 self.marks[0] = Some(Instant::now());
                 let sock = await_sock();

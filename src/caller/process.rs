@@ -31,7 +31,7 @@ pub struct Process {
     /// cannot be sent to it.
     pub(super) remote: bool,
     /// Processes forked ahead of `fork` ([`Process::fork_ahead`]).
-    pub(super) ahead: Mutex<Ahead>,
+    pub(super) ahead: Mutex<Option<Ahead>>,
 }
 
 impl Process {
@@ -72,29 +72,40 @@ impl Process {
     /// Asks the template for a new fork now.
     pub(super) fn fork_now(&self) -> Result<Process> {
         self.materialize().map_err(|e| e.context("fork"))?;
+        Process::fork_from(&self.conn, self.remote)
+    }
+
+    /// A new process forked by the template behind `template`, whose own
+    /// fork went out already.
+    pub(super) fn fork_from(template: &Arc<Conn>, remote: bool) -> Result<Process> {
         let rec = Record::forked();
         // While the template's queue is empty the request goes out at
         // once, so the socketpair is made now (and a caller out of fds
         // hears it from this call). Behind a full queue it is made only
         // when the request is written: queued requests hold no fds.
-        let (conn, theirs) = if self.conn.queue_empty() {
+        let (conn, theirs) = if template.queue_empty() {
             let (ours, theirs) =
                 super::launch::pair("creating the new process's socket (socketpair)")?;
             (Conn::new(ours, rec.clone())?, Some(theirs))
         } else {
             (Conn::new_lazy(rec.clone())?, None)
         };
-        self.conn
+        template
             .fork(conn.clone(), rec.clone(), theirs)
             .map_err(|e| e.context("fork"))?;
         Ok(Process {
             conn,
             rec,
             unsent: AtomicBool::new(true),
-            parent: Some(self.conn.clone()),
-            remote: self.remote,
+            parent: Some(template.clone()),
+            remote,
             ahead: Mutex::default(),
         })
+    }
+
+    /// The caller's end of this process's socket.
+    pub(super) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
     }
 
     /// The fork that creates this process, if nothing was sent to it yet,

@@ -69,7 +69,12 @@ pub unsafe extern "C" fn fork_fork(p: *mut fork_proc) -> *mut fork_proc {
 /// default: none). They are forked at once and wait, each on its own
 /// socket; `fork_fork(p)` then hands out the oldest (already forked: what
 /// the caller sends it goes straight to it, and its run starts with no
-/// fork on the way) and asks `p` for a replacement right away. A process
+/// fork on the way). Its replacement is forked 2 ms later, by the dispatch
+/// that follows (the loop fd becomes readable then), so that the
+/// template's fork does not compete for the CPUs with the process just
+/// handed out; when forks come less than 2 ms apart, or the refill is
+/// overdue because nothing dispatched, `fork_fork` forks it at once. A
+/// `fork_fork` that finds none waiting forks as usual. A process
 /// forked ahead is a copy of `p` as it was then, so sending `p` anything
 /// (`fork_send_arg`, `fork_send_fd`, `fork_require`, `fork_eval`) lets the
 /// waiting ones exit and forks new ones behind it; lowering `n` lets the

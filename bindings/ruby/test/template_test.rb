@@ -8,6 +8,9 @@ class TemplateTest < Minitest::Test
   include AnyForkTestHelper
 
   def test_args_and_fds_arrive_in_order_before_and_after_fork
+    # The shared template first: a copy of the program made after the
+    # pipes would keep w1 and w2 open for good, and r1 would never end.
+    template
     r1, w1 = IO.pipe
     r2, w2 = IO.pipe
     file = File.join(Dir.tmpdir, "anyfork-test-#{Process.pid}")

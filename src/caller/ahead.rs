@@ -50,6 +50,8 @@ struct Shared {
     /// The template's connection (its fork requests go there).
     template: Arc<Conn>,
     remote: bool,
+    /// The reactor whose loop fd holds the timer.
+    reactor: &'static Reactor,
     timer: TimerFd,
     token: u64,
     st: Mutex<State>,
@@ -130,6 +132,7 @@ impl Ahead {
         let shared = Arc::new(Shared {
             template,
             remote,
+            reactor: r,
             timer,
             token: r.token(),
             st: Mutex::new(State::default()),
@@ -151,8 +154,12 @@ impl Drop for Ahead {
     /// read EOF), and the timer leaves the loop fd.
     fn drop(&mut self) {
         lock(&self.shared.st).ready.clear();
-        if let Ok(r) = Reactor::get() {
-            let _ = r.unwatch(self.shared.token, self.shared.timer.as_fd());
+        // Only from the reactor it was put in: in a forked child the
+        // token may name another watcher of the child's own reactor.
+        if let Some(r) = super::state::reactor_if_any() {
+            if std::ptr::eq(r, self.shared.reactor) {
+                let _ = r.unwatch(self.shared.token, self.shared.timer.as_fd());
+            }
         }
     }
 }

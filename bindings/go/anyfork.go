@@ -187,6 +187,19 @@ func (p *Proc) Fork() (*Proc, error) {
 	return procCall("Fork", func() *C.fork_proc { return C.fork_fork(p.h) })
 }
 
+// Ahead keeps n processes forked from p ahead of time (0, the default:
+// none; at most 64), so that Fork hands out one already forked: what is
+// sent to it goes straight to it, with no fork on the way. The
+// replacement is forked 2 ms after a hand-out, by the dispatch that
+// follows (Wait, or a loop watching LoopFd); forks that come faster refill
+// at once. Sending p anything replaces the waiting processes. For
+// creations that come now and then (see fork_ahead in anyfork.h).
+func (p *Proc) Ahead(n uint) error {
+	return p.use("Ahead", func(h *C.fork_proc) C.int {
+		return C.fork_ahead(h, C.uint(n))
+	})
+}
+
 // SendFd sends the file descriptor of c (an *os.File, a net.Conn, a
 // listener: anything with SyscallConn). The library duplicates it at once:
 // c stays the caller's and may be closed right after. Unlike c.Fd(), this

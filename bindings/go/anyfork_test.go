@@ -627,3 +627,70 @@ func mustNew(t *testing.T) *Proc {
 	}
 	return p
 }
+
+// childrenOf lists the pids of pid's children.
+func childrenOf(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))
+}
+
+// Ahead: Fork hands out a process forked before the call, holding what the
+// template had; a string sent to the template reaches the next ones.
+func TestAhead(t *testing.T) {
+	tmpl, err := NewExec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmpl.Free()
+	if err := tmpl.Require(workerLib); err != nil {
+		t.Fatal(err)
+	}
+	if err := tmpl.SendString("one"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tmpl.Ahead(2); err != nil {
+		t.Fatal(err)
+	}
+	tpid, err := tmpl.Pid()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waiting []string
+	waitAll(t, func() bool { waiting = childrenOf(t, tpid); return len(waiting) == 2 })
+	run := func(want []string) int {
+		c, err := tmpl.Fork()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, err := c.Pid()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.Run("report")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, args := parseReport(t, readAll(t, f)); fmt.Sprint(args) != fmt.Sprint(want) {
+			t.Fatalf("args %q, want %q", args, want)
+		}
+		return pid
+	}
+	if pid := run([]string{"S:one"}); !strings.Contains(" "+strings.Join(waiting, " ")+" ", fmt.Sprint(" ", pid, " ")) {
+		t.Fatalf("pid %d was not waiting before the fork (%v)", pid, waiting)
+	}
+	if err := tmpl.SendString("two"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		run([]string{"S:one", "S:two"})
+	}
+	err = tmpl.Ahead(65)
+	var e *Error
+	if !errors.As(err, &e) || e.Errno != syscall.EINVAL || !strings.Contains(e.Msg, "64") {
+		t.Fatalf("Ahead(65): %v", err)
+	}
+}

@@ -359,15 +359,19 @@ fn waiting(tpid: i32, n: usize) -> Vec<i32> {
     kids
 }
 
-#[test]
-fn a_warm_template_hands_forks_to_waiting_children_that_hold_its_current_args() {
+/// What a template keeping 2 children waiting promises, whoever keeps
+/// them (`keep`: the template's warm pool, or the caller's forked-ahead
+/// processes): a fork is one of the children waiting before it, with the
+/// template's strings; a replacement follows; a string sent to the
+/// template dismisses the waiting children (copies without it) and the
+/// next forks see it. Returns the template and its pid.
+fn waiting_children_hold_the_templates_current_args(keep: impl Fn(&mut Process)) -> (Process, i32) {
     let mut t = new_template();
     t.send_arg(b"one").unwrap();
-    t.eval("anyfork_warm", &[b"2"]).unwrap();
+    keep(&mut t);
     let tpid = t.pid().unwrap();
     let before = waiting(tpid, 2);
 
-    // A fork is one of the waiting children: its pid was there before.
     let mut p = t.fork().unwrap();
     let ex = exit_rx(&mut p);
     let pid = p.pid().unwrap();
@@ -376,10 +380,16 @@ fn a_warm_template_hands_forks_to_waiting_children_that_hold_its_current_args() 
     assert_args(&d.args, &[Want::S(b"one")]);
     let (xpid, st) = wait_exit(&ex);
     assert_eq!((xpid, exited(status_of(st))), (pid, Some(0)));
+    let mut stale = Vec::new();
+    pump_until(Duration::from_secs(10), "a replacement", || {
+        stale = common::children_of(tpid);
+        stale.len() == 2
+    });
+    assert!(
+        stale.iter().any(|k| !before.contains(k)),
+        "no replacement: {stale:?}"
+    );
 
-    // A string sent to the template dismisses the waiting children (they
-    // were copied without it); new ones come, and forks see the string.
-    let stale = waiting(tpid, 2);
     t.send_arg(b"two").unwrap();
     assert!(
         common::eventually(Duration::from_secs(10), || stale
@@ -388,6 +398,7 @@ fn a_warm_template_hands_forks_to_waiting_children_that_hold_its_current_args() 
         "dismissed children {stale:?} did not exit"
     );
     let fresh = waiting(tpid, 2);
+    assert!(fresh.iter().all(|k| !stale.contains(k)));
     for _ in 0..3 {
         let mut p = t.fork().unwrap();
         let ex = exit_rx(&mut p);
@@ -395,15 +406,25 @@ fn a_warm_template_hands_forks_to_waiting_children_that_hold_its_current_args() 
         assert_args(&d.args, &[Want::S(b"one"), Want::S(b"two")]);
         assert_eq!(exited(status_of(wait_exit(&ex).1)), Some(0));
     }
-    assert!(fresh.iter().all(|k| !stale.contains(k)));
+    (t, tpid)
+}
 
-    // Freed, the template and every waiting child go.
+/// Frees `t`: it and every child waiting in it go.
+fn gone_with_its_children(t: Process, tpid: i32) {
     drop(t);
     assert!(
         common::eventually(Duration::from_secs(10), || !common::alive(tpid)
             && common::children_of(tpid).is_empty()),
         "the template {tpid} or its waiting children stayed"
     );
+}
+
+#[test]
+fn a_warm_template_hands_forks_to_waiting_children_that_hold_its_current_args() {
+    let (t, tpid) = waiting_children_hold_the_templates_current_args(|t| {
+        t.eval("anyfork_warm", &[b"2"]).unwrap()
+    });
+    gone_with_its_children(t, tpid);
 }
 
 #[test]
@@ -432,59 +453,11 @@ fn a_warm_template_that_enters_a_run_function_leaves_it_no_children() {
 
 #[test]
 fn processes_forked_ahead_are_handed_out_and_hold_the_templates_current_args() {
-    let mut t = new_template();
-    t.send_arg(b"one").unwrap();
-    t.fork_ahead(2).unwrap();
-    let tpid = t.pid().unwrap();
-    let before = waiting(tpid, 2);
-
-    // A fork is the oldest waiting child, and a replacement follows.
-    let mut p = t.fork().unwrap();
-    let ex = exit_rx(&mut p);
-    let pid = p.pid().unwrap();
-    assert!(before.contains(&pid), "pid {pid} is not one of {before:?}");
-    let d = parse_dump(&run_output(p, "dump_args"));
-    assert_args(&d.args, &[Want::S(b"one")]);
-    let (xpid, st) = wait_exit(&ex);
-    assert_eq!((xpid, exited(status_of(st))), (pid, Some(0)));
-    let mut stale = Vec::new();
-    pump_until(Duration::from_secs(10), "a replacement", || {
-        stale = common::children_of(tpid);
-        stale.len() == 2
-    });
-    assert!(
-        stale.iter().any(|k| !before.contains(k)),
-        "no replacement: {stale:?}"
-    );
-
-    // A string sent to the template lets the waiting children go (they
-    // were copied without it); new ones are forked behind the string.
-    t.send_arg(b"two").unwrap();
-    assert!(
-        common::eventually(Duration::from_secs(10), || stale
-            .iter()
-            .all(|&k| !common::alive(k))),
-        "dismissed children {stale:?} did not exit"
-    );
-    let fresh = waiting(tpid, 2);
-    assert!(fresh.iter().all(|k| !stale.contains(k)));
-    for _ in 0..3 {
-        let mut p = t.fork().unwrap();
-        let ex = exit_rx(&mut p);
-        let d = parse_dump(&run_output(p, "dump_args"));
-        assert_args(&d.args, &[Want::S(b"one"), Want::S(b"two")]);
-        assert_eq!(exited(status_of(wait_exit(&ex).1)), Some(0));
-    }
-
-    // Fewer: the extra ones go; freed, the template and the rest go.
+    let (t, tpid) = waiting_children_hold_the_templates_current_args(|t| t.fork_ahead(2).unwrap());
+    // Fewer: the extra one goes.
     t.fork_ahead(1).unwrap();
     waiting(tpid, 1);
-    drop(t);
-    assert!(
-        common::eventually(Duration::from_secs(10), || !common::alive(tpid)
-            && common::children_of(tpid).is_empty()),
-        "the template {tpid} or its waiting children stayed"
-    );
+    gone_with_its_children(t, tpid);
 }
 
 #[test]

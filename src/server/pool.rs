@@ -25,6 +25,13 @@ pub(crate) const MAX: usize = 64;
 /// template, which on a busy machine costs them a scheduler tick.
 const REFILL_DELAY: Duration = Duration::from_millis(2);
 
+/// A hand-over less than this long after the previous one is part of a
+/// burst: the replacement is forked at once. Held back, it would come too
+/// late for the requests that follow, which would then find the pool
+/// empty and wait for a fork each (creations one after the other ran at
+/// half the pool's speed).
+const BURST_GAP: Duration = Duration::from_millis(20);
+
 #[derive(Default)]
 pub struct Pool {
     /// How many children to keep waiting.
@@ -35,6 +42,8 @@ pub struct Pool {
     quiet: Vec<libc::pid_t>,
     /// The last hand-over, while it holds back the refill.
     handed: Option<Instant>,
+    /// The last hand-over (see [`BURST_GAP`]).
+    last: Option<Instant>,
 }
 
 impl Pool {
@@ -101,7 +110,10 @@ impl Pool {
             // small frame goes whole or not at all.
             match sendmsg::<()>(leash.as_raw_fd(), &iov, &cmsg, flags, None) {
                 Ok(n) if n == head.len() + payload.len() => {
-                    self.handed = Some(Instant::now());
+                    let now = Instant::now();
+                    let burst = self.last.is_some_and(|t| now - t < BURST_GAP);
+                    self.handed = (!burst).then_some(now);
+                    self.last = Some(now);
                     return Some(pid);
                 }
                 _ => self.quiet.push(pid),

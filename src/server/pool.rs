@@ -11,6 +11,7 @@
 //! Children of the pool are reported to the caller only once handed a
 //! request (pid, then exit); a dismissed child's exit is not reported.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -36,8 +37,9 @@ const BURST_GAP: Duration = Duration::from_millis(20);
 pub struct Pool {
     /// How many children to keep waiting.
     pub want: usize,
-    /// Waiting children: pid and the template's end of the leash.
-    idle: Vec<(libc::pid_t, OwnedFd)>,
+    /// Waiting children, oldest first: pid and the template's end of the
+    /// leash.
+    idle: VecDeque<(libc::pid_t, OwnedFd)>,
     /// Dismissed children not yet reaped: their exits are not reported.
     quiet: Vec<libc::pid_t>,
     /// The last hand-over, while it holds back the refill.
@@ -74,7 +76,7 @@ impl Pool {
 
     /// Adds a child that now waits on `leash`.
     pub fn add(&mut self, pid: libc::pid_t, leash: OwnedFd) {
-        self.idle.push((pid, leash));
+        self.idle.push_back((pid, leash));
     }
 
     /// Closes every leash (a waiting child exits at EOF); their exits
@@ -105,7 +107,10 @@ impl Pool {
         let fds = [fd];
         let cmsg = [ControlMessage::ScmRights(&fds)];
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        while let Some((pid, leash)) = self.idle.pop() {
+        // The oldest first: the youngest may still be in its after-fork
+        // work (an interpreter's takes most of a millisecond), which the
+        // request would wait for.
+        while let Some((pid, leash)) = self.idle.pop_front() {
             // The leash is empty (nothing else is ever sent on it), so a
             // small frame goes whole or not at all.
             match sendmsg::<()>(leash.as_raw_fd(), &iov, &cmsg, flags, None) {
@@ -130,7 +135,7 @@ impl Pool {
             return true;
         }
         if let Some(i) = self.idle.iter().position(|(p, _)| *p == pid) {
-            self.idle.swap_remove(i);
+            self.idle.remove(i);
             return true;
         }
         false

@@ -160,5 +160,5 @@ pub fn run(name: &[u8], sock: RawFd, received: &[Arg], resolved: Option<usize>) 
     };
     state::publish_args(all);
     let rc = call(ForkCallKind::FORK_CALL_RUN, name, sock, all, resolved);
-    exit_after_run(rc)
+    exit_after_run(rc, sock)
 }

@@ -331,6 +331,28 @@ fn require_eval_and_run_call_functions_of_a_test_library() {
 }
 
 #[test]
+fn at_eof_on_the_comm_socket_the_pipes_the_child_held_are_closed() {
+    // README, "Comm socket": a process whose run function returned closes
+    // all its fds, the comm socket last, then exits; so once the caller
+    // reads EOF, the pipe the child was sent has no writer left.
+    for _ in 0..20 {
+        let (r, w) = pipe();
+        let mut p = new_child();
+        p.send_fd(w.as_fd()).unwrap();
+        drop(w);
+        assert_eq!(run_output(p, "count_args"), b"1\n");
+        // SAFETY: F_SETFL on a pipe end this test owns.
+        let rc = unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        assert_eq!(rc, 0, "fcntl: {}", std::io::Error::last_os_error());
+        let mut buf = [0u8; 8];
+        match std::fs::File::from(r).read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "the child wrote to the pipe"),
+            Err(e) => panic!("the pipe still had a writer after EOF on the comm socket: {e}"),
+        }
+    }
+}
+
+#[test]
 fn fork_handlers_of_a_required_library_run_in_every_new_process() {
     // The server forks without fork handlers only while no library is
     // loaded; once one is, its pthread_atfork child handlers run as usual.

@@ -101,8 +101,11 @@ _FORK_CALL_EVAL, _FORK_CALL_RUN = 0, 1
 
 _RUN_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p)
 _EXIT_CB = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+# The arguments' array comes as a plain address (cast only when there are
+# some): a new process makes no ctypes pointer object it does not need.
 _DISPATCH_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
-                                ctypes.POINTER(_ForkArg), ctypes.c_size_t, ctypes.c_void_p)
+                                ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+_ARGS_P = ctypes.POINTER(_ForkArg)
 # The fork hook: returns like fork(); errno travels back through ctypes.
 _FORK_HOOK_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, use_errno=True)
 
@@ -257,9 +260,15 @@ def _unregister(token):
         return _callbacks.pop(token, None)
 
 
+# Comm sockets are always AF_UNIX stream sockets: said when making their
+# socket objects, which then ask the kernel nothing (getsockname, two
+# getsockopt).
+_AF_UNIX, _SOCK_STREAM = int(socket.AF_UNIX), int(socket.SOCK_STREAM)
+
+
 def _comm_socket(fd):
     """A blocking socket object owning the caller's end of a comm socket."""
-    s = socket.socket(fileno=fd)
+    s = socket.socket(_AF_UNIX, _SOCK_STREAM, 0, fd)
     s.setblocking(True)
     return s
 
@@ -866,6 +875,25 @@ def _die_of_sigint():
     return 130
 
 
+def _target(text):
+    """_resolve(text), first trying the common case in few steps (every
+    object a new process touches costs it a page copy): a function of a
+    module already loaded."""
+    mod, _, attr = text.rpartition(".")
+    m = sys.modules.get(mod)
+    if m is not None:
+        fn = getattr(m, attr, None)
+        if fn is not None:
+            return fn
+    return _resolve(text)
+
+
+# The comm socket objects of this process's run function: never closed nor
+# finalized by Python (the library closes the fd when the function
+# returns, and the process exits with _exit).
+_run_socks = []
+
+
 def _dispatch(kind, name, fd, args, nargs, _ud):
     """The dispatcher, in a child: calls the Python function name. The
     child was made by os.fork() (see _fork_hook): the interpreter's own
@@ -873,22 +901,22 @@ def _dispatch(kind, name, fd, args, nargs, _ud):
     text = name.decode("utf-8", "surrogateescape")
     try:
         try:
-            fn = _resolve(text)
+            fn = _target(text)
         except Exception as e:
             sys.stderr.write("anyfork[%d]: %s %s: %s: %s\n" % (
                 os.getpid(), "run" if kind == _FORK_CALL_RUN else "eval", text,
                 type(e).__name__, e))
             return 127
-        pyargs = [_arg(args[i]) for i in range(nargs)]
+        if nargs:
+            arr = ctypes.cast(args, _ARGS_P)
+            pyargs = [_arg(arr[i]) for i in range(nargs)]
+        else:
+            pyargs = ()
         if kind != _FORK_CALL_RUN:
             return _status(fn(*pyargs))
-        sock = socket.socket(fileno=fd)
-        try:
-            return _status(fn(sock, *pyargs))
-        finally:
-            # The process exit closes it; the object must not (no warning).
-            if sock.fileno() >= 0:
-                sock.detach()
+        sock = socket.socket(_AF_UNIX, _SOCK_STREAM, 0, fd)
+        _run_socks.append(sock)
+        return _status(fn(sock, *pyargs))
     except SystemExit as e:
         return _exit_code(e.code)
     except KeyboardInterrupt:
@@ -907,6 +935,25 @@ def _dispatch(kind, name, fd, args, nargs, _ud):
 
 
 _dispatch_fn = _DISPATCH_FN(_dispatch)
+
+
+def _primer(_sock):
+    """The run function of _prime: nothing."""
+    return 0
+
+
+def _prime():
+    """Runs the dispatcher's path once here, on a socket pair of its own,
+    before this interpreter is copied: the code a new process runs is then
+    warm (specialized) in the copy, and the new process writes less of it
+    (each page it writes is a page it copies)."""
+    a, b = socket.socketpair()
+    try:
+        _dispatch(_FORK_CALL_RUN, b"anyfork._primer", b.detach(), None, 0, None)
+    finally:
+        while _run_socks:
+            _run_socks.pop().close()
+        a.close()
 
 
 def _fork_hook(_ud):
@@ -985,6 +1032,7 @@ def template(warm=2, wait=0):
         except Exception:
             pass
     _set_dispatch()
+    _prime()
     me = threading.get_ident()
     deadline = time.monotonic() + wait
     with _gate:
@@ -1008,6 +1056,7 @@ def serve():
     if fd is None:
         raise OSError(_errno.EINVAL, "serve: ANYFORK_FD is not set")
     _set_dispatch()
+    _prime()
     _check(_fork_serve(int(fd)), "fork_serve")
 
 

@@ -5,7 +5,7 @@ use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 
 use super::args::{self, Arg, ForkArg};
-use super::exit::{die, exit};
+use super::exit::{die, exit_after_run};
 use super::state::{self, Dispatcher};
 
 /// `int fn(const fork_arg *args, size_t nargs)`.
@@ -160,5 +160,5 @@ pub fn run(name: &[u8], sock: RawFd, received: &[Arg], resolved: Option<usize>) 
     };
     state::publish_args(all);
     let rc = call(ForkCallKind::FORK_CALL_RUN, name, sock, all, resolved);
-    exit(rc)
+    exit_after_run(rc, sock)
 }

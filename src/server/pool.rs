@@ -11,6 +11,7 @@
 //! Children of the pool are reported to the caller only once handed a
 //! request (pid, then exit); a dismissed child's exit is not reported.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -25,16 +26,26 @@ pub(crate) const MAX: usize = 64;
 /// template, which on a busy machine costs them a scheduler tick.
 const REFILL_DELAY: Duration = Duration::from_millis(2);
 
+/// A hand-over less than this long after the previous one is part of a
+/// burst: the replacement is forked at once. Held back, it would come too
+/// late for the requests that follow, which would then find the pool
+/// empty and wait for a fork each (creations one after the other ran at
+/// half the pool's speed).
+const BURST_GAP: Duration = Duration::from_millis(20);
+
 #[derive(Default)]
 pub struct Pool {
     /// How many children to keep waiting.
     pub want: usize,
-    /// Waiting children: pid and the template's end of the leash.
-    idle: Vec<(libc::pid_t, OwnedFd)>,
+    /// Waiting children, oldest first: pid and the template's end of the
+    /// leash.
+    idle: VecDeque<(libc::pid_t, OwnedFd)>,
     /// Dismissed children not yet reaped: their exits are not reported.
     quiet: Vec<libc::pid_t>,
     /// The last hand-over, while it holds back the refill.
     handed: Option<Instant>,
+    /// The last hand-over (see [`BURST_GAP`]).
+    last: Option<Instant>,
 }
 
 impl Pool {
@@ -65,7 +76,7 @@ impl Pool {
 
     /// Adds a child that now waits on `leash`.
     pub fn add(&mut self, pid: libc::pid_t, leash: OwnedFd) {
-        self.idle.push((pid, leash));
+        self.idle.push_back((pid, leash));
     }
 
     /// Closes every leash (a waiting child exits at EOF); their exits
@@ -96,12 +107,18 @@ impl Pool {
         let fds = [fd];
         let cmsg = [ControlMessage::ScmRights(&fds)];
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        while let Some((pid, leash)) = self.idle.pop() {
+        // The oldest first: the youngest may still be in its after-fork
+        // work (an interpreter's takes most of a millisecond), which the
+        // request would wait for.
+        while let Some((pid, leash)) = self.idle.pop_front() {
             // The leash is empty (nothing else is ever sent on it), so a
             // small frame goes whole or not at all.
             match sendmsg::<()>(leash.as_raw_fd(), &iov, &cmsg, flags, None) {
                 Ok(n) if n == head.len() + payload.len() => {
-                    self.handed = Some(Instant::now());
+                    let now = Instant::now();
+                    let burst = self.last.is_some_and(|t| now - t < BURST_GAP);
+                    self.handed = (!burst).then_some(now);
+                    self.last = Some(now);
                     return Some(pid);
                 }
                 _ => self.quiet.push(pid),
@@ -118,7 +135,7 @@ impl Pool {
             return true;
         }
         if let Some(i) = self.idle.iter().position(|(p, _)| *p == pid) {
-            self.idle.swap_remove(i);
+            self.idle.remove(i);
             return true;
         }
         false

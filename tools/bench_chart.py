@@ -41,16 +41,17 @@ PERL_SERIES = [
 # The bindings' benchmarks: file in BENCH_DIR, language, then per method
 # drawn its key in the file, colour, dash pattern (the legend is the
 # language and the method's name in the file). Python and Ruby: the
-# template as made by default (warm pool of 2); Go: anyfork.Command, the
+# template as made by default (warm pool of 2, 2 forked ahead); Go:
+# anyfork.Command, the
 # os/exec look-alike.
 BINDING_SERIES = [
     ("python.json", "Python", [
         ("own", "#e377c2", "6 3"),
-        ("anyfork_warm", "#e377c2", ""),
+        ("anyfork_default", "#e377c2", ""),
     ]),
     ("ruby.json", "Ruby", [
         ("own", "#bcbd22", "6 3"),
-        ("anyfork_warm", "#bcbd22", ""),
+        ("anyfork_default", "#bcbd22", ""),
     ]),
     ("go.json", "Go", [
         ("own", "#393b79", "6 3"),

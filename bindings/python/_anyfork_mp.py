@@ -84,7 +84,9 @@ class _Template(object):
         library would make refuse (EBUSY): such calls are short (a wait
         returns every 0.1 s), so it holds new ones back and waits for
         those under way."""
-        return anyfork.template(warm=0, wait=_BUSY_LIMIT)  # its own pool, after gc.freeze
+        # Its own warm pool, made after gc.freeze (the context's warm
+        # option); no processes forked ahead in this process.
+        return anyfork.template(warm=0, ahead=0, wait=_BUSY_LIMIT)
 
     def _drop(self):
         old, self._proc = self._proc, None

@@ -260,16 +260,22 @@ class WarmPoolTests(unittest.TestCase):
     """template() keeps a warm pool of 2 by default; warm= sets it."""
 
     def test_template_keeps_children_waiting_as_asked(self):
-        for kw, want in (({}, 2), ({"warm": 3}, 3), ({"warm": 0}, 0)):
+        # The default: 2 in the template's warm pool, 2 forked ahead here.
+        for kw, want in (({}, 4), ({"warm": 3, "ahead": 0}, 3), ({"warm": 0, "ahead": 0}, 0),
+                         ({"warm": 0, "ahead": 1}, 1)):
             t = anyfork.template(**kw)
             try:
                 tpid = t.pid()
                 for _ in range(3):      # creations work, and the pool refills
                     self.assertEqual(read_all(t.fork().send_arg("5").run(MOD + ".exit_with")), b"")
                 deadline = time.monotonic() + 20
+                # (Processes forked ahead are replaced by a dispatch.)
                 while len(live_children_of(tpid)) != want and time.monotonic() < deadline:
+                    anyfork.dispatch()
                     time.sleep(0.05)
-                time.sleep(0.3)         # and no more come
+                for _ in range(6):      # and no more come
+                    anyfork.dispatch()
+                    time.sleep(0.05)
                 self.assertEqual(len(live_children_of(tpid)), want, kw)
             finally:
                 t.free()
@@ -278,6 +284,9 @@ class WarmPoolTests(unittest.TestCase):
         for bad in (-1, 65, True, "2", 1.5, None):
             with self.assertRaises(ValueError) as cm:
                 anyfork.template(warm=bad)
+            self.assertIn("0 to 64", str(cm.exception))
+            with self.assertRaises(ValueError) as cm:
+                anyfork.template(ahead=bad)
             self.assertIn("0 to 64", str(cm.exception))
 
 

@@ -9,11 +9,13 @@ its end before making the next:
 
 - os.fork: os.fork(), the child calls os._exit(0), the parent waitpid();
 - anyfork: tmpl.fork().run("__main__.noop") on a template of this program
-  without a warm pool (anyfork.template(warm=0), made once at the plain
+  without a warm pool (anyfork.template(warm=0, ahead=0), made once at the plain
   size), reading the socket to EOF;
 - anyfork, warm pool: the same on a second template that keeps --warm
-  children forked and waiting (anyfork.template(warm=--warm); 2 is
-  template()'s default);
+  children forked and waiting (anyfork.template(warm=--warm, ahead=0));
+- anyfork, default: the same on a third template made as template()
+  makes it by default: a warm pool of 2, and 2 processes forked ahead in
+  this process (anyfork.template());
 - forkserver: multiprocessing's forkserver context, Process(target=noop)
   start() and join() (for reference; its server starts at the plain size).
 
@@ -57,13 +59,17 @@ class Methods:
     waiting for its end."""
 
     def __init__(self, warm, with_forkserver):
-        self.tmpl = anyfork.template(warm=0)
-        self.warm = anyfork.template(warm=warm)
+        self.tmpl = anyfork.template(warm=0, ahead=0)
+        self.warm = anyfork.template(warm=warm, ahead=0)
+        self.default = anyfork.template()
         self.ctx = multiprocessing.get_context("forkserver") if with_forkserver else None
         self.table = [
             ("own", "os.fork + _exit + waitpid", self.own),
-            ("anyfork", "anyfork template(warm=0).fork().run", self.anyfork),
-            ("anyfork_warm", "anyfork template(warm=%d).fork().run" % warm, self.anyfork_warm),
+            ("anyfork", "anyfork template(warm=0, ahead=0).fork().run", self.anyfork),
+            ("anyfork_warm", "anyfork template(warm=%d, ahead=0).fork().run" % warm,
+             self.anyfork_warm),
+            ("anyfork_default", "anyfork template().fork().run (warm=2, ahead=2)",
+             self.anyfork_default),
         ]
         if self.ctx is not None:
             self.table.append(("forkserver", "multiprocessing forkserver Process start+join",
@@ -93,6 +99,9 @@ class Methods:
     def anyfork_warm(self):
         self._to_eof(self.warm.fork().run("__main__.noop"))
 
+    def anyfork_default(self):
+        self._to_eof(self.default.fork().run("__main__.noop"))
+
     def forkserver(self):
         p = self.ctx.Process(target=noop)
         p.start()
@@ -101,7 +110,7 @@ class Methods:
             raise RuntimeError("forkserver child: exit code %r" % p.exitcode)
 
     def close(self):
-        for t in (self.tmpl, self.warm):
+        for t in (self.tmpl, self.warm, self.default):
             t.free()
 
 

@@ -11,11 +11,12 @@
 #
 # - fork: Kernel#fork { exit! } and Process.wait;
 # - anyfork: template.fork.run("ForkBench.noop") on a template of this
-#   program without a warm pool (AnyFork.template(warm: 0), made once at
-#   the plain size), reading the socket to EOF;
+#   program without a warm pool (AnyFork.template(warm: 0, ahead: 0), made
+#   once at the plain size), reading the socket to EOF;
 # - anyfork, warm pool: the same on a second template that keeps --warm
-#   children forked and waiting (AnyFork.template(warm: K); 2 is the
-#   default).
+#   children forked and waiting (AnyFork.template(warm: K, ahead: 0));
+# - anyfork, default: a third template made as AnyFork.template makes it by
+#   default (a warm pool of 2, and 2 processes forked ahead here).
 #
 # Every repetition runs each method --n times, the methods taking turns
 # (the order rotates); the table gives the median of --reps repetitions
@@ -66,16 +67,20 @@ ensure
 end
 
 load0 = loadavg
-tmpl = AnyFork.template(warm: 0)
-warm = AnyFork.template(warm: opt[:warm])
+tmpl = AnyFork.template(warm: 0, ahead: 0)
+warm = AnyFork.template(warm: opt[:warm], ahead: 0)
+default = AnyFork.template
 METHODS = [
   ["own", "fork { exit! } + Process.wait", lambda {
     pid = fork { exit!(0) }
     _, st = Process.wait2(pid)
     raise "fork child: #{st.inspect}" unless st.success?
   }],
-  ["anyfork", "anyfork template(warm: 0).fork.run", -> { to_eof(tmpl.fork.run("ForkBench.noop")) }],
-  ["anyfork_warm", "anyfork template(warm: #{opt[:warm]}).fork.run", -> { to_eof(warm.fork.run("ForkBench.noop")) }]
+  ["anyfork", "anyfork template(warm: 0, ahead: 0).fork.run", -> { to_eof(tmpl.fork.run("ForkBench.noop")) }],
+  ["anyfork_warm", "anyfork template(warm: #{opt[:warm]}, ahead: 0).fork.run",
+   -> { to_eof(warm.fork.run("ForkBench.noop")) }],
+  ["anyfork_default", "anyfork template.fork.run (warm: 2, ahead: 2)",
+   -> { to_eof(default.fork.run("ForkBench.noop")) }]
 ].freeze
 
 def round_of(func, n)
@@ -128,6 +133,7 @@ if opt[:grow_mb].positive?
 end
 tmpl.free
 warm.free
+default.free
 load1 = loadavg
 result = {
   "language" => "ruby", "own_fork" => "fork", "interpreter" => "Ruby #{RUBY_VERSION}",

@@ -185,15 +185,20 @@ class TemplateTest < Minitest::Test
     end
   end
 
-  # AnyFork.template keeps a warm pool of 2 by default; warm: sets it.
+  # AnyFork.template keeps a warm pool of 2 by default, and 2 processes
+  # forked ahead in the caller; warm: and ahead: set them. (Processes
+  # forked ahead are replaced by a dispatch.)
   def test_a_template_keeps_children_waiting_as_asked
-    [[{}, 2], [{ warm: 3 }, 3], [{ warm: 0 }, 0]].each do |kw, want|
+    [[{}, 4], [{ warm: 3, ahead: 0 }, 3], [{ warm: 0, ahead: 0 }, 0], [{ warm: 0, ahead: 1 }, 1]].each do |kw, want|
       t = AnyFork.template(**kw)
       tpid = t.pid
       3.times { assert_equal "", read_all(t.fork.send_arg("5").run("TestWorkers.exit_with")) }
       deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + LIMIT
-      sleep 0.05 until live_children_of(tpid).size == want || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
-      sleep 0.3 # and no more come
+      until live_children_of(tpid).size == want || Process.clock_gettime(Process::CLOCK_MONOTONIC) > deadline
+        AnyFork.dispatch
+        sleep 0.05
+      end
+      6.times { AnyFork.dispatch; sleep 0.05 } # and no more come
       assert_equal want, live_children_of(tpid).size, kw.inspect
     ensure
       t&.free

@@ -108,6 +108,7 @@ class AnyFork
     # this very thread, which must hold the GVL there as it does here.
     attach_function :fork_template_flags, [:uint], :pointer
     attach_function :fork_fork, [:pointer], :pointer
+    attach_function :fork_ahead, %i[pointer uint], :int
     attach_function :fork_send_fd, %i[pointer int], :int
     attach_function :fork_send_arg, %i[pointer buffer_in size_t], :int
     attach_function :fork_require, %i[pointer string], :int

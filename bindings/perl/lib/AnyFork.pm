@@ -204,6 +204,17 @@ sub fork {
     return $self->_wrap($p, parent => $self, lean => $self->{lean});
 }
 
+# Keeps $n processes forked from this template ahead of ->fork (the C
+# library's fork_ahead): ->fork hands out one already forked.
+sub fork_ahead {
+    my ($self, $n) = @_;
+    Carp::croak('AnyFork->fork_ahead: the number of processes forked ahead is 0 to 64, not '
+          . (defined $n ? "'$n'" : 'undef'))
+      unless defined $n && $n =~ /^\d+\z/ && $n <= 64;
+    AnyFork::Lib::check_int(AnyFork::Lib::fork_ahead($self->_p, $n));
+    return $self;
+}
+
 # The fd of a handle, or undef. A handle tied to a class without FILENO
 # has no fd: that is said here rather than by Perl's method lookup.
 sub _fileno {

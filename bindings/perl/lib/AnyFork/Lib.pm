@@ -108,6 +108,7 @@ my %C = (
     fork_new_exec_argv     => [['opaque']                           => 'opaque'],
     fork_new_remote        => [['opaque']                           => 'opaque'],
     fork_fork              => [['opaque']                           => 'opaque'],
+    fork_ahead             => [['opaque', 'uint']                   => 'int'],
     fork_template          => [[]                                   => 'opaque'],
     fork_send_fd           => [['opaque', 'int']                    => 'int'],
     fork_send_arg          => [['opaque', 'string', 'size_t']       => 'int'],

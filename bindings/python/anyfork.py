@@ -1599,6 +1599,36 @@ _worker_sock = [None]
 _worker_out = [[]]        # replies of this batch not written yet
 
 
+def _spin_window():
+    """Seconds a worker keeps looking for its next request before it
+    sleeps: ANYFORK_SPIN_US microseconds (0: off; at most one second), 50
+    when unset or not a number, as the library's own worker loop."""
+    try:
+        us = int(os.environ.get("ANYFORK_SPIN_US", "50").strip())
+    except ValueError:
+        us = 50
+    return min(max(us, 0), 1000000) / 1e6
+
+
+def _recv_next(sock, spin):
+    """The next bytes from the caller (b"" at EOF). Everything read is
+    answered by now, and a caller making one call at a time sends the next
+    within microseconds: look without blocking, yielding the CPU between
+    looks, for up to spin seconds, then sleep in recv (a caller on another
+    CPU then needs no wake-up of this process to reach it)."""
+    if spin:
+        deadline = time.monotonic() + spin
+        while True:
+            try:
+                return sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            if time.monotonic() >= deadline:
+                break
+            os.sched_yield()
+    return sock.recv(1 << 16)
+
+
 def event(data):
     """In a pool's worker: sends data (bytes) to the pool's on_event, in
     order with the replies."""
@@ -1671,9 +1701,10 @@ def _pool_serve(sock, key, serializer):
     head = _HEAD.size
     unpack, pack = _HEAD.unpack_from, _HEAD.pack
     out = _worker_out[0]
+    spin = _spin_window()
     while True:
         # 64 kB at most: a larger buffer is mmap'd and unmapped per read.
-        chunk = sock.recv(1 << 16)
+        chunk = _recv_next(sock, spin)
         if not chunk:
             return 0
         if buf:

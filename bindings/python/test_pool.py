@@ -78,6 +78,38 @@ def gone_within(pids, seconds):
     return False
 
 
+class WorkerSpinTests(unittest.TestCase):
+    """The worker's look for its next request before it sleeps."""
+
+    def test_the_window_comes_from_ANYFORK_SPIN_US(self):
+        old = os.environ.get("ANYFORK_SPIN_US")
+        try:
+            for value, want in (("0", 0.0), (" 20 ", 20e-6), ("5000000", 1.0),
+                                ("fast", 50e-6), ("-3", 0.0)):
+                os.environ["ANYFORK_SPIN_US"] = value
+                self.assertAlmostEqual(anyfork._spin_window(), want, msg=value)
+            del os.environ["ANYFORK_SPIN_US"]
+            self.assertAlmostEqual(anyfork._spin_window(), 50e-6)
+        finally:
+            if old is None:
+                os.environ.pop("ANYFORK_SPIN_US", None)
+            else:
+                os.environ["ANYFORK_SPIN_US"] = old
+
+    def test_a_request_during_or_after_the_spin_is_read_then_eof(self):
+        import socket
+        a, b = socket.socketpair()
+        with a, b:
+            a.sendall(b"now")
+            self.assertEqual(anyfork._recv_next(b, 0.2), b"now")
+            late = threading.Timer(0.05, a.sendall, (b"later",))
+            late.start()
+            self.assertEqual(anyfork._recv_next(b, 10e-6), b"later")   # slept in recv
+            late.join()
+            a.shutdown(socket.SHUT_WR)
+            self.assertEqual(anyfork._recv_next(b, 0.2), b"")
+
+
 class PoolTests(unittest.TestCase):
 
     def test_submit_and_map_keep_order(self):

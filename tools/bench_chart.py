@@ -284,7 +284,10 @@ def chart(data, series, perl_found, bindings_found, load, source):
             "Python, Ruby: bindings/*/bench/fork_bench: the interpreter's own fork (dashed) against anyfork from a template"
         )
         lines.append(
-            "of the program made at the plain size, with its default warm pool of 2 (solid); each creation waits for the end."
+            "of the program made at the plain size as made by default: a warm pool of 2, 2 forked ahead (solid); each creation"
+        )
+        lines.append(
+            "waits for the end."
         )
     if "Go" in bindings_found:
         lines.append(

@@ -8,11 +8,5 @@ use std::process::Command;
 #[test]
 fn eval_n_carries_nul_bytes_and_dispatch_pass_falls_back_to_dlsym() {
     let exe = common::build("eval_n_pass", common::Kind::Program, &["-rdynamic"]);
-    let out = Command::new(&exe).output().unwrap();
-    assert!(
-        out.status.success(),
-        "eval_n_pass failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::stdout_of(&mut Command::new(&exe));
 }

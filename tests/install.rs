@@ -14,18 +14,11 @@ fn installed_library_builds_and_runs_an_example_via_pkg_config() {
     let root = common::root();
     let prefix = common::out_dir().join("prefix");
     let _ = std::fs::remove_dir_all(&prefix);
-    let out = Command::new("make")
-        .arg("-s")
-        .arg("install")
-        .arg(format!("PREFIX={}", prefix.display()))
-        .arg("PROFILE=debug")
-        .current_dir(&root)
-        .output()
-        .expect("make");
-    assert!(
-        out.status.success(),
-        "make install failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::stdout_of(
+        Command::new("make")
+            .args(["-s", "install", "PROFILE=debug"])
+            .arg(format!("PREFIX={}", prefix.display()))
+            .current_dir(&root),
     );
     for f in [
         "lib/libanyfork.so.0.1.0",
@@ -136,16 +129,11 @@ fn installed_cpp_header_builds_the_cpp_example() {
     let root = common::root();
     let prefix = common::own_dir().join("prefix-cpp");
     let _ = std::fs::remove_dir_all(&prefix);
-    let out = Command::new("make")
-        .args(["-s", "install", "PROFILE=debug"])
-        .arg(format!("PREFIX={}", prefix.display()))
-        .current_dir(&root)
-        .output()
-        .expect("make");
-    assert!(
-        out.status.success(),
-        "make install failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::stdout_of(
+        Command::new("make")
+            .args(["-s", "install", "PROFILE=debug"])
+            .arg(format!("PREFIX={}", prefix.display()))
+            .current_dir(&root),
     );
     let dir = common::own_dir().join("cpp");
     std::fs::create_dir_all(&dir).unwrap();
@@ -249,14 +237,12 @@ fn the_manual_page_covers_every_function_of_the_header() {
 /// its SONAME link there), not from target/.
 #[test]
 fn make_follows_cargo_target_dir() {
-    let out = Command::new("make")
-        .args(["-n", "lib", "install", "PROFILE=debug", "PREFIX=/nowhere"])
-        .env("CARGO_TARGET_DIR", "/elsewhere/t")
-        .current_dir(common::root())
-        .output()
-        .expect("make -n");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "make -n failed: {text}");
+    let text = common::stdout_of(
+        Command::new("make")
+            .args(["-n", "lib", "install", "PROFILE=debug", "PREFIX=/nowhere"])
+            .env("CARGO_TARGET_DIR", "/elsewhere/t")
+            .current_dir(common::root()),
+    );
     assert!(
         text.contains("ln -sf libanyfork.so /elsewhere/t/debug/libanyfork.so.0")
             && text.contains("/elsewhere/t/debug/anyfork-serve"),

@@ -198,17 +198,11 @@ fn the_example_spreads_a_pool_over_two_hosts() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let out = std::process::Command::new(example("remote_pool"))
-        .arg(cmd(&a))
-        .arg(cmd(&b))
-        .arg(&lib)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = common::stdout_of(
+        std::process::Command::new(example("remote_pool"))
+            .arg(cmd(&a))
+            .arg(cmd(&b))
+            .arg(&lib),
     );
     let (_, counts) = text.split_once("; ").expect(&text);
     let n: Vec<u32> = counts

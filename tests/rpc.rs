@@ -541,15 +541,7 @@ fn a_killed_caller_leaves_no_pool_worker_behind() {
 fn the_libuv_example_hands_200_requests_to_a_pool() {
     let _s = serial();
     example("rpc_pool_worker");
-    let out = std::process::Command::new(example("rpc_pool"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::stdout_of(&mut std::process::Command::new(example("rpc_pool")));
     assert!(
         text.contains("pool destroyed (0); 200 answered, 0 failed"),
         "{text}"

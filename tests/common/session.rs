@@ -141,22 +141,30 @@ pub fn isolated(name: &str, limit: Duration, body: impl FnOnce()) -> Option<Sess
     Some(r)
 }
 
+/// Runs `cmd` to its end and returns its stdout; panics, showing the
+/// command, its status, stdout and stderr, unless it exited 0.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Runs a C test program (`exe args…`, stdin closed) that prints
 /// "checks passed" when all its checks held; panics with its output
 /// otherwise.
 pub fn run_checks(exe: &Path, args: &[&str]) {
-    let out = Command::new(exe)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{stdout}\n{stderr}",
-        exe.display(),
-        out.status
+    let stdout = stdout_of(
+        Command::new(exe)
+            .args(args)
+            .stdin(std::process::Stdio::null()),
     );
     assert!(stdout.contains("checks passed"), "{stdout}");
 }

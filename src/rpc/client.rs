@@ -8,13 +8,13 @@
 //! the order they arrive, interleaved with replies.
 
 use std::collections::BTreeMap;
-use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, Weak};
 
-use nix::sys::socket::{MsgFlags, Shutdown, sendmsg, shutdown};
+use nix::sys::socket::{Shutdown, shutdown};
 
 use super::frame::{self, CONTROL_ID, EVENT_ID, HEADER};
+use super::send::{queue_rest, send2};
 use crate::Process;
 use crate::caller::reactor::{Reactor, Watcher};
 use crate::caller::state::lock;
@@ -451,58 +451,4 @@ fn outcome(st: &Inner) -> Option<Error> {
 
 fn bump(id: u32) -> u32 {
     if id >= CONTROL_ID - 1 { 1 } else { id + 1 }
-}
-
-/// Queues what `send2` did not write of `a` then `b` (`done` bytes went).
-fn queue_rest(out: &mut Vec<u8>, a: &[u8], b: &[u8], done: usize) {
-    if done < a.len() {
-        out.extend_from_slice(&a[done..]);
-        out.extend_from_slice(b);
-    } else {
-        out.extend_from_slice(&b[done - a.len()..]);
-    }
-}
-
-/// Frames this small are copied into one buffer and sent with `send`,
-/// which costs the kernel less than gathering two pieces.
-const SMALL_FRAME: usize = 512;
-
-/// One nonblocking send of `a` then `b`, never raising SIGPIPE.
-fn send2(fd: i32, a: &[u8], b: &[u8]) -> std::result::Result<usize, Errno> {
-    let len = a.len() + b.len();
-    if b.is_empty() {
-        return send1(fd, a);
-    }
-    if len <= SMALL_FRAME {
-        let mut buf = [0u8; SMALL_FRAME];
-        buf[..a.len()].copy_from_slice(a);
-        buf[a.len()..len].copy_from_slice(b);
-        return send1(fd, &buf[..len]);
-    }
-    let iov = [IoSlice::new(a), IoSlice::new(b)];
-    sendmsg::<()>(
-        fd,
-        &iov,
-        &[],
-        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        None,
-    )
-}
-
-/// One nonblocking `send` of `a`, never raising SIGPIPE.
-fn send1(fd: i32, a: &[u8]) -> std::result::Result<usize, Errno> {
-    // SAFETY: a valid buffer of `a.len()` bytes.
-    let n = unsafe {
-        libc::send(
-            fd,
-            a.as_ptr().cast(),
-            a.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(n as usize)
-    }
 }

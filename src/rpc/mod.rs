@@ -3,11 +3,13 @@
 //! - `frame`: the framing both ends speak (pure);
 //! - `client`: the caller's end of one worker, driven by the reactor;
 //! - `worker`: the worker's end (`fork_rpc_serve`), blocking, in the child;
-//! - `pool`: workers started from templates on demand, least-loaded first.
+//! - `pool`: workers started from templates on demand, least-loaded first;
+//! - `send`: one nonblocking or blocking `send` of a frame, without SIGPIPE.
 
 pub mod client;
 mod frame;
 pub mod pool;
+mod send;
 pub mod worker;
 
 pub use client::{OnEvent, Reply, RpcConn};

@@ -14,6 +14,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::frame::{self, CONTROL_ID, EVENT_ID};
+use super::send::send_some;
 use crate::caller::state::lock;
 use crate::error::{Errno, Error, Result};
 use crate::sys::spin;
@@ -94,30 +95,16 @@ impl Worker {
         }
         let mut pos = 0;
         while pos < st.buf.len() {
-            // SAFETY: a valid buffer; MSG_NOSIGNAL so a gone caller is EPIPE.
-            let n = unsafe {
-                libc::send(
-                    self.fd,
-                    st.buf[pos..].as_ptr().cast(),
-                    st.buf.len() - pos,
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n < 0 {
-                match Errno::last() {
-                    Errno::EINTR => continue,
-                    Errno::EAGAIN => {
-                        wait_writable(self.fd);
-                        continue;
-                    }
-                    e => {
-                        st.broken = Some(e);
-                        st.buf.clear();
-                        return Err(Error::sys(e, "writing to the caller"));
-                    }
+            match send_some(self.fd, &st.buf[pos..], 0) {
+                Ok(n) => pos += n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => wait_writable(self.fd),
+                Err(e) => {
+                    st.broken = Some(e);
+                    st.buf.clear();
+                    return Err(Error::sys(e, "writing to the caller"));
                 }
             }
-            pos += n as usize;
         }
         st.buf.clear();
         Ok(())

@@ -43,7 +43,9 @@ impl Conn {
                 st.rx.extend_from_slice(&buf[..k]);
             }
             match n {
-                Ok(0) => return self.on_eof(st),
+                // A reset is an end too: the peer closed with our commands
+                // unread, as a template that dies mid-stream does.
+                Ok(0) | Err(Errno::ECONNRESET) => return self.on_eof(st),
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return,

@@ -16,9 +16,17 @@
 //! (the last frame before a process that has forked enters its run function,
 //! so the caller knows where its reports stop and the user's bytes begin).
 //!
+//! This file holds the framing (tags, headers, splitting a stream into
+//! frames); [`frame`] what each frame says, [`fields`] the varints and
+//! byte strings inside payloads.
+//!
 //! Nothing here trusts a length: every decoder checks bounds, and the fuzz
 //! target in `fuzz/` feeds it arbitrary bytes.
 
+mod fields;
+mod frame;
+
+pub use frame::*;
 use std::fmt;
 
 /// Protocol version carried by the `Hello` frame: 2 added the `Spawn`
@@ -134,45 +142,6 @@ impl fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
-/// A decoded frame; payload slices borrow from the input.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame<'a> {
-    Hello {
-        version: u32,
-    },
-    Str(&'a [u8]),
-    Fd,
-    Require(&'a [u8]),
-    Eval {
-        name: &'a [u8],
-        args: Vec<&'a [u8]>,
-    },
-    /// Fork; with `run`, the new process enters that function at once
-    /// (one frame per creation when nothing else is sent to it).
-    Fork {
-        run: Option<&'a [u8]>,
-    },
-    /// Fork and exec at once, as a new process running `anyfork_exec`
-    /// would: `argv` follows the strings the template holds. The template
-    /// may spawn without copying itself (`posix_spawn`).
-    Spawn {
-        argv: Vec<&'a [u8]>,
-    },
-    /// Enter the function `name`; with `end`, first send `End` after the
-    /// last report (the caller asks when it cannot tell whether reports
-    /// are still to come on this socket).
-    Run {
-        name: &'a [u8],
-        end: bool,
-    },
-    Pid(i32),
-    Exit {
-        pid: i32,
-        status: i32,
-    },
-    End,
-}
-
 /// Encodes a frame header.
 pub fn header(tag: Tag, len: u32) -> [u8; HEADER_LEN] {
     let l = len.to_le_bytes();
@@ -188,55 +157,6 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Tag, u32), WireError> {
         return Err(WireError::BadLength { tag, len });
     }
     Ok((tag, len))
-}
-
-/// Decodes the payload of a frame whose header was accepted by [`parse_header`].
-pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
-    let (lo, hi) = tag.len_bounds();
-    let len = u32::try_from(p.len()).map_err(|_| WireError::BadLength { tag, len: u32::MAX })?;
-    if len < lo || len > hi {
-        return Err(WireError::BadLength { tag, len });
-    }
-    Ok(match tag {
-        Tag::Hello => {
-            if p[..8] != MAGIC {
-                return Err(WireError::BadMagic);
-            }
-            let version = u32::from_le_bytes([p[8], p[9], p[10], p[11]]);
-            if version != VERSION {
-                return Err(WireError::Version(version));
-            }
-            Frame::Hello { version }
-        }
-        Tag::Str => Frame::Str(p),
-        Tag::Fd => Frame::Fd,
-        Tag::Require => Frame::Require(name(p)?),
-        Tag::Eval => {
-            let mut r = p;
-            let name = name(take_bytes(&mut r, "the function name")?)?;
-            let args = take_list(r).map_err(|e| e.unwrap_or(WireError::BadLength { tag, len }))?;
-            Frame::Eval { name, args }
-        }
-        Tag::Fork if p.is_empty() => Frame::Fork { run: None },
-        Tag::Fork => match run_payload(p)? {
-            (name, false) => Frame::Fork { run: Some(name) },
-            (_, true) => return Err(WireError::BadFlags(1)),
-        },
-        Tag::Spawn => {
-            let argv = take_list(p).map_err(|e| e.unwrap_or(WireError::BadLength { tag, len }))?;
-            Frame::Spawn { argv }
-        }
-        Tag::Run => {
-            let (name, end) = run_payload(p)?;
-            Frame::Run { name, end }
-        }
-        Tag::Pid => Frame::Pid(i32::from_le_bytes([p[0], p[1], p[2], p[3]])),
-        Tag::Exit => Frame::Exit {
-            pid: i32::from_le_bytes([p[0], p[1], p[2], p[3]]),
-            status: i32::from_le_bytes([p[4], p[5], p[6], p[7]]),
-        },
-        Tag::End => Frame::End,
-    })
 }
 
 /// One frame split off a buffer: its tag, its payload, the bytes it took.
@@ -261,148 +181,6 @@ pub fn push_frame(out: &mut Vec<u8>, tag: Tag, payload: &[u8]) {
     let len = u32::try_from(payload.len()).expect("caller checked the payload length");
     out.extend_from_slice(&header(tag, len));
     out.extend_from_slice(payload);
-}
-
-/// Appends a `Hello` frame.
-pub fn push_hello(out: &mut Vec<u8>) {
-    let mut p = [0u8; 12];
-    p[..8].copy_from_slice(&MAGIC);
-    p[8..].copy_from_slice(&VERSION.to_le_bytes());
-    push_frame(out, Tag::Hello, &p);
-}
-
-/// Appends an `Eval` frame; `None` when it would exceed the 4 GiB frame limit.
-pub fn push_eval(out: &mut Vec<u8>, name: &[u8], args: &[&[u8]]) -> Option<()> {
-    let mut p = Vec::new();
-    push_bytes(&mut p, name);
-    push_varint(&mut p, args.len() as u64);
-    for a in args {
-        push_bytes(&mut p, a);
-    }
-    u32::try_from(p.len()).ok()?;
-    push_frame(out, Tag::Eval, &p);
-    Some(())
-}
-
-/// The header and flag byte of a `Run` frame; the name follows.
-pub fn run_head(name_len: usize, end: bool) -> [u8; HEADER_LEN + 1] {
-    let h = header(Tag::Run, name_len as u32 + 1);
-    [h[0], h[1], h[2], h[3], h[4], u8::from(end)]
-}
-
-/// The header and flag byte of a fork-and-run `Fork` frame; the name
-/// follows.
-pub fn fork_run_head(name_len: usize) -> [u8; HEADER_LEN + 1] {
-    let h = header(Tag::Fork, name_len as u32 + 1);
-    [h[0], h[1], h[2], h[3], h[4], 0]
-}
-
-/// Appends a `Spawn` frame; `None` when it would exceed the 4 GiB frame
-/// limit.
-pub fn push_spawn(out: &mut Vec<u8>, argv: &[&[u8]]) -> Option<()> {
-    let mut p = Vec::new();
-    push_varint(&mut p, argv.len() as u64);
-    for a in argv {
-        push_bytes(&mut p, a);
-    }
-    u32::try_from(p.len()).ok()?;
-    push_frame(out, Tag::Spawn, &p);
-    Some(())
-}
-
-/// Appends a `Pid` report.
-pub fn push_pid(out: &mut Vec<u8>, pid: i32) {
-    push_frame(out, Tag::Pid, &pid.to_le_bytes());
-}
-
-/// Appends an `Exit` report.
-pub fn push_exit(out: &mut Vec<u8>, pid: i32, status: i32) {
-    let mut p = [0u8; 8];
-    p[..4].copy_from_slice(&pid.to_le_bytes());
-    p[4..].copy_from_slice(&status.to_le_bytes());
-    push_frame(out, Tag::Exit, &p);
-}
-
-/// A run payload: a flag byte (bit 0: send `End` first), then the name.
-fn run_payload(p: &[u8]) -> Result<(&[u8], bool), WireError> {
-    let (&flags, rest) = p
-        .split_first()
-        .ok_or(WireError::Truncated("a run payload"))?;
-    let end = match flags {
-        0 => false,
-        1 => true,
-        _ => return Err(WireError::BadFlags(flags)),
-    };
-    Ok((name(rest)?, end))
-}
-
-fn name(p: &[u8]) -> Result<&[u8], WireError> {
-    if p.contains(&0) {
-        return Err(WireError::NulInName);
-    }
-    if p.is_empty() || p.len() > MAX_NAME {
-        return Err(WireError::Truncated("a name"));
-    }
-    Ok(p)
-}
-
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn push_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    push_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
-/// A varint count, then that many varint-prefixed strings, filling `r`
-/// exactly; `Err(None)` when bytes are left over.
-fn take_list(mut r: &[u8]) -> Result<Vec<&[u8]>, Option<WireError>> {
-    let count = take_varint(&mut r)?;
-    // Each string needs at least one byte, so a forged count cannot make
-    // us reserve more than the payload could hold.
-    if count > r.len() as u64 {
-        return Err(Some(WireError::Truncated("the argument count")));
-    }
-    let mut list = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        list.push(take_bytes(&mut r, "an argument")?);
-    }
-    if !r.is_empty() {
-        return Err(None);
-    }
-    Ok(list)
-}
-
-fn take_varint(r: &mut &[u8]) -> Result<u64, WireError> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let (&b, rest) = r.split_first().ok_or(WireError::Truncated("a varint"))?;
-        *r = rest;
-        let bits = u64::from(b & 0x7f);
-        if i == 9 && b > 1 {
-            return Err(WireError::BadVarint);
-        }
-        v |= bits << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(WireError::BadVarint)
-}
-
-fn take_bytes<'a>(r: &mut &'a [u8], what: &'static str) -> Result<&'a [u8], WireError> {
-    let n = take_varint(r)?;
-    if n > r.len() as u64 {
-        return Err(WireError::Truncated(what));
-    }
-    let (b, rest) = r.split_at(n as usize);
-    *r = rest;
-    Ok(b)
 }
 
 #[cfg(test)]

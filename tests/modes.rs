@@ -720,6 +720,53 @@ fn a_spawned_exec_gets_the_templates_strings_fds_and_comm_fd() {
     assert!(p.fds[4].1.starts_with("socket:"), "{:?}", p.fds);
 }
 
+/// A detached exec (no run callback) is spawned without a socket of the
+/// caller's: the program still gets the template's strings and fds, a
+/// socket where `anyfork_comm_fd` asked for one (its peer closed), and a
+/// program that cannot start still ends with 127 (the forked fallback
+/// serves a socket of the template's own).
+#[test]
+fn a_detached_spawn_gets_what_the_template_holds_and_a_socket_where_asked() {
+    let (mut out_r, out_w) = pipe_files();
+    let (mut err_r, err_w) = pipe_files();
+    let mut t = Process::new_exec().expect("new_exec");
+    let null: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    for fd in [null.as_fd(), out_w.as_fd(), err_w.as_fd()] {
+        t.send_fd(fd).unwrap();
+    }
+    drop((out_w, err_w));
+    t.send_arg(&probe_bytes()).unwrap();
+    t.eval("anyfork_comm_fd", &[b"4"]).unwrap();
+    let mut c = t.fork().expect("fork");
+    let exit = exit_rx(&mut c);
+    c.exec_detached(&[b"detached"], None)
+        .expect("exec_detached");
+    let (pid, status) = wait_exit(&exit);
+    let status = status.expect("an exit status");
+    let mut missing = new();
+    let exit = exit_rx(&mut missing);
+    missing
+        .exec_detached(&[b"/nonexistent/anyfork-no-such-program"], None)
+        .expect("exec_detached");
+    let (_, missing_status) = wait_exit(&exit);
+    drop(t);
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    out_r.read_to_string(&mut stdout).unwrap();
+    err_r.read_to_string(&mut stderr).unwrap();
+    assert_eq!(exited(status), Some(0), "{status:#x}\n{stdout}{stderr}");
+    assert_eq!(stderr, "probe stderr\n");
+    let p = parse_probe(&stdout);
+    assert_eq!(p.pid, pid, "the exit callback's pid is not the program's");
+    assert_eq!(
+        p.argv,
+        vec![probe().display().to_string(), "detached".into()]
+    );
+    let nums: Vec<i32> = p.fds.iter().map(|f| f.0).collect();
+    assert_eq!(nums, vec![0, 1, 2, 4], "{:?}", p.fds);
+    assert!(p.fds[3].1.starts_with("socket:"), "{:?}", p.fds);
+    assert_eq!(exited(missing_status.expect("an exit status")), Some(127));
+}
+
 #[test]
 fn a_spawned_exec_starts_with_no_signal_blocked_or_ignored() {
     // The template blocks SIGCHLD (its signalfd); a forked child unblocks

@@ -20,14 +20,14 @@ proptest! {
     }
 
     #[test]
-    fn spawn_frames_round_trip(argv in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
+    fn spawn_frames_round_trip(argv in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20), detached in any::<bool>()) {
         let refs: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
         let mut out = Vec::new();
-        wire::push_spawn(&mut out, &refs).unwrap();
+        wire::push_spawn(&mut out, &refs, detached).unwrap();
         let (tag, p, used) = wire::split(&out).unwrap().unwrap();
         prop_assert_eq!(used, out.len());
-        prop_assert_eq!(tag.fds(), 1);
-        prop_assert_eq!(wire::decode(tag, p).unwrap(), Frame::Spawn { argv: refs.clone() });
+        prop_assert_eq!(tag.fds(), usize::from(!detached));
+        prop_assert_eq!(wire::decode(tag, p).unwrap(), Frame::Spawn { argv: refs.clone(), detached });
         // A byte more or less is an error, never a different argv.
         let mut longer = p.to_vec();
         longer.push(0);

@@ -13,7 +13,8 @@
 //!   callback at a time);
 //! - e: `fork()` of a template made with `Process::new_exec()` that holds 2
 //!   strings and 2 fds, plus 1 string after the fork, `run("anyfork_exit")`;
-//! - f: `Process::new()` + `exec(["/bin/true"])`, until the exit callback
+//! - f: `Process::new()` + `exec_detached(["/bin/true"])` (no run
+//!   callback: the exit status is all it waits for), until the exit callback
 //!   has /bin/true's wait status (the same end point as waitpid); the
 //!   template spawns it (`posix_spawn`, see `src/server/spawn.rs`); f′: the
 //!   same, but only until the comm socket's EOF, which comes when the exec
@@ -32,7 +33,7 @@
 //! - b-lib: its bare counterpart ([`crate::floor::BareLib`]): a copy of
 //!   this program holding the same library receives one fd, forks, the
 //!   child calls `bench_hello` and exits, children auto-reaped;
-//! - fq: 1,000 `Process::new()` + `exec(["/bin/true"])` queued at once,
+//! - fq: 1,000 `Process::new()` + `exec_detached(["/bin/true"])` queued at once,
 //!   then all 1,000 exit reports awaited; sq: 1,000 `posix_spawn` of
 //!   /bin/true from the caller, reaping in the same loop (issue 18: what
 //!   an event loop can do without blocking). For f and s, the time spent
@@ -225,7 +226,7 @@ impl M {
             M::C => "c. anyfork new+run(anyfork_exit)",
             M::D => "d. anyfork, 1,000 queued",
             M::E => "e. fork of a prepared template (2 str + 2 fd, +1 str)",
-            M::F => "f. anyfork exec /bin/true, until its exit report",
+            M::F => "f. anyfork exec_detached /bin/true, until its exit report",
             M::Fx => "f′. anyfork exec /bin/true (EOF at exec)",
             M::Fs => "f‴. floor template: posix_spawn /bin/true, wait, EOF",
             M::S => "posix_spawn /bin/true + waitpid",
@@ -233,7 +234,7 @@ impl M {
             M::Cl => "c-lib. fork of a template holding a library + run of a function there",
             M::Ca => "c-lib′. the same with 2 processes forked ahead (`fork_ahead`)",
             M::Bl => "b-lib. bare template holding that library (fork of this program)",
-            M::Fq => "fq. anyfork exec /bin/true, 1,000 queued, until their exit reports",
+            M::Fq => "fq. anyfork exec_detached /bin/true, 1,000 queued, until their exit reports",
             M::Sq => "sq. posix_spawn /bin/true, 1,000 in a loop with reaping",
         };
         s.to_string()
@@ -378,7 +379,7 @@ impl Ctx {
             M::F => {
                 let mut p = ok(Process::new(), "Process::new");
                 p.on_exit(|_, st| exits().push(st));
-                ok(p.exec(&[b"/bin/true"], None, drop), "exec");
+                ok(p.exec_detached(&[b"/bin/true"], None), "exec_detached");
                 self.marks[0] = Some(Instant::now());
                 let st = await_exit();
                 assert_eq!(st, 0, "/bin/true ended with wait status {st:#x}");
@@ -435,7 +436,7 @@ impl Ctx {
             for _ in 0..BATCH {
                 let mut p = ok(Process::new(), "Process::new");
                 p.on_exit(|_, st| exits().push(st));
-                ok(p.exec(&[b"/bin/true"], None, drop), "exec");
+                ok(p.exec_detached(&[b"/bin/true"], None), "exec_detached");
             }
             for _ in 0..BATCH {
                 let st = await_exit();

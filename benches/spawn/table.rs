@@ -306,7 +306,7 @@ pub fn report(
     });
     // Issue 18: spawns that never block an event loop.
     t.stats(
-        "time blocked in the call per spawn, f: `Process::new` + `exec` (µs)",
+        "time blocked in the call per spawn, f: `Process::new` + `exec_detached` (µs)",
         |c| c.blocked(M::F),
     );
     t.stats(

@@ -275,7 +275,11 @@ impl Process {
     }
 
     /// Like [`Process::exec`] without a callback: the library closes its
-    /// end of the comm socket as soon as everything is written.
+    /// end of the comm socket as soon as everything is written. When
+    /// nothing was sent to the process and `env` is `None`, no socket goes
+    /// with the request at all: the template spawns the program from one
+    /// small frame (a socket whose peer is closed where `anyfork_comm_fd`
+    /// asked for one).
     pub fn exec_detached(self, argv: &[&[u8]], env: Option<&[&[u8]]>) -> Result<()> {
         self.exec_with(argv, env, None)
     }
@@ -292,12 +296,14 @@ impl Process {
         if env.is_none() {
             // Nothing else was sent to a process whose fork is held back:
             // its template is asked to spawn the program directly.
-            let remote = self.with_held_fork(|parent| parent.fork_exec(&self.rec, argv));
-            if remote.map_err(|e| e.context("exec"))? {
-                self.conn.ran_remotely();
-                match cb {
-                    Some(cb) => self.rec.set_run(cb),
-                    None => self.rec.set_run_detached(),
+            // Detached, it needs no socket either: the process's own end
+            // closes with `self`.
+            let detached = cb.is_none();
+            let sent = self.with_held_fork(|parent| parent.fork_exec(&self.rec, argv, detached));
+            if sent.map_err(|e| e.context("exec"))? {
+                if let Some(cb) = cb {
+                    self.conn.ran_remotely();
+                    self.rec.set_run(cb);
                 }
                 return Ok(());
             }

@@ -185,7 +185,12 @@ pub extern "C" fn fork_serve(fd: c_int) -> c_int {
 /// When nothing was sent to `p` since `fork_new` or `fork_fork` made it
 /// and `envp` is NULL, its template starts the program with `posix_spawn`
 /// instead of copying itself first: the same program, fds and signal
-/// state, at the cost of `posix_spawn` whatever the template's size.
+/// state, at the cost of `posix_spawn` whatever the template's size. If
+/// `cb` is NULL too, the request is one small write with no socket in it
+/// (the program gets no socket of the caller's; where `anyfork_comm_fd`
+/// asked for one, it gets a socket whose other end is closed): the
+/// cheapest way for an event loop to start a program and learn its exit
+/// (`fork_on_exit`).
 ///
 /// Consumes `p` like `fork_run`, even on failure; `cb` as for `fork_run`.
 /// Returns 0, or `-errno` with `fork_last_error()` set (then `cb` never

@@ -218,9 +218,9 @@ unsafe extern "C" fn anyfork_exec(comm: c_int, args: *const ForkArg, n: usize) -
         );
     }
     let fds: Vec<c_int> = super::args::fds(args).collect();
-    let plan = FdPlan::new(&fds, comm, state::comm_fds())
+    let plan = FdPlan::new(&fds, Some(comm), state::comm_fds())
         .unwrap_or_else(|(fd, e)| exec_failed(comm, format!("cannot move fd {fd}: {}", e.desc())));
-    let comm = plan.comm;
+    let comm = plan.comm.unwrap_or(comm);
     let dup2 = |src: c_int, target: c_int| {
         // SAFETY: dup2 onto a target number of the plan, whose sources no
         // earlier dup2 overwrote; dup2 clears close-on-exec on the target.

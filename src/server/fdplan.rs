@@ -9,8 +9,9 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 pub struct FdPlan {
     /// Target `i` gets `sources[i]`.
     pub sources: Vec<RawFd>,
-    /// The comm socket, where no target is.
-    pub comm: RawFd,
+    /// The comm socket, where no target is (a spawn that asked for no
+    /// copy of it may have none).
+    pub comm: Option<RawFd>,
     /// Fds (bit N = fd N) that get a copy of `comm`.
     pub comm_to: u64,
     /// The first fd above the standard ones and the sources' targets:
@@ -27,7 +28,11 @@ impl FdPlan {
     /// Plans for the received fds `fds`, the comm socket `comm` and the
     /// comm copies `comm_to`. A source below the floor moves above it
     /// first; the error names the fd that could not move.
-    pub fn new(fds: &[RawFd], comm: RawFd, comm_to: u64) -> Result<FdPlan, (RawFd, nix::Error)> {
+    pub fn new(
+        fds: &[RawFd],
+        comm: Option<RawFd>,
+        comm_to: u64,
+    ) -> Result<FdPlan, (RawFd, nix::Error)> {
         let top = 64 - comm_to.leading_zeros() as RawFd;
         let floor = (fds.len() as RawFd).max(top).max(3);
         let mut lifted = Vec::new();
@@ -46,7 +51,7 @@ impl FdPlan {
             Ok(hi)
         };
         let sources = fds.iter().map(|&fd| lift(fd)).collect::<Result<_, _>>()?;
-        let comm = lift(comm)?;
+        let comm = comm.map(&mut lift).transpose()?;
         Ok(FdPlan {
             sources,
             comm,

@@ -85,29 +85,19 @@ impl Server {
                     }
                 }
             }
-            Frame::Spawn { argv } => 'req: {
-                let Some(fd) = self.fork_fd("spawn") else {
-                    break 'req;
-                };
-                let req = super::spawn::Request {
-                    held: &self.args,
-                    argv: &argv,
-                    comm: fd.as_raw_fd(),
-                    comm_to: state::comm_fds(),
-                    handled: self.signals.handled(),
-                };
-                if let Some(pid) = super::spawn::spawn(&req) {
-                    drop(fd);
-                    self.children += 1;
-                    self.push_pid(pid);
-                } else if self.fork(fd) {
-                    // Whatever posix_spawn could not do, the builtin does
-                    // (or explains) in a forked child.
-                    for a in &argv {
-                        self.args.push(Arg::string(a.to_vec()));
+            Frame::Spawn { argv, detached } => 'req: {
+                let comm = if detached {
+                    if !self.args_complete("spawn") {
+                        break 'req;
                     }
-                    self.enter(b"anyfork_exec", false);
-                }
+                    None
+                } else {
+                    match self.fork_fd("spawn") {
+                        Some(fd) => Some(fd),
+                        None => break 'req,
+                    }
+                };
+                self.spawn(&argv, comm);
             }
             Frame::Run { name, end } => self.enter(name, end),
             Frame::Pid(_) | Frame::Exit { .. } | Frame::End => die(
@@ -136,17 +126,74 @@ impl Server {
     /// closed, so the caller sees EOF on its end.
     fn fork_fd(&mut self, what: &str) -> Option<OwnedFd> {
         let fd = self.take_fd();
-        let why = match (&fd, self.lost) {
-            (Some(_), 0) => return fd,
-            (None, _) => "the new process's socket could not be received".to_string(),
-            (Some(_), n) => format!("{n} fd argument(s) sent to this process were not received"),
-        };
-        drop(fd);
+        if fd.is_none() {
+            self.refuse(
+                what,
+                "the new process's socket could not be received".to_string(),
+            );
+            return None;
+        }
+        self.args_complete(what).then_some(fd).flatten()
+    }
+
+    /// False, with the request refused (`EMFILE` as its pid), when an fd
+    /// argument sent to this process was not received.
+    fn args_complete(&mut self, what: &str) -> bool {
+        if self.lost == 0 {
+            return true;
+        }
+        let n = self.lost;
+        self.refuse(
+            what,
+            format!("{n} fd argument(s) sent to this process were not received"),
+        );
+        false
+    }
+
+    fn refuse(&mut self, what: &str, why: String) {
         complain(format_args!(
             "{what} request refused: {why}: this process is at its open-file limit (EMFILE)"
         ));
         self.push_pid(-libc::EMFILE);
-        None
+    }
+
+    /// Starts `argv` with `posix_spawn`, or else in a forked child running
+    /// the `anyfork_exec` builtin (which does or explains what posix_spawn
+    /// could not). `comm` is the caller's socket to the program; a detached
+    /// spawn has none, and gets one of ours (its peer closed at once) only
+    /// where a socket is due: at the fds `anyfork_comm_fd` named, and for
+    /// the forked child to serve.
+    fn spawn(&mut self, argv: &[&[u8]], comm: Option<OwnedFd>) {
+        let comm_to = state::comm_fds();
+        let comm = match comm {
+            None if comm_to != 0 => match lone_socket() {
+                Ok(fd) => Some(fd),
+                Err(e) => return self.push_pid(-(e as libc::pid_t)),
+            },
+            c => c,
+        };
+        let req = super::spawn::Request {
+            held: &self.args,
+            argv,
+            comm: comm.as_ref().map(AsRawFd::as_raw_fd),
+            comm_to,
+            handled: self.signals.handled(),
+        };
+        if let Some(pid) = super::spawn::spawn(&req) {
+            drop(comm);
+            self.children += 1;
+            return self.push_pid(pid);
+        }
+        let fd = match comm.map_or_else(lone_socket, Ok) {
+            Ok(fd) => fd,
+            Err(e) => return self.push_pid(-(e as libc::pid_t)),
+        };
+        if self.fork(fd) {
+            for a in argv {
+                self.args.push(Arg::string(a.to_vec()));
+            }
+            self.enter(b"anyfork_exec", false);
+        }
     }
 
     /// Forks; true in the child, which now serves `fd`.
@@ -327,4 +374,13 @@ impl Server {
 /// One line on this process's stderr, as `die` writes them.
 fn complain(msg: std::fmt::Arguments<'_>) {
     eprintln!("anyfork[{}]: {msg}", std::process::id());
+}
+
+/// One end of a new socketpair whose other end is closed: what a process
+/// reads from it is EOF, what it writes is lost (`EPIPE`).
+fn lone_socket() -> nix::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    let (ours, _peer) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags)?;
+    Ok(ours)
 }

@@ -43,8 +43,9 @@ pub struct Request<'a> {
     pub held: &'a [Arg],
     /// The frame's argv, after the template's strings.
     pub argv: &'a [&'a [u8]],
-    /// The new process's comm socket.
-    pub comm: RawFd,
+    /// The new process's comm socket; a detached spawn has none (and
+    /// then no fd asked for one: `comm_to` is 0).
+    pub comm: Option<RawFd>,
     /// Fds (bit N = fd N) that get a copy of the comm socket.
     pub comm_to: u64,
     /// Signals the template has away from their default disposition.
@@ -68,12 +69,17 @@ pub fn spawn(req: &Request<'_>) -> Option<libc::pid_t> {
     if argv.is_empty() {
         return None;
     }
-    if req.comm_to != 0 {
+    let comm = match (req.comm, req.comm_to) {
+        (_, 0) => None,
+        (Some(comm), _) => Some(comm),
+        (None, _) => return None,
+    };
+    if let Some(comm) = comm {
         // The program gets a blocking socket, as a run function does.
         // SAFETY: clears O_NONBLOCK on the socket handed to us.
-        unsafe { libc::fcntl(req.comm, libc::F_SETFL, 0) };
+        unsafe { libc::fcntl(comm, libc::F_SETFL, 0) };
     }
-    let plan = FdPlan::new(&fds, req.comm, req.comm_to).ok()?;
+    let plan = FdPlan::new(&fds, comm, req.comm_to).ok()?;
     let mut ptrs: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     ptrs.push(std::ptr::null_mut());
     // SAFETY: the file actions and attributes are initialised before use
@@ -93,8 +99,10 @@ pub fn spawn(req: &Request<'_>) -> Option<libc::pid_t> {
         for (src, target) in plan.moves() {
             ok &= libc::posix_spawn_file_actions_adddup2(&mut fa, src, target) == 0;
         }
-        for target in plan.comm_targets() {
-            ok &= libc::posix_spawn_file_actions_adddup2(&mut fa, plan.comm, target) == 0;
+        if let Some(comm) = plan.comm {
+            for target in plan.comm_targets() {
+                ok &= libc::posix_spawn_file_actions_adddup2(&mut fa, comm, target) == 0;
+            }
         }
         // An fd between the mapped ones and the floor that is open without
         // close-on-exec (code the template loaded may leave one) is closed;

@@ -166,14 +166,36 @@ impl Conn {
     /// was sent to it: if its fork is still held back, one spawn frame asks
     /// for both (the template may then spawn without copying itself) and
     /// this returns true; false means the fork went out already.
-    pub fn fork_exec(self: &Arc<Self>, rec: &Arc<Record>, argv: &[&[u8]]) -> Result<bool> {
+    ///
+    /// `detached`: the caller wants no socket to the program. The frame
+    /// then goes without one, and the child's socketpair, if made, is
+    /// closed before any end of it was in flight.
+    pub fn fork_exec(
+        self: &Arc<Self>,
+        rec: &Arc<Record>,
+        argv: &[&[u8]],
+        detached: bool,
+    ) -> Result<bool> {
         if !Self::holds(&self.lock(), rec) {
             return Ok(false);
         }
         let mut frame = Vec::new();
-        wire::push_spawn(&mut frame, argv)
+        wire::push_spawn(&mut frame, argv, detached)
             .ok_or_else(|| Error::new(Errno::E2BIG, "exec: argv exceeds the 4 GiB frame limit"))?;
-        self.send_held(rec, &[&frame])
+        if !detached {
+            return self.send_held(rec, &[&frame]);
+        }
+        let mut st = self.lock();
+        if !Self::holds(&st, rec) {
+            return Ok(false);
+        }
+        self.check(&st)?;
+        let (_child, rec, _theirs) = st.pending.take().expect("held, checked above");
+        st.forks.push_back(rec.clone());
+        self.write_locked(&mut st, &[&frame], vec![])?;
+        self.track_fork(&mut st, rec);
+        self.settle(&mut st);
+        Ok(true)
     }
 
     /// Sends the fork of `rec`, if it is still held back, as `frame`;

@@ -25,8 +25,11 @@ pub enum Frame<'a> {
     /// Fork and exec at once, as a new process running `anyfork_exec`
     /// would: `argv` follows the strings the template holds. The template
     /// may spawn without copying itself (`posix_spawn`).
+    /// `detached` (tag `SpawnDetached`): no socket came with the frame;
+    /// the caller keeps none to the program.
     Spawn {
         argv: Vec<&'a [u8]>,
+        detached: bool,
     },
     /// Enter the function `name`; with `end`, first send `End` after the
     /// last report (the caller asks when it cannot tell whether reports
@@ -75,9 +78,10 @@ pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
             (name, false) => Frame::Fork { run: Some(name) },
             (_, true) => return Err(WireError::BadFlags(1)),
         },
-        Tag::Spawn => {
+        Tag::Spawn | Tag::SpawnDetached => {
             let argv = take_list(p).map_err(|e| e.unwrap_or(WireError::BadLength { tag, len }))?;
-            Frame::Spawn { argv }
+            let detached = tag == Tag::SpawnDetached;
+            Frame::Spawn { argv, detached }
         }
         Tag::Run => {
             let (name, end) = run_payload(p)?;
@@ -126,16 +130,21 @@ pub fn fork_run_head(name_len: usize) -> [u8; HEADER_LEN + 1] {
     [h[0], h[1], h[2], h[3], h[4], 0]
 }
 
-/// Appends a `Spawn` frame; `None` when it would exceed the 4 GiB frame
-/// limit.
-pub fn push_spawn(out: &mut Vec<u8>, argv: &[&[u8]]) -> Option<()> {
+/// Appends a `Spawn` frame (`SpawnDetached` when `detached`: no socket
+/// goes with it); `None` when it would exceed the 4 GiB frame limit.
+pub fn push_spawn(out: &mut Vec<u8>, argv: &[&[u8]], detached: bool) -> Option<()> {
     let mut p = Vec::new();
     push_varint(&mut p, argv.len() as u64);
     for a in argv {
         push_bytes(&mut p, a);
     }
     u32::try_from(p.len()).ok()?;
-    push_frame(out, Tag::Spawn, &p);
+    let tag = if detached {
+        Tag::SpawnDetached
+    } else {
+        Tag::Spawn
+    };
+    push_frame(out, tag, &p);
     Some(())
 }
 

@@ -11,7 +11,8 @@
 //! Caller to server: `Hello` (first frame to an exec'd server), `Str`, `Fd`,
 //! `Require`, `Eval`, `Fork` (optionally with a run function: fork and run
 //! in one frame), `Spawn` (fork and exec in one frame, which a server may
-//! do with `posix_spawn`), `Run`. Server to caller, on the socket of the
+//! do with `posix_spawn`), `SpawnDetached` (the same for a caller that
+//! keeps no socket to the program, so none is passed), `Run`. Server to caller, on the socket of the
 //! process that forked: `Pid` (one per `Fork`, in order), `Exit`, and `End`
 //! (the last frame before a process that has forked enters its run function,
 //! so the caller knows where its reports stop and the user's bytes begin).
@@ -30,9 +31,9 @@ pub use frame::*;
 use std::fmt;
 
 /// Protocol version carried by the `Hello` frame: 2 added the `Spawn`
-/// frame, so a server from before it refuses the hello with a clear
-/// message instead of a frame it does not know.
-pub const VERSION: u32 = 2;
+/// frame, 3 `SpawnDetached`, so a server from before them refuses the
+/// hello with a clear message instead of a frame it does not know.
+pub const VERSION: u32 = 3;
 /// First bytes of a `Hello` payload.
 pub const MAGIC: [u8; 8] = *b"anyfork\0";
 /// Bytes in a frame header: tag and length.
@@ -59,6 +60,7 @@ pub enum Tag {
     Eval = b'E',
     Fork = b'F',
     Spawn = b'V',
+    SpawnDetached = b'W',
     Run = b'R',
     Pid = b'P',
     Exit = b'X',
@@ -76,6 +78,7 @@ impl Tag {
             b'E' => Tag::Eval,
             b'F' => Tag::Fork,
             b'V' => Tag::Spawn,
+            b'W' => Tag::SpawnDetached,
             b'R' => Tag::Run,
             b'P' => Tag::Pid,
             b'X' => Tag::Exit,
@@ -97,7 +100,7 @@ impl Tag {
         match self {
             Tag::Hello => (12, 12),
             Tag::Str | Tag::Eval => (0, u32::MAX),
-            Tag::Spawn => (1, u32::MAX),
+            Tag::Spawn | Tag::SpawnDetached => (1, u32::MAX),
             Tag::Fd | Tag::End => (0, 0),
             Tag::Fork => (0, MAX_NAME as u32 + 1),
             Tag::Require => (1, MAX_NAME as u32),

@@ -79,19 +79,13 @@ impl Process {
     /// fork went out already.
     pub(super) fn fork_from(template: &Arc<Conn>, remote: bool) -> Result<Process> {
         let rec = Record::forked();
-        // While the template's queue is empty the request goes out at
-        // once, so the socketpair is made now (and a caller out of fds
-        // hears it from this call). Behind a full queue it is made only
-        // when the request is written: queued requests hold no fds.
-        let (conn, theirs) = if template.queue_empty() {
-            let (ours, theirs) =
-                super::launch::pair("creating the new process's socket (socketpair)")?;
-            (Conn::new(ours, rec.clone())?, Some(theirs))
-        } else {
-            (Conn::new_lazy(rec.clone())?, None)
-        };
+        // The new process's socketpair is made when its request is
+        // written (by the call that sends it, when nothing is queued
+        // before it): a process that execs detached needs none, and
+        // requests waiting in a queue hold no fds.
+        let conn = Conn::new_lazy(rec.clone())?;
         template
-            .fork(conn.clone(), rec.clone(), theirs)
+            .fork(conn.clone(), rec.clone())
             .map_err(|e| e.context("fork"))?;
         Ok(Process {
             conn,
@@ -113,7 +107,15 @@ impl Process {
     /// when the fork went out before (or there is none).
     fn with_held_fork(&self, send: impl FnOnce(&Arc<Conn>) -> Result<bool>) -> Result<bool> {
         match &self.parent {
-            Some(parent) if self.unsent.swap(false, Ordering::AcqRel) => send(parent),
+            Some(parent) if self.unsent.swap(false, Ordering::AcqRel) => {
+                let sent = send(parent);
+                if sent.is_err() {
+                    // Still held (no fd for its socket, say): a later
+                    // command sends it, or dropping `self` cancels it.
+                    self.unsent.store(true, Ordering::Release);
+                }
+                sent
+            }
             _ => Ok(false),
         }
     }

@@ -53,7 +53,13 @@ pub extern "C" fn fork_new_exec() -> *mut fork_proc {
 /// `p` stays usable (it is a template) and is not consumed.
 ///
 /// Returns a new handle owned by the caller, or NULL with
-/// `fork_last_error()` set (NULL `p`, a dead process, no fds left).
+/// `fork_last_error()` set (NULL `p`, a dead process).
+///
+/// Like `fork_new`, this makes no fd: the new process's socket is made by
+/// the call that sends its first command (`fork_run`, `fork_send_arg`,
+/// …), which fails with `-EMFILE` if no fd is left, sending nothing; the
+/// process then waits for a later command. After `fork_exec` with NULL
+/// `envp` and NULL `cb` it needs no socket at all.
 ///
 /// # Safety
 /// `p` is NULL or a live handle not used by another thread meanwhile.

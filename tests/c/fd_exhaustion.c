@@ -104,10 +104,19 @@ int main(int argc, char **argv) {
     r = fork_send_fd(p, 2);
     CHECK(r == -EMFILE, "fork_send_fd with no fd left returned %d", r);
     check_emfile_msg("fork_send_fd", __LINE__);
-    CHECK(fork_new() == NULL, "fork_new with no fd left succeeded");
-    check_emfile_msg("fork_new", __LINE__);
-    CHECK(fork_fork(t) == NULL, "fork_fork with no fd left succeeded");
-    check_emfile_msg("fork_fork", __LINE__);
+    /* fork_new and fork_fork need no fd: a new process's socket is made by
+       the call that sends its first command, which then fails with EMFILE
+       and sends nothing; the process stays held for a later command. */
+    fork_proc *held = fork_new();
+    CHECK(held != NULL, "fork_new with no fd left: %s", fork_last_error());
+    r = held ? fork_send_arg(held, "lost", 4) : -EMFILE;
+    CHECK(r == -EMFILE, "the first command to a new process with no fd left returned %d", r);
+    check_emfile_msg("fork_send_arg", __LINE__);
+    fork_proc *kid = fork_fork(t);
+    CHECK(kid != NULL, "fork_fork with no fd left: %s", fork_last_error());
+    r = kid ? fork_run(kid, "echo_strings", NULL, NULL) : -EMFILE;
+    CHECK(r == -EMFILE, "fork_run of a new fork with no fd left returned %d", r);
+    check_emfile_msg("fork_run", __LINE__);
     CHECK(fork_new_exec() == NULL, "fork_new_exec with no fd left succeeded");
     check_emfile_msg("fork_new_exec", __LINE__);
     /* Calls that need no fd still work. */
@@ -119,6 +128,14 @@ int main(int argc, char **argv) {
 
     /* Free again: the same handles carry on, in sync. */
     release(nfill);
+    if (held) {
+        /* Its failed command was not sent: it echoes only what follows. */
+        CHECK(fork_require(held, lib) == 0 && fork_send_arg(held, "held", 4) == 0,
+              "sending to the held process: %s", fork_last_error());
+        char hb[64];
+        int hn = run_read(held, "echo_strings", hb, sizeof hb);
+        CHECK(hn == 5 && strcmp(hb, "held\n") == 0, "the held process echoed \"%s\"", hb);
+    }
     CHECK(fork_send_fd(p, 2) == 0, "fork_send_fd: %s", fork_last_error());
     CHECK(fork_send_arg(p, "after", 5) == 0, "fork_send_arg: %s", fork_last_error());
     char buf[8192];

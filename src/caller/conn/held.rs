@@ -21,19 +21,15 @@ impl Conn {
     /// reads in the child. Any other command sends the plain fork first,
     /// so the order of commands is what the caller wrote.
     ///
-    /// The new process's socketpair is made only when its fork is written:
+    /// `child` is lazy: the new process's socketpair is made only when its
+    /// fork is written, so a process that execs detached needs none and
     /// requests waiting in a full queue hold no fds.
-    pub fn fork(
-        self: &Arc<Self>,
-        child: Arc<Conn>,
-        rec: Arc<Record>,
-        theirs: Option<OwnedFd>,
-    ) -> Result<()> {
+    pub fn fork(self: &Arc<Self>, child: Arc<Conn>, rec: Arc<Record>) -> Result<()> {
         let mut st = self.lock();
         self.check(&st)?;
         self.flush_pending(&mut st)?;
         st.forked = true;
-        st.pending = Some((child, rec, theirs));
+        st.pending = Some((child, rec));
         // A caller that creates without dispatching still has its reports
         // read now and then, so neither socket buffer fills with them.
         st.unread += 1;
@@ -49,8 +45,19 @@ impl Conn {
     /// socketpair is made when the frame is written; the child's commands
     /// wait in its connection until then.
     pub(super) fn flush_pending(self: &Arc<Self>, st: &mut State) -> Result<()> {
-        let Some((child, rec, theirs)) = st.pending.take() else {
+        let Some((child, rec)) = st.pending.take() else {
             return Ok(());
+        };
+        let theirs = match Self::pair_now(st) {
+            Ok(Some((ours, theirs))) => {
+                child.attach(ours);
+                Some(theirs)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                st.pending = Some((child, rec));
+                return Err(e);
+            }
         };
         st.forks.push_back(rec.clone());
         let frame = wire::header(Tag::Fork, 0);
@@ -87,14 +94,22 @@ impl Conn {
     /// made only when the frame is written, and the caller's end goes to
     /// its record (for the run callback) from there.
     fn send_pending_with_run(self: &Arc<Self>, st: &mut State, frame: &[&[u8]]) -> Result<()> {
-        let Some((_child, rec, theirs)) = st.pending.take() else {
+        let Some((child, rec)) = st.pending.take() else {
             return Ok(());
         };
+        let pair = match Self::pair_now(st) {
+            Ok(pair) => pair,
+            Err(e) => {
+                st.pending = Some((child, rec));
+                return Err(e);
+            }
+        };
         st.forks.push_back(rec.clone());
-        if let Some(theirs) = theirs {
-            // The child's connection holds our end and hands it to the
-            // record once it settles as run.
+        if let Some((ours, theirs)) = pair {
+            // Our end goes to the record (for the run callback) once the
+            // frame is written.
             self.write_locked(st, frame, vec![theirs])?;
+            rec.sock_ready(ours);
             self.track_fork(st, rec);
             return Ok(());
         }
@@ -115,9 +130,22 @@ impl Conn {
         Ok(())
     }
 
+    /// The new process's socketpair (ours, theirs) for a fork request
+    /// about to go out, made now when the request is written at once
+    /// (nothing queued before it, the socket there), so that a caller out
+    /// of fds hears `EMFILE` from the call that sends it, with nothing
+    /// sent. `None`: the request waits in the queue, and its pair is made
+    /// when it is written.
+    fn pair_now(st: &State) -> Result<Option<(OwnedFd, OwnedFd)>> {
+        if !st.out.is_empty() || st.fd.is_none() {
+            return Ok(None);
+        }
+        socket_pair().map(Some)
+    }
+
     /// True when the fork held back is the one of `rec`.
     pub(super) fn holds(st: &State, rec: &Arc<Record>) -> bool {
-        matches!(&st.pending, Some((_, r, _)) if Arc::ptr_eq(r, rec))
+        matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec))
     }
 
     /// Tells `rec` when its fork request has been written.
@@ -168,8 +196,7 @@ impl Conn {
     /// this returns true; false means the fork went out already.
     ///
     /// `detached`: the caller wants no socket to the program. The frame
-    /// then goes without one, and the child's socketpair, if made, is
-    /// closed before any end of it was in flight.
+    /// then goes without one, and no socketpair is made.
     pub fn fork_exec(
         self: &Arc<Self>,
         rec: &Arc<Record>,
@@ -190,7 +217,7 @@ impl Conn {
             return Ok(false);
         }
         self.check(&st)?;
-        let (_child, rec, _theirs) = st.pending.take().expect("held, checked above");
+        let (_child, rec) = st.pending.take().expect("held, checked above");
         st.forks.push_back(rec.clone());
         self.write_locked(&mut st, &[&frame], vec![])?;
         self.track_fork(&mut st, rec);

@@ -48,12 +48,7 @@ impl Conn {
                     let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
                 }
             }
-            // So are the child's end of a fork held back and queued fds.
-            if let Some((_, _, Some(fd))) = st.pending.take() {
-                if state::inherited_fds_gone() {
-                    let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
-                }
-            }
+            // So are queued fds.
             if state::inherited_fds_gone() {
                 std::mem::forget(std::mem::take(&mut st.out));
             }

@@ -58,10 +58,10 @@ struct State {
     shut: bool,
     /// Forks since reports were last read; see [`Conn::fork`].
     unread: u32,
-    /// The latest fork, not sent yet: the child's connection, its record,
-    /// and the child's end of its socket unless that is made only when
-    /// the fork is written (the connection is lazy). See [`Conn::fork`].
-    pending: Option<(Arc<Conn>, Arc<Record>, Option<OwnedFd>)>,
+    /// The latest fork, not sent yet: the child's connection (lazy: its
+    /// socketpair is made when the fork is written) and its record. See
+    /// [`Conn::fork`].
+    pending: Option<(Arc<Conn>, Arc<Record>)>,
     /// Forks queued but not yet written, with the outbox mark they end at.
     unwritten: VecDeque<(u64, Arc<Record>)>,
     phase: Phase,
@@ -134,12 +134,6 @@ impl Conn {
         st.fd = Some(fd);
         self.flush_out(&mut st);
         self.settle(&mut st);
-    }
-
-    /// True when nothing waits in the queue (a request sent now is written
-    /// at once, unless the socket is full).
-    pub fn queue_empty(&self) -> bool {
-        self.lock().out.is_empty()
     }
 
     /// True once the connection has its socket (or failed).
@@ -459,7 +453,7 @@ impl Conn {
         st.dead = Some(err.clone());
         st.lazy = false;
         st.out = Outbox::default();
-        if let Some((child, r, _)) = st.pending.take() {
+        if let Some((child, r)) = st.pending.take() {
             child.fail(&mut child.lock(), err.clone().context("no fork"));
             st.forks.push_back(r);
         }

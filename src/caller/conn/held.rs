@@ -187,7 +187,7 @@ impl Conn {
     /// does both and this returns true; false means the fork went out
     /// already and the child needs an ordinary run.
     pub fn fork_run(self: &Arc<Self>, rec: &Arc<Record>, name: &[u8]) -> Result<bool> {
-        self.send_held(rec, &[&wire::fork_run_head(name.len()), name])
+        self.send_held(rec, &[&wire::fork_run_head(name.len()), name], true)
     }
 
     /// The child whose record is `rec` execs `argv` before anything else
@@ -209,31 +209,31 @@ impl Conn {
         let mut frame = Vec::new();
         wire::push_spawn(&mut frame, argv, detached)
             .ok_or_else(|| Error::new(Errno::E2BIG, "exec: argv exceeds the 4 GiB frame limit"))?;
-        if !detached {
-            return self.send_held(rec, &[&frame]);
-        }
-        let mut st = self.lock();
-        if !Self::holds(&st, rec) {
-            return Ok(false);
-        }
-        self.check(&st)?;
-        let (_child, rec) = st.pending.take().expect("held, checked above");
-        st.forks.push_back(rec.clone());
-        self.write_locked(&mut st, &[&frame], vec![])?;
-        self.track_fork(&mut st, rec);
-        self.settle(&mut st);
-        Ok(true)
+        self.send_held(rec, &[&frame], !detached)
     }
 
-    /// Sends the fork of `rec`, if it is still held back, as `frame`;
-    /// false when it went out already.
-    fn send_held(self: &Arc<Self>, rec: &Arc<Record>, frame: &[&[u8]]) -> Result<bool> {
+    /// Sends the fork of `rec`, if it is still held back, as `frame` (with
+    /// the new process's socket unless `socket` is false); false when it
+    /// went out already.
+    fn send_held(
+        self: &Arc<Self>,
+        rec: &Arc<Record>,
+        frame: &[&[u8]],
+        socket: bool,
+    ) -> Result<bool> {
         let mut st = self.lock();
         if !Self::holds(&st, rec) {
             return Ok(false);
         }
         self.check(&st)?;
-        self.send_pending_with_run(&mut st, frame)?;
+        if socket {
+            self.send_pending_with_run(&mut st, frame)?;
+        } else {
+            let (_child, rec) = st.pending.take().expect("held, checked above");
+            st.forks.push_back(rec.clone());
+            self.write_locked(&mut st, frame, vec![])?;
+            self.track_fork(&mut st, rec);
+        }
         self.settle(&mut st);
         Ok(true)
     }

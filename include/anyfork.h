@@ -807,7 +807,10 @@ int fork_eval_n(struct fork_proc *p,
  `fork_loop_dispatch` or `fork_wait`, never from inside `fork_run`) with
  the caller's end of the comm socket, which it then owns, or with
  `-errno` if delivery failed. With a NULL `cb` the library closes its end
- itself once everything is delivered.
+ itself once everything is delivered; if nothing was sent to `p` since
+ `fork_new` or `fork_fork`, no socket is made at all: the request is one
+ small write, and the process's comm socket is one of its template's
+ whose other end is closed (what it would see anyway).
 
  "Delivered" means written to the kernel: the process's commands, and
  for a forked process the fork request to its template. `cb` does not

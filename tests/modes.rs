@@ -767,6 +767,37 @@ fn a_detached_spawn_gets_what_the_template_holds_and_a_socket_where_asked() {
     assert_eq!(exited(missing_status.expect("an exit status")), Some(127));
 }
 
+/// A detached run (no run callback) of a process to which nothing was
+/// sent goes without a socket of the caller's: the process gets the
+/// template's arguments and a comm socket at EOF, and its exit status
+/// still arrives.
+#[test]
+fn a_detached_fork_and_run_gets_the_templates_args_and_a_socket_at_eof() {
+    let mut t = new_template();
+    t.send_arg(b"7").unwrap();
+    let mut status = t.fork().expect("fork");
+    let exit = exit_rx(&mut status);
+    status.run_detached("modes_status").expect("run_detached");
+    let (pid, st) = wait_exit(&exit);
+    assert!(pid > 0);
+    assert_eq!(exited(st.expect("an exit status")), Some(7));
+    let mut eof = t.fork().expect("fork");
+    let exit = exit_rx(&mut eof);
+    eof.run_detached("wait_eof").expect("run_detached");
+    let (_, st) = wait_exit(&exit);
+    assert_eq!(exited(st.expect("an exit status")), Some(0));
+    // From a template's warm pool too: the waiting child takes the socket
+    // its template made.
+    t.eval("anyfork_warm", &[b"1"]).unwrap();
+    for _ in 0..3 {
+        let mut k = t.fork().expect("fork");
+        let exit = exit_rx(&mut k);
+        k.run_detached("modes_status").expect("run_detached");
+        let (_, st) = wait_exit(&exit);
+        assert_eq!(exited(st.expect("an exit status")), Some(7));
+    }
+}
+
 #[test]
 fn a_spawned_exec_starts_with_no_signal_blocked_or_ignored() {
     // The template blocks SIGCHLD (its signalfd); a forked child unblocks

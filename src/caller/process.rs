@@ -243,14 +243,20 @@ impl Process {
     }
 
     /// Like [`Process::run`] without a callback: the library closes its
-    /// end of the comm socket as soon as everything is written.
+    /// end of the comm socket as soon as everything is written. When
+    /// nothing was sent to the process, no socket goes with the request at
+    /// all: the template gives the process one whose peer is closed.
     pub fn run_detached(self, function: &str) -> Result<()> {
         self.run_with(function, None)
     }
 
     fn run_with(self, function: &str, cb: Option<RunCallback>) -> Result<()> {
         let name = check_name("run", "function", function)?;
-        match self.with_held_fork(|parent| parent.fork_run(&self.rec, name)) {
+        let detached = cb.is_none();
+        match self.with_held_fork(|parent| parent.fork_run(&self.rec, name, detached)) {
+            // Detached, it needs no socket: the process's own end closes
+            // with `self`.
+            Ok(true) if detached => return Ok(()),
             Ok(true) => self.conn.ran_remotely(),
             Ok(false) => self.conn.run(name).map_err(|e| e.context("run"))?,
             Err(e) => return Err(e.context("run")),

@@ -64,9 +64,26 @@ impl Server {
                     self.pool.want = k;
                 }
             }
-            Frame::Fork { run } => 'req: {
-                let Some(fd) = self.fork_fd("fork") else {
-                    break 'req;
+            Frame::Fork { run, detached } => 'req: {
+                // A detached fork-and-run brought no socket: the process
+                // gets one of ours whose peer is closed, as the caller's
+                // would be once it closed its end.
+                let fd = if detached {
+                    if !self.args_complete("fork") {
+                        break 'req;
+                    }
+                    match lone_socket() {
+                        Ok(fd) => fd,
+                        Err(e) => {
+                            self.push_pid(-(e as libc::pid_t));
+                            break 'req;
+                        }
+                    }
+                } else {
+                    match self.fork_fd("fork") {
+                        Some(fd) => fd,
+                        None => break 'req,
+                    }
                 };
                 let head = wire::header(Tag::Fork, payload.len() as u32);
                 if let Some(pid) = self.pool.hand_over(&head, &payload, fd.as_raw_fd()) {

@@ -186,8 +186,18 @@ impl Conn {
     /// sent to it: if its fork is still held back, one fork-and-run frame
     /// does both and this returns true; false means the fork went out
     /// already and the child needs an ordinary run.
-    pub fn fork_run(self: &Arc<Self>, rec: &Arc<Record>, name: &[u8]) -> Result<bool> {
-        self.send_held(rec, &[&wire::fork_run_head(name.len()), name], true)
+    ///
+    /// `detached`: the caller wants no socket to the process (it would
+    /// close its end at once). The frame then goes without one, and no
+    /// socketpair is made.
+    pub fn fork_run(
+        self: &Arc<Self>,
+        rec: &Arc<Record>,
+        name: &[u8],
+        detached: bool,
+    ) -> Result<bool> {
+        let head = wire::fork_run_head(name.len(), detached);
+        self.send_held(rec, &[&head, name], !detached)
     }
 
     /// The child whose record is `rec` execs `argv` before anything else

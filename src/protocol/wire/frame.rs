@@ -19,8 +19,11 @@ pub enum Frame<'a> {
     },
     /// Fork; with `run`, the new process enters that function at once
     /// (one frame per creation when nothing else is sent to it).
+    /// `detached` (tag `ForkDetached`, always with `run`): no socket came
+    /// with the frame; the caller keeps none to the new process.
     Fork {
         run: Option<&'a [u8]>,
+        detached: bool,
     },
     /// Fork and exec at once, as a new process running `anyfork_exec`
     /// would: `argv` follows the strings the template holds. The template
@@ -73,9 +76,15 @@ pub fn decode(tag: Tag, p: &[u8]) -> Result<Frame<'_>, WireError> {
             let args = take_list(r).map_err(|e| e.unwrap_or(WireError::BadLength { tag, len }))?;
             Frame::Eval { name, args }
         }
-        Tag::Fork if p.is_empty() => Frame::Fork { run: None },
-        Tag::Fork => match run_payload(p)? {
-            (name, false) => Frame::Fork { run: Some(name) },
+        Tag::Fork if p.is_empty() => Frame::Fork {
+            run: None,
+            detached: false,
+        },
+        Tag::Fork | Tag::ForkDetached => match run_payload(p)? {
+            (name, false) => Frame::Fork {
+                run: Some(name),
+                detached: tag == Tag::ForkDetached,
+            },
             (_, true) => return Err(WireError::BadFlags(1)),
         },
         Tag::Spawn | Tag::SpawnDetached => {
@@ -123,10 +132,16 @@ pub fn run_head(name_len: usize, end: bool) -> [u8; HEADER_LEN + 1] {
     [h[0], h[1], h[2], h[3], h[4], u8::from(end)]
 }
 
-/// The header and flag byte of a fork-and-run `Fork` frame; the name
+/// The header and flag byte of a fork-and-run `Fork` frame
+/// (`ForkDetached` when `detached`: no socket goes with it); the name
 /// follows.
-pub fn fork_run_head(name_len: usize) -> [u8; HEADER_LEN + 1] {
-    let h = header(Tag::Fork, name_len as u32 + 1);
+pub fn fork_run_head(name_len: usize, detached: bool) -> [u8; HEADER_LEN + 1] {
+    let tag = if detached {
+        Tag::ForkDetached
+    } else {
+        Tag::Fork
+    };
+    let h = header(tag, name_len as u32 + 1);
     [h[0], h[1], h[2], h[3], h[4], 0]
 }
 

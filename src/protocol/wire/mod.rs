@@ -11,8 +11,9 @@
 //! Caller to server: `Hello` (first frame to an exec'd server), `Str`, `Fd`,
 //! `Require`, `Eval`, `Fork` (optionally with a run function: fork and run
 //! in one frame), `Spawn` (fork and exec in one frame, which a server may
-//! do with `posix_spawn`), `SpawnDetached` (the same for a caller that
-//! keeps no socket to the program, so none is passed), `Run`. Server to caller, on the socket of the
+//! do with `posix_spawn`), `ForkDetached` and `SpawnDetached` (fork and
+//! run, or spawn, for a caller that keeps no socket to the new process,
+//! so none is passed), `Run`. Server to caller, on the socket of the
 //! process that forked: `Pid` (one per `Fork`, in order), `Exit`, and `End`
 //! (the last frame before a process that has forked enters its run function,
 //! so the caller knows where its reports stop and the user's bytes begin).
@@ -31,8 +32,9 @@ pub use frame::*;
 use std::fmt;
 
 /// Protocol version carried by the `Hello` frame: 2 added the `Spawn`
-/// frame, 3 `SpawnDetached`, so a server from before them refuses the
-/// hello with a clear message instead of a frame it does not know.
+/// frame, 3 `ForkDetached` and `SpawnDetached`, so a server from before
+/// them refuses the hello with a clear message instead of a frame it does
+/// not know.
 pub const VERSION: u32 = 3;
 /// First bytes of a `Hello` payload.
 pub const MAGIC: [u8; 8] = *b"anyfork\0";
@@ -59,6 +61,7 @@ pub enum Tag {
     Require = b'L',
     Eval = b'E',
     Fork = b'F',
+    ForkDetached = b'K',
     Spawn = b'V',
     SpawnDetached = b'W',
     Run = b'R',
@@ -77,6 +80,7 @@ impl Tag {
             b'L' => Tag::Require,
             b'E' => Tag::Eval,
             b'F' => Tag::Fork,
+            b'K' => Tag::ForkDetached,
             b'V' => Tag::Spawn,
             b'W' => Tag::SpawnDetached,
             b'R' => Tag::Run,
@@ -104,7 +108,7 @@ impl Tag {
             Tag::Fd | Tag::End => (0, 0),
             Tag::Fork => (0, MAX_NAME as u32 + 1),
             Tag::Require => (1, MAX_NAME as u32),
-            Tag::Run => (2, MAX_NAME as u32 + 1),
+            Tag::Run | Tag::ForkDetached => (2, MAX_NAME as u32 + 1),
             Tag::Pid => (4, 4),
             Tag::Exit => (8, 8),
         }
@@ -270,12 +274,17 @@ mod tests {
                 end: true
             })
         );
-        assert_eq!(decode(Tag::Fork, b""), Ok(Frame::Fork { run: None }));
-        assert_eq!(
-            decode(Tag::Fork, b"\0ab"),
-            Ok(Frame::Fork { run: Some(b"ab") })
-        );
+        let fork = |run, detached| Ok(Frame::Fork { run, detached });
+        assert_eq!(decode(Tag::Fork, b""), fork(None, false));
+        assert_eq!(decode(Tag::Fork, b"\0ab"), fork(Some(b"ab"), false));
+        assert_eq!(decode(Tag::ForkDetached, b"\0ab"), fork(Some(b"ab"), true));
         assert_eq!(decode(Tag::Fork, b"\x01ab"), Err(WireError::BadFlags(1)));
+        assert_eq!(
+            decode(Tag::ForkDetached, b"\x01ab"),
+            Err(WireError::BadFlags(1))
+        );
+        assert!(parse_header(&header(Tag::ForkDetached, 0)).is_err());
+        assert_eq!(Tag::ForkDetached.fds(), 0);
         let mut bad = Vec::new();
         bad.extend_from_slice(b"anyfork\0");
         bad.extend_from_slice(&7u32.to_le_bytes());

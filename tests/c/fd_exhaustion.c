@@ -114,9 +114,17 @@ int main(int argc, char **argv) {
     check_emfile_msg("fork_send_arg", __LINE__);
     fork_proc *kid = fork_fork(t);
     CHECK(kid != NULL, "fork_fork with no fd left: %s", fork_last_error());
-    r = kid ? fork_run(kid, "echo_strings", NULL, NULL) : -EMFILE;
+    r = kid ? fork_run(kid, "echo_strings", ran, NULL) : -EMFILE;
     CHECK(r == -EMFILE, "fork_run of a new fork with no fd left returned %d", r);
     check_emfile_msg("fork_run", __LINE__);
+    /* A detached run or exec of a new process needs no fd at all. */
+    fork_proc *bare = fork_fork(t);
+    r = bare ? fork_run(bare, "anyfork_exit", NULL, NULL) : -1;
+    CHECK(r == 0, "a detached fork_run with no fd left: %s", fork_last_error());
+    fork_proc *spawned = fork_fork(t);
+    const char *true_argv[] = {"/bin/true", NULL};
+    r = spawned ? fork_exec(spawned, true_argv, NULL, NULL, NULL) : -1;
+    CHECK(r == 0, "a detached fork_exec with no fd left: %s", fork_last_error());
     CHECK(fork_new_exec() == NULL, "fork_new_exec with no fd left succeeded");
     check_emfile_msg("fork_new_exec", __LINE__);
     /* Calls that need no fd still work. */

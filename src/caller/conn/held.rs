@@ -45,23 +45,13 @@ impl Conn {
     /// socketpair is made when the frame is written; the child's commands
     /// wait in its connection until then.
     pub(super) fn flush_pending(self: &Arc<Self>, st: &mut State) -> Result<()> {
-        let Some((child, rec)) = st.pending.take() else {
+        let Some((child, rec, pair)) = Self::take_pending(st)? else {
             return Ok(());
-        };
-        let theirs = match Self::pair_now(st) {
-            Ok(Some((ours, theirs))) => {
-                child.attach(ours);
-                Some(theirs)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                st.pending = Some((child, rec));
-                return Err(e);
-            }
         };
         st.forks.push_back(rec.clone());
         let frame = wire::header(Tag::Fork, 0);
-        if let Some(theirs) = theirs {
+        if let Some((ours, theirs)) = pair {
+            child.attach(ours);
             self.write_locked(st, &[&frame], vec![theirs])?;
             self.track_fork(st, rec);
             return Ok(());
@@ -94,15 +84,8 @@ impl Conn {
     /// made only when the frame is written, and the caller's end goes to
     /// its record (for the run callback) from there.
     fn send_pending_with_run(self: &Arc<Self>, st: &mut State, frame: &[&[u8]]) -> Result<()> {
-        let Some((child, rec)) = st.pending.take() else {
+        let Some((_child, rec, pair)) = Self::take_pending(st)? else {
             return Ok(());
-        };
-        let pair = match Self::pair_now(st) {
-            Ok(pair) => pair,
-            Err(e) => {
-                st.pending = Some((child, rec));
-                return Err(e);
-            }
         };
         st.forks.push_back(rec.clone());
         if let Some((ours, theirs)) = pair {
@@ -130,17 +113,27 @@ impl Conn {
         Ok(())
     }
 
-    /// The new process's socketpair (ours, theirs) for a fork request
-    /// about to go out, made now when the request is written at once
-    /// (nothing queued before it, the socket there), so that a caller out
-    /// of fds hears `EMFILE` from the call that sends it, with nothing
-    /// sent. `None`: the request waits in the queue, and its pair is made
-    /// when it is written.
-    fn pair_now(st: &State) -> Result<Option<(OwnedFd, OwnedFd)>> {
-        if !st.out.is_empty() || st.fd.is_none() {
+    /// Takes the held-back fork, if any, to send it: the child's
+    /// connection, its record, and its socketpair (ours, theirs) if the
+    /// request is written at once (nothing queued before it, the socket
+    /// there), made now so that a caller out of fds hears `EMFILE` from
+    /// the call that sends it. Then nothing is sent and the fork stays
+    /// held. Without a pair the request waits in the queue, and its pair
+    /// is made when it is written.
+    fn take_pending(st: &mut State) -> Result<Option<Held>> {
+        let Some((child, rec)) = st.pending.take() else {
             return Ok(None);
+        };
+        if !st.out.is_empty() || st.fd.is_none() {
+            return Ok(Some((child, rec, None)));
         }
-        socket_pair().map(Some)
+        match socket_pair() {
+            Ok(pair) => Ok(Some((child, rec, Some(pair)))),
+            Err(e) => {
+                st.pending = Some((child, rec));
+                Err(e)
+            }
+        }
     }
 
     /// True when the fork held back is the one of `rec`.
@@ -257,6 +250,9 @@ impl Conn {
         }
     }
 }
+
+/// A held-back fork taken to be sent: see [`Conn::take_pending`].
+type Held = (Arc<Conn>, Arc<Record>, Option<(OwnedFd, OwnedFd)>);
 
 /// A new process's socketpair: the caller's end (nonblocking) and the
 /// process's; both close-on-exec.

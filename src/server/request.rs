@@ -68,22 +68,11 @@ impl Server {
                 // A detached fork-and-run brought no socket: the process
                 // gets one of ours whose peer is closed, as the caller's
                 // would be once it closed its end.
-                let fd = if detached {
-                    if !self.args_complete("fork") {
-                        break 'req;
-                    }
-                    match lone_socket() {
-                        Ok(fd) => fd,
-                        Err(e) => {
-                            self.push_pid(-(e as libc::pid_t));
-                            break 'req;
-                        }
-                    }
-                } else {
-                    match self.fork_fd("fork") {
-                        Some(fd) => fd,
-                        None => break 'req,
-                    }
+                let fd = self
+                    .request_socket("fork", detached)
+                    .and_then(|comm| self.socket_or_lone(comm));
+                let Some(fd) = fd else {
+                    break 'req;
                 };
                 let head = wire::header(Tag::Fork, payload.len() as u32);
                 if let Some(pid) = self.pool.hand_over(&head, &payload, fd.as_raw_fd()) {
@@ -103,16 +92,8 @@ impl Server {
                 }
             }
             Frame::Spawn { argv, detached } => 'req: {
-                let comm = if detached {
-                    if !self.args_complete("spawn") {
-                        break 'req;
-                    }
-                    None
-                } else {
-                    match self.fork_fd("spawn") {
-                        Some(fd) => Some(fd),
-                        None => break 'req,
-                    }
+                let Some(comm) = self.request_socket("spawn", detached) else {
+                    break 'req;
                 };
                 self.spawn(&argv, comm);
             }
@@ -167,6 +148,30 @@ impl Server {
         false
     }
 
+    /// The socket that came with a fork or spawn request (`None` for a
+    /// detached one, which brings none); `None` outside when the request
+    /// is refused (see [`Server::fork_fd`]).
+    fn request_socket(&mut self, what: &str, detached: bool) -> Option<Option<OwnedFd>> {
+        if detached {
+            self.args_complete(what).then_some(None)
+        } else {
+            self.fork_fd(what).map(Some)
+        }
+    }
+
+    /// `comm`, or else one of our own whose peer is closed
+    /// ([`lone_socket`]); `None`, the failure reported as the request's
+    /// pid, when none can be made.
+    fn socket_or_lone(&mut self, comm: Option<OwnedFd>) -> Option<OwnedFd> {
+        match comm.map_or_else(lone_socket, Ok) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                self.push_pid(-(e as libc::pid_t));
+                None
+            }
+        }
+    }
+
     fn refuse(&mut self, what: &str, why: String) {
         complain(format_args!(
             "{what} request refused: {why}: this process is at its open-file limit (EMFILE)"
@@ -183,9 +188,9 @@ impl Server {
     fn spawn(&mut self, argv: &[&[u8]], comm: Option<OwnedFd>) {
         let comm_to = state::comm_fds();
         let comm = match comm {
-            None if comm_to != 0 => match lone_socket() {
-                Ok(fd) => Some(fd),
-                Err(e) => return self.push_pid(-(e as libc::pid_t)),
+            None if comm_to != 0 => match self.socket_or_lone(None) {
+                Some(fd) => Some(fd),
+                None => return,
             },
             c => c,
         };
@@ -201,9 +206,8 @@ impl Server {
             self.children += 1;
             return self.push_pid(pid);
         }
-        let fd = match comm.map_or_else(lone_socket, Ok) {
-            Ok(fd) => fd,
-            Err(e) => return self.push_pid(-(e as libc::pid_t)),
+        let Some(fd) = self.socket_or_lone(comm) else {
+            return;
         };
         if self.fork(fd) {
             for a in argv {

@@ -199,6 +199,22 @@ func parseReport(t *testing.T, text string) (pid int, args []string) {
 	return pid, args
 }
 
+// pidAndReport asks c's pid, runs worker.c's report in it and parses what
+// it writes: the pid Pid gave, the pid the process reported, its args.
+func pidAndReport(t *testing.T, c *Proc) (pid, reported int, args []string) {
+	t.Helper()
+	pid, err := c.Pid()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.Run("report")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reported, args = parseReport(t, readAll(t, f))
+	return pid, reported, args
+}
+
 // A C function from a Required library gets every fd and string sent, in
 // order, before and after a fork of a template; the pids agree.
 func TestTemplateRunArgsAndFds(t *testing.T) {
@@ -241,15 +257,7 @@ func TestTemplateRunArgsAndFds(t *testing.T) {
 		if err := c.SendArg(nil); err != nil { // an empty string
 			t.Fatal(err)
 		}
-		pid, err := c.Pid()
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := c.Run("report")
-		if err != nil {
-			t.Fatal(err)
-		}
-		rpid, args := parseReport(t, readAll(t, f))
+		pid, rpid, args := pidAndReport(t, c)
 		want := []string{"S:before\x00fork", "F", fmt.Sprint("S:after ", i), "S:"}
 		if fmt.Sprint(args) != fmt.Sprint(want) {
 			t.Fatalf("args %q, want %q", args, want)
@@ -666,15 +674,8 @@ func TestAhead(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pid, err := c.Pid()
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := c.Run("report")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, args := parseReport(t, readAll(t, f)); fmt.Sprint(args) != fmt.Sprint(want) {
+		pid, _, args := pidAndReport(t, c)
+		if fmt.Sprint(args) != fmt.Sprint(want) {
 			t.Fatalf("args %q, want %q", args, want)
 		}
 		return pid

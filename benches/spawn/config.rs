@@ -13,9 +13,12 @@ pub struct Config {
     pub window: usize,
     /// Short runs each repetition of a method is made of.
     pub parts: usize,
-    /// `--only M`: measure just method M (a, b, bq, bd, c, d, e, f, fx, fs, s, w, c-lib, c-lib-ahead, b-lib, fq, sq) at
-    /// 5 MB and print its rates; for profiling with strace or perf.
-    pub only: Option<M>,
+    /// `--only M[,M2…]`: measure just these methods (a, b, bq, bd, c, d,
+    /// e, f, fx, fs, s, w, c-lib, c-lib-ahead, b-lib, fq, sq) at 5 MB, taking
+    /// turns in each repetition, and print their rates (and each
+    /// repetition's ratio of the first to the second); for profiling with
+    /// strace or perf, or a quick A/B of two methods. Empty: all methods.
+    pub only: Vec<M>,
     /// Creations with and without a warm pool from a template as large as
     /// the caller (`ANYFORK_BENCH_BIG_ROUNDS`, default 15; 0 skips).
     pub big_rounds: usize,
@@ -61,12 +64,17 @@ impl Config {
                 .iter()
                 .position(|a| a == "--only")
                 .and_then(|i| args.get(i + 1))
-                .map(|k| {
-                    METHODS
-                        .into_iter()
-                        .find(|m| m.letter() == k.as_str())
-                        .unwrap_or_else(|| panic!("--only: no method {k:?}"))
-                }),
+                .map(|list| {
+                    list.split(',')
+                        .map(|k| {
+                            METHODS
+                                .into_iter()
+                                .find(|m| m.letter() == k)
+                                .unwrap_or_else(|| panic!("--only: no method {k:?}"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

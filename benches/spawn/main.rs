@@ -20,8 +20,10 @@
 //! - `ANYFORK_BENCH_SPARSE_ROUNDS=N` (default 100, 40 with `--quick`, 0
 //!   skips): creations per repetition of the sparse warm-pool case (see
 //!   [`grow::sparse_latency`]); `--sparse` measures only that;
-//! - `--only M` (M one of a b bq bd c d e f fx fs s w c-lib c-lib-ahead b-lib fq sq): measure one method at 5 MB
-//!   and print its rates, for profiling with strace or perf.
+//! - `--only M[,M2…]` (each M one of a b bq bd c d e f fx fs s w c-lib
+//!   c-lib-ahead b-lib fq sq): measure just these methods at 5 MB, taking
+//!   turns, and print their rates and each repetition's ratio of the first
+//!   two; for profiling with strace or perf, or a quick A/B.
 //!
 //! At each size the benchmark touches every page of its own heap until its
 //! RSS is the size, then measures each method for the given time in each
@@ -119,16 +121,31 @@ fn main() {
         }
         return;
     }
-    if let Some(m) = cfg.only {
+    if !cfg.only.is_empty() {
         Ballast::default().grow_to(5 * MB);
-        for _ in 0..cfg.reps {
-            let s = measure::measure(&mut ctx, m, cfg.slice);
-            println!(
-                "{}: {:.0}/s, caller CPU {:.1} µs per creation",
-                m.letter(),
-                s.rate(),
-                s.cpu_us()
-            );
+        for rep in 0..cfg.reps {
+            let mut rates = Vec::new();
+            // The methods take turns, the first one changing each time.
+            for k in 0..cfg.only.len() {
+                let m = cfg.only[(rep + k) % cfg.only.len()];
+                let s = measure::measure(&mut ctx, m, cfg.slice);
+                let blocked = if m.timed() {
+                    format!(", blocked {:.1} µs in the call", s.blocked_us())
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{}: {:.0}/s, caller CPU {:.1} µs per creation{blocked}",
+                    m.letter(),
+                    s.rate(),
+                    s.cpu_us()
+                );
+                rates.push((m, s.rate()));
+            }
+            if let [a, b, ..] = cfg.only[..] {
+                let rate = |m| rates.iter().find(|r| r.0 == m).map_or(0.0, |r| r.1);
+                println!("{} ÷ {}: {:.3}", a.letter(), b.letter(), rate(a) / rate(b));
+            }
         }
         return;
     }

@@ -40,7 +40,7 @@ impl Sample {
     }
     /// Median time inside the creating call(s), µs: how long the calling
     /// thread was blocked per creation.
-    fn blocked_us(&self) -> f64 {
+    pub fn blocked_us(&self) -> f64 {
         let mut v: Vec<u64> = self.phases.iter().map(|p| p[0]).collect();
         v.sort_unstable();
         pct_us(&v, 50)

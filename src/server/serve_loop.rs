@@ -171,9 +171,15 @@ impl Server {
             };
             let out = !self.reports.is_empty() && hold.is_none();
             let timeout = [self.tick(), refill, hold].into_iter().flatten().min();
-            let (_, signals) = self.wait(PollFlags::POLLIN, out, timeout);
+            let (sock, signals) = self.wait(PollFlags::POLLIN, out, timeout);
             if signals || (self.tick >= 0 && self.children > 0) {
                 self.reap();
+            }
+            // Woken for a signal, a refill or a timeout only: the next read
+            // would find nothing, so it is not made (poll is level-triggered
+            // and says so next time).
+            if !sock.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                self.rd.dry = true;
             }
         }
     }

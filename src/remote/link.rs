@@ -33,39 +33,15 @@ pub const MAX_DATA: u32 = 64 * 1024;
 /// The channel of the template itself.
 pub const TEMPLATE: u32 = 0;
 
-/// Frame kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Hello,
-    Open,
-    Data,
-    Credit,
-    Eof,
-    Reset,
-}
-
-impl Kind {
-    fn byte(self) -> u8 {
-        match self {
-            Kind::Hello => b'A',
-            Kind::Open => b'O',
-            Kind::Data => b'D',
-            Kind::Credit => b'C',
-            Kind::Eof => b'E',
-            Kind::Reset => b'R',
-        }
-    }
-
-    fn from_byte(b: u8) -> Option<Kind> {
-        Some(match b {
-            b'A' => Kind::Hello,
-            b'O' => Kind::Open,
-            b'D' => Kind::Data,
-            b'C' => Kind::Credit,
-            b'E' => Kind::Eof,
-            b'R' => Kind::Reset,
-            _ => return None,
-        })
+crate::protocol::byte_enum! {
+    /// Frame kinds.
+    pub enum Kind {
+        Hello = b'A',
+        Open = b'O',
+        Data = b'D',
+        Credit = b'C',
+        Eof = b'E',
+        Reset = b'R',
     }
 }
 
@@ -151,7 +127,7 @@ pub fn split(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, LinkError> {
 }
 
 fn push_header(out: &mut Vec<u8>, kind: Kind, chan: u32, len: u32) {
-    out.push(kind.byte());
+    out.push(kind as u8);
     out.extend_from_slice(&chan.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
 }

@@ -51,46 +51,26 @@ pub(crate) const MAX_FDS_PER_SEND: usize = 1;
 /// Longest function or library name accepted (`PATH_MAX`).
 pub const MAX_NAME: usize = 4096;
 
-/// Frame tags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Tag {
-    Hello = b'H',
-    Str = b'S',
-    Fd = b'D',
-    Require = b'L',
-    Eval = b'E',
-    Fork = b'F',
-    ForkDetached = b'K',
-    Spawn = b'V',
-    SpawnDetached = b'W',
-    Run = b'R',
-    Pid = b'P',
-    Exit = b'X',
-    End = b'Z',
+crate::protocol::byte_enum! {
+    /// Frame tags.
+    pub enum Tag {
+        Hello = b'H',
+        Str = b'S',
+        Fd = b'D',
+        Require = b'L',
+        Eval = b'E',
+        Fork = b'F',
+        ForkDetached = b'K',
+        Spawn = b'V',
+        SpawnDetached = b'W',
+        Run = b'R',
+        Pid = b'P',
+        Exit = b'X',
+        End = b'Z',
+    }
 }
 
 impl Tag {
-    /// The tag for a byte, if it names one.
-    pub fn from_byte(b: u8) -> Option<Tag> {
-        Some(match b {
-            b'H' => Tag::Hello,
-            b'S' => Tag::Str,
-            b'D' => Tag::Fd,
-            b'L' => Tag::Require,
-            b'E' => Tag::Eval,
-            b'F' => Tag::Fork,
-            b'K' => Tag::ForkDetached,
-            b'V' => Tag::Spawn,
-            b'W' => Tag::SpawnDetached,
-            b'R' => Tag::Run,
-            b'P' => Tag::Pid,
-            b'X' => Tag::Exit,
-            b'Z' => Tag::End,
-            _ => return None,
-        })
-    }
-
     /// How many fds from the FIFO a frame of this tag consumes.
     pub fn fds(self) -> usize {
         match self {
@@ -241,6 +221,15 @@ mod tests {
         for cut in 0..out.len() {
             assert_eq!(split(&out[..cut]).unwrap(), None, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn each_tag_byte_names_its_tag_and_no_other_byte_names_one() {
+        let named: Vec<u8> = (0..=255u8)
+            .filter(|&b| Tag::from_byte(b).is_some_and(|t| t as u8 == b))
+            .collect();
+        assert_eq!(named, b"DEFHKLPRSVWXZ");
+        assert!((0..=255u8).all(|b| Tag::from_byte(b).is_none_or(|t| t as u8 == b)));
     }
 
     #[test]

@@ -1360,6 +1360,32 @@ _pool_handlers = {}
 _pool_keys = itertools.count(1)
 
 
+def _free_gracefully(owner, free, wait, ended=None):
+    """Frees owner's handle (a Pool's or an RPC's) with free(h, tramp,
+    token), fork_pool_free or fork_rpc_free: calls made are still answered,
+    then the workers read EOF and exit, and the destroyed callback passes
+    the status to ended. owner's event callback stays registered until
+    then (events may come until the last worker is gone). With wait,
+    dispatches until it has come; else a later anyfork.wait() does."""
+    with owner._lock:
+        h, owner._h = owner._h, None
+    if h is None:
+        return
+    done = []
+    ev, owner._event_token = owner._event_token, None
+
+    def destroyed(status):
+        done.append(status)
+        if ended is not None:
+            ended(status)
+        if ev is not None:
+            _unregister(ev)
+    free(h, _destroyed_tramp, _register(destroyed))
+    if wait:
+        while not done:
+            _wait(0.1, False)
+
+
 class Pool(_cf.Executor):
     """A pool of worker processes forked from a template (fork_pool_new),
     driven by this module's wait()/dispatch(); a concurrent.futures.Executor.
@@ -1487,22 +1513,7 @@ class Pool(_cf.Executor):
         """Gracefully: the calls made are still answered, then workers read
         EOF and exit. wait=True dispatches until they have; with
         wait=False, a later anyfork.wait() finishes the job."""
-        with self._lock:
-            h, self._h = self._h, None
-        if h is None:
-            return
-        done = []
-        ev = self._event_token
-        self._event_token = None
-
-        def destroyed(status):
-            done.append(status)
-            if ev is not None:
-                _unregister(ev)      # events may come until the pool is gone
-        _fork_pool_free(h, _destroyed_tramp, _register(destroyed))
-        if wait:
-            while not done:
-                _wait(0.1, False)
+        _free_gracefully(self, _fork_pool_free, wait)
 
     def __del__(self):
         try:
@@ -1557,23 +1568,9 @@ class RPC(object):
 
     def close(self, wait=True):
         """Gracefully ends the worker; with wait, dispatches until it has."""
-        with self._lock:
-            h, self._h = self._h, None
-        if h is None:
-            return
-        done = []
-        ev = self._event_token
-        self._event_token = None
-
-        def destroyed(status):
-            done.append(status)
+        def ended(status):
             self.status = status if status >= 0 else _error(-status, "rpc")
-            if ev is not None:
-                _unregister(ev)
-        _fork_rpc_free(h, _destroyed_tramp, _register(destroyed))
-        if wait:
-            while not done:
-                _wait(0.1, False)
+        _free_gracefully(self, _fork_rpc_free, wait, ended)
 
     def __enter__(self):
         return self

@@ -743,6 +743,12 @@ int fork_send_arg(struct fork_proc *p, const void *data, size_t len);
  exits with status 127: the caller sees EOF on the comm socket, or
  `-EPIPE` from a command or the run callback if it was still sending.
 
+ Fork handlers the library registers (`pthread_atfork`) run in every
+ process forked from this one afterwards. Until loaded code may have
+ registered one (some loaded object uses `pthread_atfork`) or started a
+ thread, an `anyfork-serve` process forks with glibc's `_Fork`, which
+ spares each new process `fork`'s bookkeeping.
+
  Returns 0 once queued, or `-EINVAL` (NULL `p` or `library`, an empty
  name) with `fork_last_error()` set. The string is copied.
 

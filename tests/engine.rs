@@ -368,6 +368,39 @@ fn fork_handlers_of_a_required_library_run_in_every_new_process() {
     assert_eq!(String::from_utf8_lossy(&run_output(p, "show_atfork")), "0");
 }
 
+#[test]
+fn a_lock_held_by_a_library_thread_is_free_in_every_new_process() {
+    // A library that registers no fork handler lets the server fork with
+    // `_Fork`, but not once it started a thread: glibc's `fork` frees in
+    // the new process the stdio locks other threads held (the process has
+    // none of them); a copy made by `_Fork` would block on that stream,
+    // and at exit flushing every stream.
+    let lib = build("held_lock", Kind::Library, &["-pthread"]);
+    let mut t = Process::new_exec().unwrap();
+    t.require(lib.to_str().unwrap()).unwrap();
+    t.eval("hold_stream_lock", &[]).unwrap();
+    let tpid = t.pid().unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let a = common::read_all(run(t.fork().unwrap(), "use_stream").unwrap());
+        let blocked = a.is_err();
+        answers.push(a);
+        if blocked {
+            break;
+        }
+    }
+    // A process blocked on the stream would never end: stopped here, then
+    // the template lets the lock go, so that it can exit.
+    for pid in common::children_of(tpid) {
+        common::kill(pid, libc::SIGKILL);
+    }
+    t.eval("release_stream_lock", &[]).unwrap();
+    for (i, a) in answers.into_iter().enumerate() {
+        let out = a.unwrap_or_else(|e| panic!("process {i} did not answer within 30 s: {e}"));
+        assert_eq!(out, b"ok", "process {i}");
+    }
+}
+
 /// The children a warm template keeps waiting, once there are `n`.
 fn waiting(tpid: i32, n: usize) -> Vec<i32> {
     let mut kids = Vec::new();

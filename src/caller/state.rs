@@ -93,14 +93,23 @@ pub fn reactor() -> Result<&'static Reactor> {
     }
 }
 
+/// Registers the fork handler once per process image: done when complete.
+static WATCHING_FORKS: Once = Once::new();
+
+/// Whether this copy of the library registered its fork handler (it does
+/// with the first reactor): a server that hosts code using the caller's
+/// side must then fork with glibc's `fork`, which runs it.
+pub fn watches_forks() -> bool {
+    WATCHING_FORKS.is_completed()
+}
+
 /// Registers the fork handler, once per process image.
 fn watch_forks() {
-    static ONCE: Once = Once::new();
     extern "C" fn in_child() {
         // Async-signal-safe: one atomic store.
         LIB.forked.store(true, Ordering::Release);
     }
-    ONCE.call_once(|| {
+    WATCHING_FORKS.call_once(|| {
         // SAFETY: registers a handler that only stores to an atomic. If it
         // cannot be registered (ENOMEM), forks are only noticed through
         // fork_reset_after_fork, as before.

@@ -50,16 +50,18 @@ impl Server {
                 }
             },
             Frame::Require(lib) => {
-                // The library may register fork handlers (pthread_atfork)
-                // that its code relies on: from now on they run.
-                self.fork_fn = libc::fork;
                 self.resolved = None;
-                call::require(lib)
+                call::require(lib);
+                // The library may have registered fork handlers
+                // (pthread_atfork) that its code relies on: if so, from
+                // now on they run.
+                self.fork_handlers = crate::sys::atfork::handlers_possible();
             }
             Frame::Eval { name, args } => {
                 // Code run here may load libraries or set a dispatcher.
                 self.resolved = None;
                 call::eval(name, &args, &self.args);
+                self.fork_handlers = crate::sys::atfork::handlers_possible();
                 if let Some(k) = state::take_warm() {
                     self.pool.want = k;
                 }
@@ -223,11 +225,11 @@ impl Server {
     /// (`fork_set_fork_hook`: an interpreter's own fork, whose after-fork
     /// work then runs in every new process).
     ///
-    /// An exec'd `anyfork-serve` that has loaded no library forks with
-    /// `_Fork`: with one thread and no fork handlers registered, glibc's
-    /// `fork` adds only work (locks taken and reset, handler lists walked)
-    /// whose every first write to a page costs both processes a
-    /// copy-on-write fault.
+    /// An exec'd `anyfork-serve` forks with `_Fork` while it has one
+    /// thread and no loaded code may have registered fork handlers
+    /// ([`Server::fork_fn`]): then glibc's `fork` adds only work (locks
+    /// taken and reset, handler lists walked) whose every first write to a
+    /// page costs both processes a copy-on-write fault.
     fn fork(&mut self, fd: OwnedFd) -> bool {
         if self.pooled {
             // Handed a request: become the process it asks for, as a
@@ -240,7 +242,7 @@ impl Server {
         // which handles other threads, or through the fork hook, which
         // forks as the program's own fork does), so the child may run
         // anything; both sides continue with consistent state below.
-        let pid = unsafe { state::fork_with(self.fork_fn) };
+        let pid = unsafe { state::fork_with(self.fork_fn()) };
         if pid == 0 {
             // The child serves its own socket from here on. What was read
             // or queued for the parent's socket is not ours. (It is still
@@ -292,7 +294,7 @@ impl Server {
             return;
         };
         // SAFETY: as in `fork`.
-        let pid = unsafe { state::fork_with(self.fork_fn) };
+        let pid = unsafe { state::fork_with(self.fork_fn()) };
         if pid == 0 {
             drop(ours);
             self.pool.forget();

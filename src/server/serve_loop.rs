@@ -74,9 +74,14 @@ pub(super) struct Server {
     tick: libc::c_int,
     /// Other code may run threads or fork here ([`ServeOptions::threaded`]).
     threaded: bool,
-    /// How to fork: glibc's `_Fork` while nothing but this crate and libc
-    /// is in the process, else `fork` (see `Server::fork`).
-    pub(super) fork_fn: ForkFn,
+    /// glibc's `_Fork`, if this server may fork with it at all: an exec'd
+    /// `anyfork-serve` with no other code running threads in it (see
+    /// `Server::fork_fn`).
+    pub(super) bare_fork: Option<ForkFn>,
+    /// Code loaded here may have registered fork handlers
+    /// (`crate::sys::atfork::handlers_possible`, asked after each
+    /// `require` and `eval`): only glibc's `fork` runs them.
+    pub(super) fork_handlers: bool,
     /// Children forked ahead of time (`anyfork_warm`).
     pub(super) pool: Pool,
     /// This process waits in a pool: its socket is a leash, and the fork
@@ -111,10 +116,10 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         Err(_) => sigfd,
     };
     state::set_comm(sock.as_raw_fd());
-    let fork_fn: ForkFn = if opts.scan_signals || opts.threaded {
-        libc::fork
+    let bare_fork = if opts.scan_signals || opts.threaded {
+        None
     } else {
-        crate::sys::proc::bare_fork().unwrap_or(libc::fork)
+        crate::sys::proc::bare_fork()
     };
     let mut s = Server {
         sock,
@@ -130,7 +135,8 @@ pub fn serve(sock: OwnedFd, opts: ServeOptions) -> ! {
         expect_hello: opts.expect_hello,
         tick: if opts.threaded { 50 } else { -1 },
         threaded: opts.threaded,
-        fork_fn,
+        bare_fork,
+        fork_handlers: false,
         pool: Pool::default(),
         pooled: false,
         pids_since: None,
@@ -181,6 +187,17 @@ impl Server {
             if !sock.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
                 self.rd.dry = true;
             }
+        }
+    }
+
+    /// How to fork now: glibc's `_Fork` while this server may use it, no
+    /// loaded code may have registered fork handlers and no thread was
+    /// ever started here; else `fork`, which runs the handlers and takes
+    /// care of the locks of other threads.
+    pub(super) fn fork_fn(&self) -> ForkFn {
+        match self.bare_fork {
+            Some(f) if !self.fork_handlers && crate::sys::atfork::single_threaded() => f,
+            _ => libc::fork,
         }
     }
 

@@ -2,6 +2,7 @@
 //! behind a safe function: everything else goes through nix or std; and
 //! the brief spin before a blocking wait (`spin`).
 
+pub mod atfork;
 pub mod dl;
 pub mod fd;
 pub mod proc;

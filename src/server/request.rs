@@ -52,16 +52,13 @@ impl Server {
             Frame::Require(lib) => {
                 self.resolved = None;
                 call::require(lib);
-                // The library may have registered fork handlers
-                // (pthread_atfork) that its code relies on: if so, from
-                // now on they run.
-                self.fork_handlers = crate::sys::atfork::handlers_possible();
+                self.code_loaded();
             }
             Frame::Eval { name, args } => {
                 // Code run here may load libraries or set a dispatcher.
                 self.resolved = None;
                 call::eval(name, &args, &self.args);
-                self.fork_handlers = crate::sys::atfork::handlers_possible();
+                self.code_loaded();
                 if let Some(k) = state::take_warm() {
                     self.pool.want = k;
                 }
@@ -106,6 +103,16 @@ impl Server {
             ),
         }
         self.rd.payload = payload;
+    }
+
+    /// After a `require` or `eval`: the code loaded may have registered
+    /// fork handlers (pthread_atfork) that it relies on; if so, from now on
+    /// they run. Asked only while the answer can still change how this
+    /// server forks: once yes, always yes; without `_Fork`, `fork` anyway.
+    fn code_loaded(&mut self) {
+        if self.bare_fork.is_some() && !self.fork_handlers {
+            self.fork_handlers = crate::sys::atfork::handlers_possible();
+        }
     }
 
     /// The next fd of the queue; `None` when the kernel could not install

@@ -79,8 +79,8 @@ pub(super) struct Server {
     /// `Server::fork_fn`).
     pub(super) bare_fork: Option<ForkFn>,
     /// Code loaded here may have registered fork handlers
-    /// (`crate::sys::atfork::handlers_possible`, asked after each
-    /// `require` and `eval`): only glibc's `fork` runs them.
+    /// (`crate::sys::atfork::handlers_possible`, asked after a `require`
+    /// or `eval` while `bare_fork` is set): only glibc's `fork` runs them.
     pub(super) fork_handlers: bool,
     /// Children forked ahead of time (`anyfork_warm`).
     pub(super) pool: Pool,

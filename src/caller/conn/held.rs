@@ -48,13 +48,10 @@ impl Conn {
         let Some((child, rec, pair)) = Self::take_pending(st)? else {
             return Ok(());
         };
-        st.forks.push_back(rec.clone());
         let frame = wire::header(Tag::Fork, 0);
         if let Some((ours, theirs)) = pair {
             child.attach(ours);
-            self.write_locked(st, &[&frame], vec![theirs])?;
-            self.track_fork(st, rec);
-            return Ok(());
+            return self.send_fork(st, rec, |st| self.write_locked(st, &[&frame], vec![theirs]));
         }
         let mut guard = Unforked {
             child: Some(child),
@@ -74,9 +71,7 @@ impl Conn {
                 }
             }
         });
-        self.write_later(st, &[&frame], make)?;
-        self.track_fork(st, rec);
-        Ok(())
+        self.send_fork(st, rec, |st| self.write_later(st, &[&frame], make))
     }
 
     /// Sends the held-back fork as `frame` (a fork that also runs or
@@ -87,13 +82,13 @@ impl Conn {
         let Some((_child, rec, pair)) = Self::take_pending(st)? else {
             return Ok(());
         };
-        st.forks.push_back(rec.clone());
         if let Some((ours, theirs)) = pair {
             // Our end goes to the record (for the run callback) once the
             // frame is written.
-            self.write_locked(st, frame, vec![theirs])?;
+            self.send_fork(st, rec.clone(), |st| {
+                self.write_locked(st, frame, vec![theirs])
+            })?;
             rec.sock_ready(ours);
-            self.track_fork(st, rec);
             return Ok(());
         }
         let r = rec.clone();
@@ -108,9 +103,7 @@ impl Conn {
                 None
             }
         });
-        self.write_later(st, frame, make)?;
-        self.track_fork(st, rec);
-        Ok(())
+        self.send_fork(st, rec, |st| self.write_later(st, frame, make))
     }
 
     /// Takes the held-back fork, if any, to send it: the child's
@@ -139,6 +132,21 @@ impl Conn {
     /// True when the fork held back is the one of `rec`.
     pub(super) fn holds(st: &State, rec: &Arc<Record>) -> bool {
         matches!(&st.pending, Some((_, r)) if Arc::ptr_eq(r, rec))
+    }
+
+    /// Sends the fork request of `rec` with `write` (which writes or queues
+    /// its frame): `rec` joins the forks awaiting a pid report and hears
+    /// when the request has been written.
+    fn send_fork(
+        self: &Arc<Self>,
+        st: &mut State,
+        rec: Arc<Record>,
+        write: impl FnOnce(&mut State) -> Result<()>,
+    ) -> Result<()> {
+        st.forks.push_back(rec.clone());
+        write(st)?;
+        self.track_fork(st, rec);
+        Ok(())
     }
 
     /// Tells `rec` when its fork request has been written.
@@ -233,9 +241,7 @@ impl Conn {
             self.send_pending_with_run(&mut st, frame)?;
         } else {
             let (_child, rec) = st.pending.take().expect("held, checked above");
-            st.forks.push_back(rec.clone());
-            self.write_locked(&mut st, frame, vec![])?;
-            self.track_fork(&mut st, rec);
+            self.send_fork(&mut st, rec, |st| self.write_locked(st, frame, vec![]))?;
         }
         self.settle(&mut st);
         Ok(true)
